@@ -1,0 +1,65 @@
+"""`curator stats` and `curator ls`."""
+
+from __future__ import annotations
+
+import click
+from sqlalchemy import select
+
+from curator.cli.context import AppContext, emit_json, json_option, pass_app
+from curator.query import compile_query
+from curator.stats import catalog_stats
+from db.schema import File, Image
+
+
+@click.command("stats")
+@json_option
+@pass_app
+def stats_cmd(app: AppContext, as_json: bool) -> None:
+    """Counts of images, files, formats, sizes, aspect ratios, problems and runs."""
+    stats = catalog_stats(app.catalog)
+    if as_json:
+        emit_json(stats)
+        return
+    click.echo(f"images: {stats['images']} ({stats['bytes'] / 1e6:.1f} MB)")
+    click.echo(f"files: {stats['files_present']} present, {stats['files_missing']} missing")
+    for title, key in [
+        ("formats", "formats"),
+        ("short side", "short_side"),
+        ("aspect", "aspect"),
+        ("problems", "problems"),
+        ("runs", "runs"),
+    ]:
+        items = stats[key]
+        click.echo(f"{title}:" + ("" if items else " none"))
+        width = max((len(str(k)) for k in items), default=0)
+        peak = max(items.values(), default=0) or 1
+        for name, count in items.items():
+            bar = "#" * round(30 * count / peak)
+            click.echo(f"  {name:<{width}}  {count:>7}  {bar}")
+
+
+@click.command("ls")
+@click.argument("query", nargs=-1)
+@click.option("--missing", is_flag=True, help="List files no longer on disk instead.")
+@json_option
+@pass_app
+def ls_cmd(app: AppContext, query: tuple[str, ...], missing: bool, as_json: bool) -> None:
+    """Print the paths of images matching QUERY (e.g. `folder:cats/ width>=768 format:png`)."""
+    stmt = (
+        select(File.path, Image.sha256, Image.width, Image.height, Image.format)
+        .join(Image, File.image_id == Image.id)
+        .where(compile_query(" ".join(query)), File.present.is_(not missing))
+        .order_by(File.path)
+    )
+    with app.catalog.session() as s:
+        rows = s.execute(stmt).all()
+    if as_json:
+        emit_json([r._asdict() for r in rows])
+        return
+    for row in rows:
+        click.echo(row.path)
+
+
+def register(main: click.Group) -> None:
+    main.add_command(stats_cmd)
+    main.add_command(ls_cmd)

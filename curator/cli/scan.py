@@ -1,0 +1,88 @@
+"""`curator scan` and `curator problems`."""
+
+from __future__ import annotations
+
+import click
+from sqlalchemy import select
+
+from curator.cli.context import AppContext, emit_json, json_option, pass_app, quiet_option
+from curator.probe import DEFAULT_PIXEL_LIMIT
+from curator.scan import ScanOptions, scan
+from db.schema import Problem
+
+
+@click.command("scan")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option(
+    "--exclude",
+    multiple=True,
+    metavar="GLOB",
+    help="Skip names or paths matching GLOB (repeatable).",
+)
+@click.option("--workers", type=click.IntRange(1), help="Decoding processes [default: all cores].")
+@click.option(
+    "--pixel-limit",
+    type=click.IntRange(1),
+    default=DEFAULT_PIXEL_LIMIT,
+    show_default=True,
+    help="Images with more pixels are recorded as decompression bombs.",
+)
+@click.option("--no-follow-symlinks", is_flag=True, help="Do not follow symbolic links.")
+@quiet_option
+@json_option
+@pass_app
+def scan_cmd(
+    app: AppContext, paths, exclude, workers, pixel_limit, no_follow_symlinks, quiet, as_json
+):  # noqa: ANN001
+    """Record every image under PATHS in the catalog (incremental; safe to re-run)."""
+    summary = scan(
+        app.catalog,
+        paths,
+        ScanOptions(
+            exclude=exclude,
+            workers=workers,
+            pixel_limit=pixel_limit,
+            follow_symlinks=not no_follow_symlinks,
+            progress=not (quiet or as_json),
+        ),
+    )
+    if as_json:
+        emit_json(summary.as_dict())
+        return
+    rate = summary.seen / summary.seconds if summary.seconds else 0.0
+    click.echo(
+        f"scanned {summary.seen} images in {summary.seconds:.1f}s ({rate:.0f}/s): "
+        f"{summary.new_images} new images, {summary.new_files} new files, "
+        f"{summary.changed} changed, {summary.unchanged} unchanged, "
+        f"{summary.relinked} at a new path, {summary.missing} now missing, "
+        f"{summary.with_parameters} with generation parameters, {summary.sidecars} with sidecars"
+    )
+    if summary.problems:
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(summary.problem_kinds.items()))
+        click.echo(f"{summary.problems} problems ({kinds}); see `curator problems`")
+
+
+@click.command("problems")
+@click.option("--kind", help="Only problems of this kind.")
+@json_option
+@pass_app
+def problems_cmd(app: AppContext, kind: str | None, as_json: bool) -> None:
+    """List files that could not be catalogued, and why."""
+    stmt = select(Problem).order_by(Problem.path)
+    if kind:
+        stmt = stmt.where(Problem.kind == kind)
+    with app.catalog.session() as s:
+        rows = s.scalars(stmt).all()
+    if as_json:
+        emit_json([{"path": p.path, "kind": p.kind, "message": p.message} for p in rows])
+        return
+    if not rows:
+        click.echo("no problems")
+        return
+    for p in rows:
+        click.echo(f"{p.path}: {p.kind}: {p.message}")
+
+
+def register(main: click.Group) -> None:
+    main.add_command(scan_cmd)
+    main.add_command(problems_cmd)

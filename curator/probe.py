@@ -1,0 +1,239 @@
+"""Read one image file safely: identity, geometry, perceptual hash, generation metadata.
+
+Runs in scan worker processes, so it takes a path and returns plain data. Every
+way a file can be bad ends as a `ProbeProblem` with a kind and one-line message;
+nothing here raises for a bad file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import imagehash
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from curator.errors import CuratorError
+from curator.infotext import generation_fields, parse_infotext, parse_novelai_comment
+
+DEFAULT_PIXEL_LIMIT = 178_956_970  # Pillow's own default decompression-bomb bound
+MAX_SIDE = 65_535  # wider or taller than any real training image format allows
+EXIF_USER_COMMENT = 0x9286
+EXIF_IFD = 0x8769
+EXIF_ORIENTATION = 0x0112
+
+
+@dataclass(slots=True)
+class ProbeResult:
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    width: int
+    height: int
+    format: str
+    mode: str
+    frames: int
+    orientation: int
+    phash: int  # unsigned 64-bit
+    generation: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ProbeProblem:
+    path: str
+    kind: str
+    message: str
+    size: int | None = None
+    mtime_ns: int | None = None
+
+
+def probe(path: str, *, pixel_limit: int = DEFAULT_PIXEL_LIMIT, max_bytes: int = 1 << 30):
+    """Probe one file; returns ProbeResult or ProbeProblem, never raises for bad input."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return ProbeProblem(path, "unreadable", exc.strerror or str(exc))
+    size, mtime = st.st_size, st.st_mtime_ns
+
+    def problem(kind: str, message: str) -> ProbeProblem:
+        return ProbeProblem(path, kind, message, size, mtime)
+
+    if size == 0:
+        return problem("empty", "file is empty (0 bytes)")
+    if size > max_bytes:
+        return problem("too_large", f"file is {size} bytes, over the {max_bytes}-byte limit")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        return problem("unreadable", exc.strerror or str(exc))
+    try:
+        return _probe_bytes(path, data, size, mtime, pixel_limit)
+    except _Bad as bad:
+        return problem(bad.kind, bad.message)
+
+
+class _Bad(Exception):
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind, self.message = kind, message
+
+
+def _probe_bytes(path: str, data: bytes, size: int, mtime: int, pixel_limit: int) -> ProbeResult:
+    sha = hashlib.sha256(data).hexdigest()
+    with warnings.catch_warnings():
+        # Pillow only warns between its limit and twice it; we want a hard, configurable stop.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            raise _Bad("not_an_image", "not an image Pillow can identify") from None
+        except Image.DecompressionBombError as exc:
+            raise _Bad("decompression_bomb", str(exc)) from None
+        except Image.DecompressionBombWarning as exc:
+            raise _Bad("decompression_bomb", str(exc)) from None
+        except (ValueError, SyntaxError, zlib.error) as exc:
+            raise _Bad(_kind_for(exc), _message(exc)) from None
+        except OSError as exc:
+            raise _Bad("corrupt", _message(exc)) from None
+        with img:
+            return _inspect(path, img, sha, size, mtime, pixel_limit)
+
+
+def _kind_for(exc: Exception) -> str:
+    msg = str(exc)
+    if "Too Large" in msg or "too large" in msg:
+        return "oversized_metadata"
+    return "corrupt"
+
+
+def _message(exc: Exception) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _inspect(
+    path: str, img: Image.Image, sha: str, size: int, mtime: int, pixel_limit: int
+) -> ProbeResult:
+    raw_w, raw_h = img.size
+    if raw_w <= 0 or raw_h <= 0 or raw_w > MAX_SIDE or raw_h > MAX_SIDE:
+        raise _Bad("bad_dimensions", f"absurd dimensions {raw_w}x{raw_h}")
+    if raw_w * raw_h > pixel_limit:
+        raise _Bad(
+            "decompression_bomb",
+            f"{raw_w}x{raw_h} = {raw_w * raw_h} pixels, over the {pixel_limit}-pixel limit",
+        )
+    fmt = (img.format or "").upper()
+    mode = img.mode
+    frames = getattr(img, "n_frames", 1)
+    try:
+        exif = img.getexif()
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the image
+        exif = Image.Exif()
+    orientation = exif.get(EXIF_ORIENTATION, 1)
+    if not isinstance(orientation, int) or not 1 <= orientation <= 8:
+        orientation = 1
+    generation = _generation(img, exif)
+
+    # Decode everything (truncation shows only here), but let JPEG decode at a
+    # reduced scale: the perceptual hash only needs 32x32 pixels.
+    if fmt == "JPEG":
+        img.draft("RGB", (max(64, raw_w // 8), max(64, raw_h // 8)))
+    try:
+        img.load()
+    except (OSError, ValueError, SyntaxError, zlib.error, EOFError) as exc:
+        kind = "truncated" if "truncated" in str(exc) or isinstance(exc, EOFError) else "corrupt"
+        raise _Bad(kind, _message(exc)) from None
+    except Image.DecompressionBombError as exc:
+        raise _Bad("decompression_bomb", _message(exc)) from None
+    shown = ImageOps.exif_transpose(img) if orientation != 1 else img
+    width, height = (raw_h, raw_w) if orientation in (5, 6, 7, 8) else (raw_w, raw_h)
+    return ProbeResult(
+        path=path,
+        size=size,
+        mtime_ns=mtime,
+        sha256=sha,
+        width=width,
+        height=height,
+        format=fmt or "UNKNOWN",
+        mode=mode,
+        frames=frames,
+        orientation=orientation,
+        phash=perceptual_hash(shown),
+        generation=generation,
+    )
+
+
+def perceptual_hash(img: Image.Image) -> int:
+    """64-bit DCT perceptual hash (ImageHash's `phash`, so values match its tools)."""
+    if img.mode not in ("L", "RGB"):
+        img = flatten(img)
+    return int(str(imagehash.phash(img)), 16)
+
+
+def flatten(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Any mode to RGB; transparency composited onto `background`."""
+    if img.mode == "I;16" or img.mode.startswith("I"):
+        img = img.point(lambda v: v / 256).convert("L") if img.mode != "I" else img.convert("L")
+    if img.mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, background)
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return img.convert("RGB")
+
+
+def _generation(img: Image.Image, exif: Image.Exif) -> dict[str, Any] | None:
+    text = _a1111_text(img, exif)
+    if text:
+        info = parse_infotext(text)
+        return {"source": "a1111", "raw": text, **generation_fields(info)}
+    comment = img.info.get("Comment")
+    if isinstance(comment, str) and comment.lstrip().startswith("{"):
+        try:
+            info = parse_novelai_comment(comment, img.info.get("Description"))
+        except (ValueError, CuratorError):
+            return None
+        return {"source": "novelai", "raw": comment, **generation_fields(info)}
+    return None
+
+
+def _a1111_text(img: Image.Image, exif: Image.Exif) -> str | None:
+    params = img.info.get("parameters")  # PNG tEXt / iTXt / zTXt
+    if isinstance(params, bytes):
+        params = params.decode("utf-8", "replace")
+    if isinstance(params, str) and params.strip():
+        return params
+    try:
+        comment = exif.get_ifd(EXIF_IFD).get(EXIF_USER_COMMENT)
+    except Exception:  # noqa: BLE001
+        comment = None
+    if comment is None:
+        comment = exif.get(EXIF_USER_COMMENT)
+    text = decode_user_comment(comment) if comment is not None else None
+    return text if text and text.strip() else None
+
+
+def decode_user_comment(value: bytes | str) -> str | None:
+    """EXIF UserComment: an 8-byte charset prefix, then the text (A1111 writes UTF-16)."""
+    if isinstance(value, str):
+        return value.strip("\x00")
+    prefix, body = value[:8], value[8:]
+    if prefix.startswith(b"UNICODE"):
+        # The standard leaves byte order to the writer; A1111 (via piexif) writes
+        # big-endian. Pick the order whose zero bytes fall where ASCII text puts them.
+        be_zeros = body[0::2].count(0)
+        le_zeros = body[1::2].count(0)
+        codec = "utf-16-le" if le_zeros > be_zeros else "utf-16-be"
+        return body.decode(codec, "replace").strip("\x00")
+    if prefix.startswith(b"ASCII") or prefix == b"\x00" * 8:
+        return body.decode("utf-8", "replace").strip("\x00")
+    return value.decode("utf-8", "replace").strip("\x00")

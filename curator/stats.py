@@ -1,0 +1,65 @@
+"""Catalog statistics: counts, formats, sizes, aspect ratios, problems, runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import case, func, select
+
+from db.engine import Catalog
+from db.schema import File, Image, Problem, Run
+
+# Short-side classes a trainer thinks in (SD 1.x trains at 512, SDXL at 1024).
+SIZE_CLASSES = [
+    (0, "<512"),
+    (512, "512-767"),
+    (768, "768-1023"),
+    (1024, "1024-2047"),
+    (2048, ">=2048"),
+]
+# width / height; square within 5%.
+ASPECT_CLASSES = [
+    (0.0, "tall <1:2"),
+    (0.5, "portrait 1:2-3:4"),
+    (0.75, "portrait 3:4-1:1"),
+    (0.95, "square"),
+    (1.05, "landscape 1:1-4:3"),
+    (1.34, "landscape 4:3-2:1"),
+    (2.0, "wide >2:1"),
+]
+
+
+def _classify(value: Any, classes: list[tuple[float, str]]):  # noqa: ANN202
+    whens = [(value >= lo, label) for lo, label in reversed(classes[1:])]
+    return case(*whens, else_=classes[0][1])
+
+
+def catalog_stats(catalog: Catalog) -> dict[str, Any]:
+    with catalog.session() as s:
+        short = func.min(Image.width, Image.height)
+        if not catalog.is_sqlite:
+            short = func.least(Image.width, Image.height)
+        aspect = Image.width * 1.0 / Image.height
+        size_bucket = _classify(short, SIZE_CLASSES).label("bucket")
+        aspect_bucket = _classify(aspect, ASPECT_CLASSES).label("bucket")
+        sizes = dict(s.execute(select(size_bucket, func.count()).group_by(size_bucket)).all())
+        aspects = dict(s.execute(select(aspect_bucket, func.count()).group_by(aspect_bucket)).all())
+        return {
+            "images": s.scalar(select(func.count(Image.id))),
+            "bytes": s.scalar(select(func.coalesce(func.sum(Image.bytes), 0))),
+            "files_present": s.scalar(select(func.count(File.id)).where(File.present.is_(True))),
+            "files_missing": s.scalar(select(func.count(File.id)).where(File.present.is_(False))),
+            "formats": dict(
+                s.execute(
+                    select(Image.format, func.count())
+                    .group_by(Image.format)
+                    .order_by(func.count().desc())
+                ).all()
+            ),
+            "short_side": {label: sizes.get(label, 0) for _, label in SIZE_CLASSES},
+            "aspect": {label: aspects.get(label, 0) for _, label in ASPECT_CLASSES},
+            "problems": dict(
+                s.execute(select(Problem.kind, func.count()).group_by(Problem.kind)).all()
+            ),
+            "runs": dict(s.execute(select(Run.kind, func.count()).group_by(Run.kind)).all()),
+        }

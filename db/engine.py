@@ -1,0 +1,98 @@
+"""Engine and session factory: SQLite by default, any SQLAlchemy URL otherwise."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+DEFAULT_DB = "curator.db"
+BUSY_TIMEOUT_MS = 60_000
+
+
+def database_url(spec: str | os.PathLike[str] | None = None) -> str:
+    """A path or URL from `--db`, else `$CURATOR_DB`, else `./curator.db`."""
+    spec = os.fspath(spec) if spec is not None else os.environ.get("CURATOR_DB") or DEFAULT_DB
+    if "://" in spec:
+        return spec
+    return f"sqlite:///{Path(spec).expanduser().resolve()}"
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def make_engine(url: str) -> Engine:
+    if not is_sqlite(url):
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+        # Let SQLAlchemy, not pysqlite, issue BEGIN, so writers can use IMMEDIATE.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # noqa: ANN001
+        # A writer takes the write lock up front: two processes then queue on the
+        # busy timeout instead of failing when a read transaction tries to upgrade.
+        if conn.get_execution_options().get("curator_write"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+class Catalog:
+    """An open catalog: the engine plus session factories for readers and writers."""
+
+    def __init__(self, url: str, engine: Engine):
+        self.url = url
+        self.engine = engine
+        self._read = sessionmaker(engine, expire_on_commit=False)
+        self._write = sessionmaker(
+            engine.execution_options(curator_write=True), expire_on_commit=False
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return is_sqlite(self.url)
+
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file, or None for a server database."""
+        if not self.is_sqlite:
+            return None
+        db = make_url(self.url).database
+        return Path(db) if db and db != ":memory:" else None
+
+    def session(self) -> Session:
+        """A session for reading (and small writes that may wait their turn)."""
+        return self._read()
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One write transaction: committed on success, rolled back on error."""
+        with self._write() as session, session.begin():
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

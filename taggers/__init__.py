@@ -1,0 +1,1 @@
+"""Models that turn pixels into tags, captions, scores, detections or embeddings."""

@@ -1,0 +1,56 @@
+"""The contract every model in `taggers/` honours.
+
+A model knows nothing of the catalog: PIL images in, plain results out, so it
+can run in a worker process. The run loop in `curator.runs` drives it:
+
+    arrays = [model.preprocess(img) for img in images]   # in decode workers
+    results = model.predict(np.stack(arrays))            # one batch
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass(frozen=True, slots=True)
+class Tag:
+    name: str  # as the model spells it (e.g. "long_hair"); formatting belongs to export
+    category: str  # "general" | "character" | "rating" | "copyright" | "artist" | "meta"
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    label: str
+    score: float
+    box: tuple[int, int, int, int]  # x, y, width, height in original image pixels
+    text: str | None = None
+
+
+@dataclass(slots=True)
+class Result:
+    """Everything one model says about one image. Unused kinds stay empty."""
+
+    tags: list[Tag] = field(default_factory=list)
+    caption: str | None = None
+    embedding: np.ndarray | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    detections: list[Detection] = field(default_factory=list)
+
+
+@runtime_checkable
+class Model(Protocol):
+    name: str  # registry name or file stem, e.g. "wd-vit-tagger-v3"
+    kind: str  # "tagger" | "detector" | "captioner" | "embedder"
+    revision: str  # short hash of the weights (and of any option that changes output)
+    input_size: int | None  # square side the model wants, for JPEG draft decoding
+
+    def preprocess(self, image: Image.Image) -> Any: ...
+
+    def predict(self, batch: list[Any]) -> list[Result]: ...
+
+    def params(self) -> dict[str, Any]: ...
