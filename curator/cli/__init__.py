@@ -15,13 +15,14 @@ from curator.errors import CuratorError
 COMMAND_MODULES = [
     "curator.cli.scan",
     "curator.cli.catalog",
+    "curator.cli.tagging",
 ]
 
 
 class CuratorGroup(click.Group):
     """Prints a library error as one line on stderr and exits non-zero."""
 
-    def invoke(self, ctx: click.Context):  # noqa: ANN201
+    def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except CuratorError as exc:

@@ -1,0 +1,270 @@
+"""`curator tag`, `curator detect`, `curator models ...`, `curator tags show|top`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from curator.cli.context import AppContext, emit_json, json_option, pass_app, quiet_option
+from curator.imageinfo import image_report, resolve_image, top_tags
+from curator.runs import RunOptions, RunSummary, run_models
+from taggers.registry import (
+    available_locally,
+    default_models_dir,
+    import_model,
+    list_detectors,
+    list_presets,
+)
+
+DEFAULT_TAGGER = "wd-vit-tagger-v3"
+
+
+def _run_options(f):
+    options = [
+        click.option("--where", metavar="QUERY", help="Only images matching QUERY."),
+        click.option("--redo", is_flag=True, help="Also redo images this model revision has done."),
+        click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True),
+        click.option(
+            "--workers", type=click.IntRange(0), help="Decode processes [default: cores-1]."
+        ),
+        click.option(
+            "--device",
+            default="auto",
+            show_default=True,
+            help="auto, cpu, cuda, tensorrt, coreml or directml.",
+        ),
+        click.option("--threads", type=click.IntRange(1), help="Inference threads per model."),
+        click.option("--limit", type=click.IntRange(1), help="Stop after this many images."),
+        quiet_option,
+        json_option,
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _report(summaries: list[RunSummary], as_json: bool) -> None:
+    if as_json:
+        emit_json([s.as_dict() for s in summaries])
+        return
+    for s in summaries:
+        click.echo(
+            f"{s.model} ({s.revision}): {s.done} images in {s.seconds:.1f}s "
+            f"({s.images_per_second:.1f}/s), {s.tags} tags, {s.failed} failed, "
+            f"{s.skipped} already done"
+        )
+
+
+def _options(where, redo, batch_size, workers, limit, quiet, as_json) -> RunOptions:
+    return RunOptions(
+        where=where,
+        redo=redo,
+        batch_size=batch_size,
+        workers=workers,
+        limit=limit,
+        progress=not (quiet or as_json),
+    )
+
+
+@click.command("tag")
+@click.option(
+    "--model",
+    "-m",
+    "specs",
+    multiple=True,
+    metavar="NAME|DIR|FILE.onnx",
+    help=f"Tagger preset, folder or .onnx file; repeat to run several [default: {DEFAULT_TAGGER}].",
+)
+@click.option("--general-threshold", type=click.FloatRange(0, 1), help="WD14 [default 0.35].")
+@click.option("--character-threshold", type=click.FloatRange(0, 1), help="WD14 [default 0.85].")
+@click.option("--mcut", is_flag=True, default=None, help="WD14: MCut automatic thresholds.")
+@click.option("--threshold", type=click.FloatRange(0, 1), help="DeepDanbooru [default 0.5].")
+@click.option("--quantize", type=click.Choice(["int8"]), help="Run a cached int8 copy.")
+@_run_options
+@pass_app
+def tag_cmd(
+    app: AppContext,
+    specs,
+    general_threshold,
+    character_threshold,
+    mcut,
+    threshold,
+    quantize,
+    where,
+    redo,
+    batch_size,
+    workers,
+    device,
+    threads,
+    limit,
+    quiet,
+    as_json,
+):
+    """Tag images with WD14 / DeepDanbooru taggers (resumable; each image decoded once).
+
+    \b
+    Examples:
+      curator tag                                  # the default WD14 tagger
+      curator tag -m wd-eva02-large-tagger-v3 --mcut
+      curator tag -m ./my-tagger/ --where 'folder:new/' --device cuda
+    """
+    from taggers.factory import load_model
+
+    models = []
+    for spec in specs or (DEFAULT_TAGGER,):
+        options = {}
+        if "deepdanbooru" in spec.lower():
+            options["threshold"] = threshold
+        else:
+            options.update(
+                general_threshold=general_threshold,
+                character_threshold=character_threshold,
+                mcut=mcut,
+            )
+        models.append(
+            load_model(spec, device=device, threads=threads, quantize=quantize, **options)
+        )
+    opts = _options(where, redo, batch_size, workers, limit, quiet, as_json)
+    _report(run_models(app.catalog, models, opts, kind="tag"), as_json)
+
+
+@click.command("detect")
+@click.argument("detectors", nargs=-1, required=True, type=click.Choice(["nsfw", "text", "faces"]))
+@_run_options
+@pass_app
+def detect_cmd(
+    app: AppContext,
+    detectors,
+    where,
+    redo,
+    batch_size,
+    workers,
+    device,
+    threads,
+    limit,
+    quiet,
+    as_json,
+):
+    """Run bundled detectors: NSFW (nudenet), text/watermarks (PP-OCR), faces (OpenCV).
+
+    Results are stored as scores (`nsfw`, `text_area`, `faces`) and boxes, usable in
+    queries (`score(nsfw)<0.2`, `has:faces`) and by export's focal crops.
+    """
+    from taggers.factory import load_model
+
+    models = [load_model(d, device=device, threads=threads) for d in dict.fromkeys(detectors)]
+    opts = _options(where, redo, batch_size, workers, limit, quiet, as_json)
+    _report(run_models(app.catalog, models, opts, kind="detect"), as_json)
+
+
+@click.group("models")
+def models_group() -> None:
+    """Tagger presets and locally available model files."""
+
+
+@models_group.command("list")
+@json_option
+def models_list(as_json: bool) -> None:
+    """Show the presets, the bundled detectors, and which are available offline."""
+    models_dir = default_models_dir()
+    rows = [
+        {
+            "name": p.name,
+            "kind": p.kind,
+            "source": f"{p.repo} ({', '.join(p.files)})",
+            "available": available_locally(p, models_dir),
+            "description": p.description,
+        }
+        for p in list_presets()
+    ] + [
+        {
+            "name": d.name,
+            "kind": "detector",
+            "source": f"bundled with {d.pip_name}",
+            "available": _importable(d.package),
+            "description": d.description,
+        }
+        for d in list_detectors()
+    ]
+    if as_json:
+        emit_json({"models_dir": str(models_dir), "models": rows})
+        return
+    click.echo(f"models folder: {models_dir}")
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        mark = "available" if r["available"] else "missing  "
+        click.echo(f"{r['name']:<{width}}  {mark}  {r['kind']:<12}  {r['source']}")
+
+
+def _importable(package: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(package) is not None
+
+
+@models_group.command("import")
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--name", required=True, help="Name to use it by, e.g. a preset name.")
+@click.option("--overwrite", is_flag=True, help="Replace a model already imported as NAME.")
+def models_import(src: Path, name: str, overwrite: bool) -> None:
+    """Copy a downloaded model folder (model.onnx + selected_tags.csv) into the models folder."""
+    target = import_model(src, name=name, models_dir=default_models_dir(), overwrite=overwrite)
+    click.echo(f"imported {name} into {target}")
+
+
+@click.command("show")
+@click.argument("image")
+@json_option
+@pass_app
+def tags_show(app: AppContext, image: str, as_json: bool) -> None:
+    """Everything known about one image: IMAGE is a path, a sha256 prefix or an id."""
+    with app.catalog.session() as s:
+        image_id = resolve_image(s, image)
+        report = image_report(s, image_id)
+    if as_json:
+        emit_json(report)
+        return
+    click.echo(f"{report['path']}  {report['width']}x{report['height']} {report['format']}")
+    click.echo(f"sha256 {report['sha256']}  status {report['status']}")
+    for t in report["tags"]:
+        click.echo(
+            f"  {t['score']:.3f}  {t['category']:<10} {t['name']}  [{', '.join(t['sources'])}]"
+        )
+    for name, value in sorted(report["scores"].items()):
+        click.echo(f"  score {name} = {value:.4g}")
+    for d in report["detections"]:
+        text = f" {d['text']!r}" if d["text"] else ""
+        click.echo(f"  {d['detector']}: {d['label']} {d['score']:.2f} at {d['box']}{text}")
+    for c in report["captions"]:
+        click.echo(f"  caption ({c['source']}): {c['text']}")
+
+
+@click.command("top")
+@click.option("--category", help="general, character, rating, copyright, artist or meta.")
+@click.option("--where", metavar="QUERY", help="Only images matching QUERY.")
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
+@json_option
+@pass_app
+def tags_top(app: AppContext, category, where, limit, as_json) -> None:
+    """The most frequent tags (images per tag)."""
+    with app.catalog.session() as s:
+        rows = top_tags(s, category=category, where=where, limit=limit)
+    if as_json:
+        emit_json(rows)
+        return
+    for r in rows:
+        click.echo(f"{r['images']:>8}  {r['category']:<10} {r['name']}")
+
+
+def register(main: click.Group) -> None:
+    main.add_command(tag_cmd)
+    main.add_command(detect_cmd)
+    main.add_command(models_group)
+    try:
+        from curator.cli.curate import tags_group
+    except ImportError:  # pragma: no cover - the curation commands define the group
+        tags_group = click.Group("tags", help="Show and edit tags.")
+        main.add_command(tags_group)
+    tags_group.add_command(tags_show)
+    tags_group.add_command(tags_top)

@@ -1,0 +1,116 @@
+"""Looking up one image, and tag frequencies: what `tags show` and `tags top` print."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from sqlalchemy import exists, func, select
+from sqlalchemy.orm import Session, aliased
+
+from curator.errors import UsageError
+from curator.query import compile_query
+from curator.tagview import USER_REMOVED, effective_tags
+from db.schema import Caption, Detection, File, Generation, Image, ImageTag, Score, Tag
+
+
+def resolve_image(s: Session, ref: str) -> int:
+    """An image id from a path, a sha256 (or a unique prefix of 6+ hex digits) or an id."""
+    path = os.path.abspath(ref)
+    image_id = s.scalar(select(File.image_id).where(File.path == path))
+    if image_id is not None:
+        return image_id
+    if ref.isdigit() and s.get(Image, int(ref)) is not None:
+        return int(ref)
+    if len(ref) >= 6 and all(c in "0123456789abcdef" for c in ref.lower()):
+        ids = s.scalars(select(Image.id).where(Image.sha256.startswith(ref.lower())).limit(2)).all()
+        if len(ids) == 1:
+            return ids[0]
+        if len(ids) > 1:
+            raise UsageError(f"sha256 prefix {ref!r} matches several images; give more digits")
+    raise UsageError(f"no catalogued image at {ref!r} (give a path, a sha256 or an id)")
+
+
+def image_report(s: Session, image_id: int) -> dict[str, Any]:
+    image = s.get(Image, image_id)
+    files = s.scalars(select(File).where(File.image_id == image_id).order_by(File.id)).all()
+    present = [f.path for f in files if f.present]
+    gen = s.get(Generation, image_id)
+    return {
+        "id": image.id,
+        "path": present[0] if present else (files[0].path if files else None),
+        "files": [{"path": f.path, "present": f.present} for f in files],
+        "sha256": image.sha256,
+        "width": image.width,
+        "height": image.height,
+        "format": image.format,
+        "mode": image.mode,
+        "status": image.status,
+        "duplicate_of": image.duplicate_of,
+        "tags": [
+            {"name": t.name, "category": t.category, "score": t.score, "sources": list(t.sources)}
+            for t in effective_tags(s, [image_id])[image_id]
+        ],
+        "scores": dict(
+            s.execute(select(Score.name, Score.value).where(Score.image_id == image_id)).all()
+        ),
+        "detections": [
+            {
+                "detector": d.detector,
+                "label": d.label,
+                "score": d.score,
+                "box": [d.x, d.y, d.w, d.h],
+                "text": d.text,
+            }
+            for d in s.scalars(
+                select(Detection).where(Detection.image_id == image_id).order_by(Detection.id)
+            )
+        ],
+        "captions": [
+            {"kind": c.kind, "source": c.source, "text": c.text}
+            for c in s.scalars(
+                select(Caption).where(Caption.image_id == image_id).order_by(Caption.id)
+            )
+        ],
+        "generation": None
+        if gen is None
+        else {
+            "prompt": gen.prompt,
+            "negative_prompt": gen.negative_prompt,
+            "steps": gen.steps,
+            "sampler": gen.sampler,
+            "cfg_scale": gen.cfg_scale,
+            "seed": gen.seed,
+            "model": gen.model,
+            "model_hash": gen.model_hash,
+        },
+    }
+
+
+def top_tags(
+    s: Session, *, category: str | None = None, where: str | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    """Tags by the number of images that effectively have them."""
+    removed = aliased(ImageTag)
+    hidden = exists().where(
+        removed.image_id == ImageTag.image_id,
+        removed.tag_id == ImageTag.tag_id,
+        removed.source == USER_REMOVED,
+    )
+    images = func.count(func.distinct(ImageTag.image_id)).label("images")
+    stmt = (
+        select(Tag.name, Tag.category, images)
+        .join(ImageTag, ImageTag.tag_id == Tag.id)
+        .where(ImageTag.source != USER_REMOVED, ~hidden)
+        .group_by(Tag.id, Tag.name, Tag.category)
+        .order_by(images.desc(), Tag.name)
+        .limit(limit)
+    )
+    if category:
+        stmt = stmt.where(Tag.category == category)
+    if where:
+        stmt = stmt.where(ImageTag.image_id.in_(select(Image.id).where(compile_query(where))))
+    return [{"name": n, "category": c, "images": k} for n, c, k in s.execute(stmt).all()]
+
+
+__all__ = ["image_report", "resolve_image", "top_tags"]

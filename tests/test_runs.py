@@ -1,0 +1,293 @@
+"""The run loop end to end: taggers and detectors over a scanned catalog."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from sqlalchemy import func, select
+
+from curator.cli import main
+from curator.runs import RunOptions, draft_size, run_models
+from curator.scan import ScanOptions, scan
+from db import open_catalog
+from db.schema import Detection, File, ImageTag, Problem, Processed, Run, Score, Tag
+from taggers.factory import load_model
+from tests.fixtures.tiny_models import build_wd14_model
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+COLOURS = {
+    "red": (255, 0, 0),
+    "blue": (0, 0, 255),
+    "green": (0, 255, 0),
+    "black": (0, 0, 0),
+    "white": (255, 255, 255),
+}
+
+
+@pytest.fixture
+def colours(tmp_path) -> Path:
+    root = tmp_path / "colours"
+    root.mkdir()
+    for name, rgb in COLOURS.items():
+        Image.new("RGB", (96, 96), rgb).save(root / f"{name}.png")
+    return root
+
+
+@pytest.fixture
+def tagger_dir(tmp_path) -> Path:
+    return build_wd14_model(tmp_path / "tiny-tagger", size=32)
+
+
+def cli(db, *args):
+    result = CliRunner().invoke(main, ["--db", str(db), *map(str, args)])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def tags_by_file(catalog, source=None) -> dict[str, dict[str, float]]:
+    with catalog.session() as s:
+        stmt = (
+            select(File.path, Tag.name, ImageTag.score)
+            .join(ImageTag, ImageTag.image_id == File.image_id)
+            .join(Tag, Tag.id == ImageTag.tag_id)
+        )
+        if source:
+            stmt = stmt.where(ImageTag.source == source)
+        out: dict[str, dict[str, float]] = {}
+        for path, name, score in s.execute(stmt):
+            out.setdefault(Path(path).stem, {})[name] = score
+    return out
+
+
+def test_tag_through_cli_stores_thresholded_tags_and_rating(tmp_path, colours, tagger_dir):
+    db = tmp_path / "c.db"
+    cli(db, "scan", colours, "--quiet")
+    out = json.loads(cli(db, "tag", "-m", tagger_dir, "--workers", "0", "--json"))
+    assert out[0]["done"] == len(COLOURS) and out[0]["failed"] == 0
+    with open_catalog(str(db)) as cat:
+        tags = tags_by_file(cat, "model:tiny-tagger")
+        with cat.session() as s:
+            ratings = {
+                Path(p).stem: v
+                for p, v in s.execute(
+                    select(File.path, Score.value)
+                    .join(Score, Score.image_id == File.image_id)
+                    .where(Score.name == "rating")
+                )
+            }
+            run = s.scalar(select(Run).where(Run.kind == "tag"))
+    # Every rating row is kept; general tags above 0.35, characters above 0.85.
+    assert {"general", "sensitive", "questionable", "explicit"} <= set(tags["red"])
+    assert {"red", "red_hero"} <= set(tags["red"]) and "blue" not in tags["red"]
+    assert {"blue", "blue_hero"} <= set(tags["blue"]) and "red_hero" not in tags["blue"]
+    assert "green" in tags["green"] and "red_hero" not in tags["green"]
+    assert "dark" in tags["black"] and "bright" in tags["white"]
+    assert tags["red"]["red"] == pytest.approx(1 / (1 + pow(2.718281828, -5)), abs=1e-3)
+    # The rating is the highest of the four rows: red → sensitive, blue → questionable.
+    assert ratings["red"] == 1.0 and ratings["blue"] == 2.0 and ratings["black"] == 0.0
+    assert run.status == "finished" and run.model == "tiny-tagger" and run.revision
+    assert run.params["general_threshold"] == 0.35 and run.counts["done"] == len(COLOURS)
+
+    shown = json.loads(cli(db, "tags", "show", colours / "red.png", "--json"))
+    assert {t["name"] for t in shown["tags"]} >= {"red", "red_hero"}
+    top = json.loads(cli(db, "tags", "top", "--category", "character", "--json"))
+    assert {r["name"] for r in top} == {"red_hero", "blue_hero"}
+
+
+def test_thresholds_and_mcut_change_what_is_kept(tmp_path, colours, tagger_dir):
+    db = tmp_path / "c.db"
+    cli(db, "scan", colours, "--quiet")
+    cli(db, "tag", "-m", tagger_dir, "--workers", "0", "--general-threshold", "0.999",
+        "--character-threshold", "0.999", "--quiet")
+    with open_catalog(str(db)) as cat:
+        tags = tags_by_file(cat)
+    assert "red" not in tags["red"] and "red_hero" not in tags["red"]
+    assert "general" in tags["red"]  # ratings are always kept
+
+
+def test_rerun_does_only_new_images_and_redo_forces(tmp_path, colours, tagger_dir):
+    with open_catalog(str(tmp_path / "c.db")) as cat:
+        scan(cat, [colours], ScanOptions(workers=1, progress=False))
+        model = load_model(str(tagger_dir), models_dir=tmp_path / "models")
+        opts = RunOptions(workers=0, progress=False)
+        assert run_models(cat, [model], opts)[0].done == len(COLOURS)
+        again = run_models(cat, [model], opts)[0]
+        assert again.done == 0 and again.skipped == len(COLOURS)
+        Image.new("RGB", (64, 64), (200, 10, 10)).save(colours / "new.png")
+        scan(cat, [colours], ScanOptions(workers=1, progress=False))
+        assert run_models(cat, [model], opts)[0].done == 1
+        assert run_models(cat, [model], RunOptions(workers=0, progress=False, redo=True))[0].done == 6
+        only = run_models(cat, [model], RunOptions(workers=0, progress=False, redo=True, where="width>=96"))
+        assert only[0].done == 5
+        with cat.session() as s:
+            assert s.scalar(select(func.count(Processed.id))) == 6
+
+
+def test_two_models_decode_each_image_once(tmp_path, colours, tagger_dir, monkeypatch):
+    import curator.runs as runs
+
+    second = build_wd14_model(tmp_path / "second-tagger", size=48)
+    opened: list[str] = []
+    real_open = runs.PILImage.open
+
+    def counting_open(path, *a, **k):
+        opened.append(str(path))
+        return real_open(path, *a, **k)
+
+    with open_catalog(str(tmp_path / "c.db")) as cat:
+        scan(cat, [colours], ScanOptions(workers=1, progress=False))
+        monkeypatch.setattr(runs.PILImage, "open", counting_open)
+        models = [load_model(str(d), models_dir=tmp_path / "m") for d in (tagger_dir, second)]
+        summaries = run_models(cat, models, RunOptions(workers=0, progress=False))
+        assert [s.done for s in summaries] == [len(COLOURS)] * 2
+        assert len(opened) == len(COLOURS)
+        monkeypatch.undo()
+        tags = tags_by_file(cat)
+        assert "red_hero" in tags["red"]
+
+
+def test_parallel_decoding_gives_the_same_tags(tmp_path, colours, tagger_dir):
+    results = []
+    for workers in (0, 2):
+        with open_catalog(str(tmp_path / f"c{workers}.db")) as cat:
+            scan(cat, [colours], ScanOptions(workers=1, progress=False))
+            model = load_model(str(tagger_dir), models_dir=tmp_path / "m")
+            run_models(cat, [model], RunOptions(workers=workers, batch_size=2, progress=False))
+            results.append(tags_by_file(cat))
+    assert results[0] == results[1]
+
+
+def test_unreadable_image_is_a_problem_and_the_run_goes_on(tmp_path, colours, tagger_dir):
+    with open_catalog(str(tmp_path / "c.db")) as cat:
+        scan(cat, [colours], ScanOptions(workers=1, progress=False))
+        (colours / "red.png").write_bytes(b"now broken")
+        model = load_model(str(tagger_dir), models_dir=tmp_path / "m")
+        summary = run_models(cat, [model], RunOptions(workers=0, progress=False))[0]
+        assert (summary.done, summary.failed) == (len(COLOURS) - 1, 1)
+        with cat.session() as s:
+            problem = s.scalar(select(Problem))
+        assert problem.kind == "decode_failed" and problem.path.endswith("red.png")
+
+
+def test_missing_model_is_a_clear_error(tmp_path, colours):
+    db = tmp_path / "c.db"
+    cli(db, "scan", colours, "--quiet")
+    env = {"CURATOR_MODELS": str(tmp_path / "models"), "HF_HUB_OFFLINE": "1"}
+    result = CliRunner(env=env).invoke(main, ["--db", str(db), "tag", "-m", "wd-vit-tagger-v3"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "model.onnx" in lines[0] and "curator models import" in lines[0]
+
+
+def test_models_list_and_import(tmp_path, tagger_dir):
+    env = {"CURATOR_MODELS": str(tmp_path / "models")}
+    runner = CliRunner(env=env)
+    listed = json.loads(runner.invoke(main, ["models", "list", "--json"]).output)
+    names = {m["name"]: m for m in listed["models"]}
+    assert "wd-eva02-large-tagger-v3" in names and not names["wd-vit-tagger-v3"]["available"]
+    assert names["faces"]["available"]
+    result = runner.invoke(main, ["models", "import", str(tagger_dir), "--name", "wd-vit-tagger-v3"])
+    assert result.exit_code == 0, result.output
+    listed = json.loads(runner.invoke(main, ["models", "list", "--json"]).output)
+    assert {m["name"]: m for m in listed["models"]}["wd-vit-tagger-v3"]["available"]
+
+
+def test_detectors_on_the_sample_photos(tmp_path):
+    db = tmp_path / "c.db"
+    photos = tmp_path / "photos"
+    shutil.copytree(SAMPLES, photos)
+    cli(db, "scan", photos, "--quiet")
+    out = json.loads(cli(db, "detect", "faces", "nsfw", "text", "--workers", "0", "--json"))
+    assert [o["done"] for o in out] == [4, 4, 4]
+    with open_catalog(str(db)) as cat, cat.session() as s:
+        scores = {
+            (Path(p).stem, n): v
+            for p, n, v in s.execute(
+                select(File.path, Score.name, Score.value).join(Score, Score.image_id == File.image_id)
+            )
+        }
+        faces = s.scalars(select(Detection).where(Detection.detector == "faces")).all()
+    assert scores[("astronaut", "faces")] == 1
+    assert scores[("coffee", "faces")] == 0
+    (face,) = [d for d in faces]
+    assert 100 < face.x + face.w / 2 < 300 and face.w > 30  # the astronaut's face, in 384-px pixels
+    assert all(scores[(name, "nsfw")] < 0.5 for name in ("astronaut", "coffee", "chelsea"))
+    assert all(0 <= scores[(name, "text_area")] < 0.2 for name in ("astronaut", "coffee"))
+
+
+KILL_SCRIPT = """
+import sys, time
+from db import open_catalog
+from curator.runs import RunOptions, run_models
+from taggers.factory import load_model
+
+class Slow:
+    def __init__(self, model):
+        self.m = model
+        self.name, self.kind, self.revision = model.name, model.kind, model.revision
+        self.input_size = model.input_size
+    def preprocess(self, img):
+        return self.m.preprocess(img)
+    def predict(self, batch):
+        time.sleep(0.2)
+        return self.m.predict(batch)
+    def params(self):
+        return self.m.params()
+
+cat = open_catalog(sys.argv[1])
+model = Slow(load_model(sys.argv[2], models_dir=sys.argv[3]))
+run_models(cat, [model], RunOptions(workers=0, batch_size=2, progress=False))
+"""
+
+
+def test_killed_run_resumes_without_duplicates(tmp_path, tagger_dir):
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(40):
+        Image.new("RGB", (40, 40), (i * 6, 255 - i * 6, 128)).save(root / f"{i:02d}.png")
+    db = tmp_path / "c.db"
+    with open_catalog(str(db)) as cat:
+        scan(cat, [root], ScanOptions(workers=1, progress=False))
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, str(db), str(tagger_dir), str(tmp_path / "m")], env=env
+    )
+    with open_catalog(str(db)) as cat:
+        deadline = time.time() + 120
+        done = 0
+        while time.time() < deadline and done < 6:
+            time.sleep(0.1)
+            with cat.session() as s:
+                done = s.scalar(select(func.count(Processed.id)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        with cat.session() as s:
+            done_at_kill = s.scalar(select(func.count(Processed.id)))
+        assert 6 <= done_at_kill < 40
+        model = load_model(str(tagger_dir), models_dir=tmp_path / "m")
+        summary = run_models(cat, [model], RunOptions(workers=0, progress=False))[0]
+        assert summary.done == 40 - done_at_kill and summary.skipped == done_at_kill
+        with cat.session() as s:
+            assert s.scalar(select(func.count(Processed.id))) == 40
+            per_image = s.execute(
+                select(ImageTag.image_id, func.count()).group_by(ImageTag.image_id, ImageTag.tag_id)
+            ).all()
+            assert all(n == 1 for _, n in per_image)
+            statuses = sorted(s.scalars(select(Run.status).where(Run.kind == "tag")))
+        assert statuses == ["finished", "running"]
+
+
+def test_draft_size_covers_the_model_input():
+    assert draft_size(4000, 3000, 448) == (448, 336)
+    assert draft_size(300, 1200, 448) == (112, 448)
