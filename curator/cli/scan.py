@@ -33,7 +33,7 @@ from db.schema import Problem
 @pass_app
 def scan_cmd(
     app: AppContext, paths, exclude, workers, pixel_limit, no_follow_symlinks, quiet, as_json
-):  # noqa: ANN001
+):
     """Record every image under PATHS in the catalog (incremental; safe to re-run)."""
     summary = scan(
         app.catalog,

@@ -1,0 +1,145 @@
+"""Tagging throughput: model-only vs end-to-end `curator tag`, fp32 vs int8.
+
+    python benchmarks/tag.py [--images 64] [--size 448] [--arch convnext_tiny]
+
+Builds a WD14-sized tagger with random weights (timm ConvNeXt-T at 448 px,
+10,000 sigmoid outputs, NHWC BGR input, exported to ONNX) with a matching
+selected_tags.csv, generates JPEG photos of mixed sizes, then measures in one run:
+
+* model-only images/s: pre-decoded, pre-processed batches through the same
+  onnxruntime session the run loop uses;
+* end-to-end images/s: `run_models` over the catalog (decode in workers, batch,
+  predict, write), excluding the scan;
+* their ratio, for fp32 and for the int8 dynamically quantised copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+
+def build_model(folder: Path, arch: str, size: int, n_tags: int) -> Path:
+    import timm
+    import torch
+
+    class WD14Like(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = timm.create_model(arch, pretrained=False, num_classes=n_tags)
+
+        def forward(self, x):  # NHWC, BGR, 0-255 like the WD14 exports
+            x = x.permute(0, 3, 1, 2).flip(1) / 255.0
+            return torch.sigmoid(self.net(x))
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model = WD14Like().eval()
+    # Random weights score every tag near 0.5; bias the head so an image gets a
+    # realistic few dozen tags above the 0.35 threshold, as real WD14 models do.
+    with torch.no_grad():
+        bias = model.net.get_classifier().bias
+        bias.fill_(-5.0)
+        bias[torch.randperm(n_tags, generator=torch.Generator().manual_seed(0))[:40]] = 5.0
+    dummy = torch.zeros(1, size, size, 3)
+    torch.onnx.export(
+        model,
+        (dummy,),
+        str(folder / "model.onnx"),
+        input_names=["input_1:0"],
+        output_names=["predictions_sigmoid"],
+        dynamic_axes={"input_1:0": {0: "batch"}, "predictions_sigmoid": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    with open(folder / "selected_tags.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["tag_id", "name", "category", "count"])
+        for i, name in enumerate(["general", "sensitive", "questionable", "explicit"]):
+            w.writerow([i, name, 9, 0])
+        for i in range(4, n_tags):
+            w.writerow([i, f"tag_{i}", 4 if i % 20 == 0 else 0, 0])
+    return folder
+
+
+def make_images(folder: Path, n: int) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        w, h = int(rng.integers(768, 1600)), int(rng.integers(768, 1600))
+        small = rng.integers(0, 255, (h // 16, w // 16, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC).save(
+            folder / f"{i:04d}.jpg", quality=90
+        )
+
+
+def model_only(model, paths: list[str], batch: int) -> float:
+    from PIL import Image, ImageOps
+
+    arrays = [model.preprocess(ImageOps.exif_transpose(Image.open(p).convert("RGB"))) for p in paths]
+    model.predict(np.stack(arrays[:batch]))  # warm-up: session load and first run
+    t = time.perf_counter()
+    for i in range(0, len(arrays), batch):
+        model.predict(np.stack(arrays[i : i + batch]))
+    return len(arrays) / (time.perf_counter() - t)
+
+
+def end_to_end(model, images: Path, db: Path, batch: int) -> float:
+    from curator.runs import RunOptions, run_models
+    from curator.scan import ScanOptions, scan
+    from db import open_catalog
+
+    with open_catalog(str(db)) as cat:
+        scan(cat, [images], ScanOptions(progress=False))
+        model.predict(np.zeros((1, model.input_size, model.input_size, 3), np.float32))
+        (summary,) = run_models(cat, [model], RunOptions(batch_size=batch, progress=False))
+    return summary.images_per_second
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=64)
+    ap.add_argument("--size", type=int, default=448)
+    ap.add_argument("--tags", type=int, default=10_000)
+    ap.add_argument("--arch", default="convnext_tiny")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--work", type=Path, help="keep the model and images here between runs")
+    args = ap.parse_args()
+
+    from taggers.factory import load_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
+        model_dir = work / f"{args.arch}-{args.size}"
+        if not (model_dir / "model.onnx").exists():
+            t = time.perf_counter()
+            build_model(model_dir, args.arch, args.size, args.tags)
+            print(f"exported {args.arch} at {args.size}px, {args.tags} tags in {time.perf_counter() - t:.0f}s")
+        images = work / f"images-{args.images}"
+        if not images.exists():
+            make_images(images, args.images)
+        paths = sorted(str(p) for p in images.glob("*.jpg"))
+        print(f"{len(paths)} JPEGs of 768-1600 px; batch size {args.batch_size}")
+        rows = []
+        for quantize in (None, "int8"):
+            label = quantize or "fp32"
+            model = load_model(str(model_dir), models_dir=work / "models", quantize=quantize)
+            mo = model_only(model, paths, args.batch_size)
+            e2e = end_to_end(model, images, work / f"{label}.db", args.batch_size)
+            rows.append((label, mo, e2e))
+            print(f"{label}: model-only {mo:.2f} img/s, end-to-end {e2e:.2f} img/s, ratio {e2e / mo:.2f}")
+        (_, fp_mo, fp_e2e), (_, q_mo, q_e2e) = rows
+        print(f"int8 / fp32: model-only {q_mo / fp_mo:.2f}x, end-to-end {q_e2e / fp_e2e:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
