@@ -8,7 +8,7 @@ from sqlalchemy import select
 from curator.cli.context import AppContext, emit_json, json_option, pass_app
 from curator.query import compile_query
 from curator.stats import catalog_stats
-from db.schema import File, Image
+from db.schema import File, Image, Run
 
 
 @click.command("stats")
@@ -60,6 +60,45 @@ def ls_cmd(app: AppContext, query: tuple[str, ...], missing: bool, as_json: bool
         click.echo(row.path)
 
 
+@click.command("runs")
+@click.option("--limit", type=click.IntRange(1), default=20, show_default=True)
+@json_option
+@pass_app
+def runs_cmd(app: AppContext, limit: int, as_json: bool) -> None:
+    """Recent runs (scans, taggers, detectors): model, revision, status, counts, duration.
+
+    A run still `running` with no process behind it was killed; its finished batches
+    are kept and the next run of the same model picks up the rest.
+    """
+    with app.catalog.session() as s:
+        rows = s.scalars(select(Run).order_by(Run.id.desc()).limit(limit)).all()
+    data = [
+        {
+            "id": r.id,
+            "kind": r.kind,
+            "model": r.model,
+            "revision": r.revision,
+            "status": r.status,
+            "started_at": r.started_at,
+            "duration_s": r.duration_s,
+            "counts": r.counts,
+            "params": r.params,
+        }
+        for r in rows
+    ]
+    if as_json:
+        emit_json(data)
+        return
+    for r in data:
+        took = f"{r['duration_s']:.1f}s" if r["duration_s"] is not None else "-"
+        counts = ", ".join(
+            f"{k} {v}" for k, v in (r["counts"] or {}).items() if v and isinstance(v, int)
+        )
+        model = f" {r['model']}@{r['revision']}" if r["model"] else ""
+        click.echo(f"#{r['id']} {r['kind']}{model} {r['status']} {took} {counts}")
+
+
 def register(main: click.Group) -> None:
     main.add_command(stats_cmd)
     main.add_command(ls_cmd)
+    main.add_command(runs_cmd)
