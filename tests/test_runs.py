@@ -291,3 +291,13 @@ def test_killed_run_resumes_without_duplicates(tmp_path, tagger_dir):
 def test_draft_size_covers_the_model_input():
     assert draft_size(4000, 3000, 448) == (448, 336)
     assert draft_size(300, 1200, 448) == (112, 448)
+
+
+def test_detectors_and_tagger_handle_every_mode_in_the_corpus(tmp_path, corpus, tagger_dir):
+    """CMYK, 16-bit, palette with transparency, RGBA, EXIF-rotated, animated: no failures."""
+    db = tmp_path / "c.db"
+    cli(db, "scan", corpus, "--quiet")
+    out = json.loads(cli(db, "detect", "faces", "nsfw", "text", "--workers", "0", "--json"))
+    out += json.loads(cli(db, "tag", "-m", tagger_dir, "--workers", "0", "--json"))
+    n = len(list(corpus.rglob("*.*"))) - 1  # minus the caption sidecar
+    assert [(o["done"], o["failed"]) for o in out] == [(n, 0)] * 4
