@@ -13,20 +13,28 @@ them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from curator.tagrules import TagRules
-from db.schema import ImageTag, Tag
+from db.schema import ImageTag, Tag, TagRule
 
 USER = "user"
 USER_REMOVED = "user-removed"
 SIDECAR = "sidecar"
 IMPLIED = "implied"
 RATINGS = ("general", "sensitive", "questionable", "explicit")
+
+ALIAS = "alias"
+IMPLICATION = "implication"
+BLACKLIST = "blacklist"
+TRIGGER = "trigger"
+RULE_KINDS = (ALIAS, IMPLICATION, BLACKLIST, TRIGGER)
+
+_SPACES = re.compile(r"\s+")
 
 
 def model_source(name: str) -> str:
@@ -39,6 +47,96 @@ class TagRow:
     category: str
     score: float
     sources: tuple[str, ...]
+
+
+def normalize_tag(text: str) -> str:
+    """A tag as typed (`long hair`) in booru spelling (`long_hair`), as sidecars are read."""
+    return _SPACES.sub("_", text.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class TagRules:
+    """Every rule of a catalog, loaded once; cheap to query."""
+
+    aliases: Mapping[str, str] = field(default_factory=dict)  # alias → canonical
+    implications: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    blacklist: frozenset[str] = frozenset()
+    triggers: tuple[str, ...] = ()
+
+    @classmethod
+    def load(cls, session: Session) -> TagRules:
+        aliases: dict[str, str] = {}
+        implications: dict[str, set[str]] = {}
+        blacklist: set[str] = set()
+        triggers: list[str] = []
+        rows = session.execute(
+            select(TagRule.kind, TagRule.tag, TagRule.target).order_by(TagRule.id)
+        ).all()
+        for kind, tag, target in rows:
+            if kind == ALIAS:
+                aliases[tag] = target
+            elif kind == IMPLICATION:
+                implications.setdefault(tag, set()).add(target)
+            elif kind == BLACKLIST:
+                blacklist.add(tag)
+            elif kind == TRIGGER and tag not in triggers:
+                triggers.append(tag)
+        rules = cls(aliases=aliases)
+        # Rules written before an alias existed may name the alias: read them canonically.
+        canonical_implications: dict[str, set[str]] = {}
+        for tag, targets in implications.items():
+            canonical_implications.setdefault(rules.canonical(tag), set()).update(
+                rules.canonical(t) for t in targets
+            )
+        return cls(
+            aliases=aliases,
+            implications={k: frozenset(v) for k, v in canonical_implications.items()},
+            blacklist=frozenset(rules.canonical(t) for t in blacklist),
+            triggers=tuple(triggers),
+        )
+
+    @property
+    def empty(self) -> bool:
+        return not (self.aliases or self.implications or self.blacklist or self.triggers)
+
+    def canonical(self, name: str) -> str:
+        """The canonical spelling of a tag (itself when it is no alias)."""
+        seen = {name}
+        while name in self.aliases:
+            name = self.aliases[name]
+            if name in seen:  # a cycle can only come from hand-edited rows; stop on it
+                break
+            seen.add(name)
+        return name
+
+    def spellings(self, canonical: str) -> set[str]:
+        """The canonical name and every alias that leads to it."""
+        return {canonical} | {a for a in self.aliases if self.canonical(a) == canonical}
+
+    def is_blacklisted(self, name: str) -> bool:
+        return self.canonical(name) in self.blacklist
+
+    def implied_by(self, name: str) -> set[str]:
+        """Every tag `name` implies, following chains (not including `name`)."""
+        out: set[str] = set()
+        stack = [self.canonical(name)]
+        while stack:
+            for target in self.implications.get(stack.pop(), ()):
+                if target not in out:
+                    out.add(target)
+                    stack.append(target)
+        out.discard(self.canonical(name))
+        return out
+
+    def implied(self, names: Iterable[str]) -> dict[str, str]:
+        """Tags implied by `names` and not among them: implied tag → a tag implying it."""
+        present = {self.canonical(n) for n in names}
+        out: dict[str, str] = {}
+        for name in sorted(present):
+            for target in sorted(self.implied_by(name)):
+                if target not in present:
+                    out.setdefault(target, name)
+        return out
 
 
 def effective_tags(

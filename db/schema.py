@@ -82,7 +82,9 @@ class File(Base):
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
     size: Mapped[int] = mapped_column(BigInteger)
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
-    present: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
+    # No index of its own: a low-selectivity boolean index lures SQLite away from
+    # ix_files_image_id in the correlated EXISTS every query uses.
+    present: Mapped[bool] = mapped_column(Boolean, default=True)
     sidecar_mtime_ns: Mapped[int | None] = mapped_column(BigInteger)
     first_seen: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

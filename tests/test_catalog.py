@@ -102,3 +102,13 @@ def test_phash_signed_storage_round_trips():
         stored = to_signed64(value)
         assert -(1 << 63) <= stored < (1 << 63)
         assert to_unsigned64(stored) == value
+
+
+def test_migrations_match_the_models(db_path):
+    """Every model change comes with its migration."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with open_catalog(str(db_path)) as cat, cat.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []

@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "curator.cli.scan",
     "curator.cli.catalog",
     "curator.cli.tagging",
+    "curator.cli.curate",
 ]
 
 

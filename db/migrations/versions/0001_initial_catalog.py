@@ -240,7 +240,6 @@ def upgrade() -> None:
     with op.batch_alter_table("files", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_files_folder"), ["folder"], unique=False)
         batch_op.create_index(batch_op.f("ix_files_image_id"), ["image_id"], unique=False)
-        batch_op.create_index(batch_op.f("ix_files_present"), ["present"], unique=False)
 
     op.create_table(
         "generations",
@@ -371,7 +370,6 @@ def downgrade() -> None:
 
     op.drop_table("generations")
     with op.batch_alter_table("files", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_files_present"))
         batch_op.drop_index(batch_op.f("ix_files_image_id"))
         batch_op.drop_index(batch_op.f("ix_files_folder"))
 
