@@ -91,6 +91,7 @@ def build_caption(
     *,
     caption: str | None = None,
     trigger: str | None = None,
+    leading: Sequence[str] = (),
     class_word: str | None = None,
     include_rating: bool = False,
     include_meta: bool = False,
@@ -112,6 +113,7 @@ def build_caption(
 
     1. the trigger word and class word as one token (``"sks dog"``), either may be
        absent; both are used verbatim (no underscore or parenthesis changes);
+       then each of the ``leading`` words (e.g. trigger-word rules), also verbatim;
     2. ``caption`` (natural text, stripped) as one token when ``caption_position`` is
        ``"first"``;
     3. ``character`` tags, when ``characters_first``;
@@ -165,6 +167,7 @@ def build_caption(
 
     text = caption.strip() if caption else ""
     tokens = [" ".join(word.strip() for word in (trigger, class_word) if word and word.strip())]
+    tokens.extend(word.strip() for word in leading)
     if caption_position == "first":
         tokens.append(text)
     for group in (characters, others):

@@ -318,21 +318,41 @@ def resolve(
 
     if is_offline(offline):
         reason = "hub downloads are off (HF_HUB_OFFLINE=1 or offline mode)"
+    elif (unreachable := _hub_unreachable()) is not None:
+        reason = f"the hub is unreachable ({unreachable})"
     else:
         try:
             model_path, tags_path = _from_hub(preset, cache_dir=cache_dir, local_only=False)
             return ResolvedModel(name, preset.kind, model_path, tags_path, "hub")
         except Exception as exc:  # noqa: BLE001 - network and hub errors become one clear error
-            reason = f"downloading from {preset.repo} failed ({type(exc).__name__}: {exc})"
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            reason = f"the download failed ({type(exc).__name__}: {first_line})"
     missing = local_dir / preset.model_file
     if (local_dir / preset.model_file).is_file():
         missing = local_dir / preset.tags_file
     raise ModelNotFoundError(
-        f"model {name!r} not found: {missing} does not exist, {preset.repo} is not in the "
-        f"Hugging Face cache, and {reason}. Fetch {' and '.join(preset.files)} from "
-        f"https://huggingface.co/{preset.repo} and run `{IMPORT_HINT.format(name=name)}`, "
-        f"or allow hub access (unset HF_HUB_OFFLINE)"
+        f"model {name!r} not found: no {missing}, not in the Hugging Face cache, and "
+        f"{reason}. Fetch {' and '.join(preset.files)} from the hub repository "
+        f"{preset.repo} and run `{IMPORT_HINT.format(name=name)}`"
     )
+
+
+def _hub_unreachable() -> str | None:
+    """Why the hub cannot be reached, found in milliseconds; None when it may be.
+
+    Without this, huggingface_hub retries a failed name lookup with backoff for
+    about 20 seconds before giving up.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = urlparse(endpoint).hostname or ""
+    try:
+        socket.getaddrinfo(host, 443, proto=socket.IPPROTO_TCP)
+    except OSError as exc:
+        return f"cannot resolve {host}: {exc.strerror or exc}"
+    return None
 
 
 def available_locally(

@@ -218,6 +218,7 @@ def test_download_failure_becomes_one_clear_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr("taggers.registry._hub_unreachable", lambda: None)
 
     def unreachable(*args: object, local_files_only: bool = False, **kwargs: object) -> str:
         raise ConnectionError("network is unreachable" if not local_files_only else "miss")
@@ -233,6 +234,7 @@ def test_download_when_online(
     monkeypatch: pytest.MonkeyPatch, wd14_dir: Path, tmp_path: Path
 ) -> None:
     monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr("taggers.registry._hub_unreachable", lambda: None)
     requested: list[tuple[str, str]] = []
 
     def fake_download(repo: str, filename: str, *, local_files_only: bool = False, **kw: object):
@@ -248,6 +250,23 @@ def test_download_when_online(
         (f"SmilingWolf/{PRESET}", "model.onnx"),
         (f"SmilingWolf/{PRESET}", "selected_tags.csv"),
     ]
+
+
+def test_unresolvable_hub_fails_fast_with_the_fix(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")
+
+    def must_not_download(*args: object, local_files_only: bool = False, **kw: object) -> str:
+        if local_files_only:
+            raise FileNotFoundError("miss")
+        raise AssertionError("tried to download although the hub cannot be resolved")
+
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", must_not_download)
+    with pytest.raises(ModelNotFoundError, match="hub is unreachable") as info:
+        resolve(PRESET, models_dir=tmp_path)
+    assert IMPORT_COMMAND in str(info.value)
 
 
 def test_unknown_names_point_at_import(tmp_path: Path) -> None:

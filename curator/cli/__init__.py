@@ -17,6 +17,8 @@ COMMAND_MODULES = [
     "curator.cli.catalog",
     "curator.cli.tagging",
     "curator.cli.curate",
+    "curator.cli.export",
+    "curator.cli.prepare",
 ]
 
 

@@ -1,0 +1,78 @@
+"""`curator export`: a bucketed, cropped, captioned training set in a trainer's layout.
+
+What gets exported: the images matching ``query`` (see `curator.query`) that have a
+file on disk, are not marked as a duplicate of another image and are not
+``rejected`` in review (``include_rejected`` keeps those). With ``reg_query`` a second
+selection becomes the regularisation (class) images of a DreamBooth layout.
+
+For every image: a bucket (`curator.buckets`, on its displayed size), a crop
+(`curator.crops`; ``focal`` keeps the face boxes of the ``faces`` detector), a caption
+(`curator.captions`, from `curator.tagview.effective_tags`, trigger-word rules first),
+then a worker process decodes, crops, resizes and writes it (`curator.imagewrite`).
+An image that cannot be read, has changed since it was scanned or fits no bucket is
+skipped and listed with the reason; the export goes on. Source files are only read.
+
+The export is written into a new folder beside the target and moved into place when
+complete, so a target holds a whole export or none. A non-empty target is refused
+unless ``force`` is given; even then it is replaced only if it is a previous Curator
+export that nobody has added files to (it has our ``manifest.json`` and nothing
+besides the files listed there). With ``overwrite``, any other folder is moved aside
+to ``NAME.old-N`` (never deleted) and the export takes its place.
+
+Same catalog, options and seed give byte-identical files: names come from the source
+file name (or content hash), everything is sorted, and nothing written holds a time.
+`manifest.json` lists every file with its SHA-256 and source image, the settings, the
+bucket histogram, counts and skipped images. The catalog records the export in
+``exports`` and each image's bucket, crop, path and caption in ``export_items``; a
+crop moved by hand there is used by `reexport` (or ``reuse_crops=EXPORT_ID``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from curator.export.options import ExportOptions, ExportSummary, SkippedImage
+
+if TYPE_CHECKING:
+    from db.engine import Catalog
+
+__all__ = ["ExportOptions", "ExportSummary", "SkippedImage", "export", "reexport"]
+
+# The orchestration is imported when called: worker processes import this package to
+# reach `curator.export.render`, and need neither the database layer nor the layouts.
+
+
+def export(
+    catalog: Catalog,
+    target_dir: str | os.PathLike[str],
+    options: ExportOptions | None = None,
+    /,
+    **settings: Any,
+) -> ExportSummary:
+    """Export the images of ``query`` into ``target_dir``; see the module doc.
+
+    ``settings`` are `ExportOptions` fields (``query=``, ``layout=``, ``crop=``, ...),
+    applied over ``options``. Raises `ExportError` when the target is not empty (without
+    ``force``) or nothing could be exported, `UsageError` for settings that do not fit.
+    """
+    from curator.export.run import run_export
+
+    return run_export(catalog, target_dir, options, **settings)
+
+
+def reexport(
+    catalog: Catalog,
+    export_id: int,
+    target_dir: str | os.PathLike[str] | None = None,
+    /,
+    **changes: Any,
+) -> ExportSummary:
+    """Export again with a recorded export's settings and its stored (maybe moved) crops.
+
+    ``target_dir`` defaults to the recorded target, which is replaced if it is still
+    the untouched previous export (``force`` is on). ``changes`` adjust settings.
+    """
+    from curator.export.run import run_reexport
+
+    return run_reexport(catalog, export_id, target_dir, **changes)

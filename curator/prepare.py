@@ -1,0 +1,215 @@
+"""`curator prepare`: one command from a folder of photos to a DreamBooth training set.
+
+    scan → dedup → detect (faces for focal crops; NSFW when filtering on it)
+         → tag (when a tagger is available) → filter → bucket, crop, caption → layout
+
+Every step is the same library call the individual commands make, recorded in the
+catalog as usual, so a user can inspect or redo any step afterwards. The report says
+what was kept and, for everything dropped, why.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+
+from curator.dedup import dedup
+from curator.errors import CuratorError, UsageError
+from curator.export import ExportOptions, export
+from curator.query import compile_query, folder_condition
+from curator.runs import RunOptions, run_models
+from curator.scan import ScanOptions, scan
+from db.engine import Catalog
+from db.schema import Image, Problem
+
+DEFAULT_TAGGER = "wd-vit-tagger-v3"
+
+
+@dataclass(slots=True)
+class PrepareOptions:
+    instance_token: str
+    class_word: str
+    layout: str = "kohya-dreambooth"
+    bucket: str = "sd15"
+    crop: str = "focal"
+    repeats: int = 10
+    tagger: str | None = DEFAULT_TAGGER  # None: do not tag
+    where: str = ""  # an extra query every kept image must match
+    max_nsfw: float | None = None
+    dedup_distance: int = 6
+    reg_query: str | None = None
+    image_format: str = "png"
+    seed: int = 0
+    force: bool = False
+    workers: int | None = None
+    progress: bool = True
+    export: dict[str, Any] = field(default_factory=dict)  # any other ExportOptions field
+
+
+@dataclass(slots=True)
+class PrepareReport:
+    source: str
+    target: str
+    steps: list[str] = field(default_factory=list)
+    found: int = 0
+    kept: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    details: list[dict[str, str]] = field(default_factory=list)
+    export_id: int | None = None
+    histogram: list[tuple[tuple[int, int], int]] = field(default_factory=list)
+
+    def drop(self, reason: str, count: int, examples: list[dict[str, str]] | None = None) -> None:
+        if count:
+            self.dropped[reason] = self.dropped.get(reason, 0) + count
+            self.details.extend(examples or [])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "target": self.target,
+            "steps": self.steps,
+            "found": self.found,
+            "kept": self.kept,
+            "dropped": self.dropped,
+            "details": self.details,
+            "export_id": self.export_id,
+            "histogram": [{"bucket": list(b), "count": n} for b, n in self.histogram],
+        }
+
+
+def prepare(
+    catalog: Catalog,
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    options: PrepareOptions,
+) -> PrepareReport:
+    """Turn the images under `source` into a DreamBooth training set at `out`."""
+    if not options.instance_token.strip() or not options.class_word.strip():
+        raise UsageError("prepare needs an instance token and a class word (e.g. sks, dog)")
+    src = os.path.abspath(source)
+    if not os.path.isdir(src):
+        raise UsageError(f"no such folder: {src}")
+    report = PrepareReport(source=src, target=os.path.abspath(out))
+    in_folder = folder_condition(src)
+
+    # 1. Scan: unreadable files are dropped with their problem kind.
+    summary = scan(catalog, [src], ScanOptions(workers=options.workers, progress=options.progress))
+    report.steps.append(
+        f"scan: {summary.seen} images, {summary.new_images} new, {summary.problems} unreadable"
+    )
+    with catalog.session() as s:
+        for path, kind, message in s.execute(
+            select(Problem.path, Problem.kind, Problem.message).where(
+                Problem.path.startswith(src.rstrip(os.sep) + os.sep, autoescape=True)
+            )
+        ):
+            report.drop(f"unreadable ({kind})", 1, [{"path": path, "reason": f"{kind}: {message}"}])
+        report.found = s.scalar(select(func.count(Image.id)).where(in_folder)) + sum(
+            report.dropped.values()
+        )
+
+    # 2. Near-duplicates: the keeper stays (most pixels, best aesthetic, oldest).
+    result = dedup(catalog, "phash", distance=options.dedup_distance, query=f'folder:"{src}"')
+    report.steps.append(f"dedup: {len(result.groups)} groups of near-copies")
+    for group in result.groups:
+        for m in group.duplicates:
+            report.drop(
+                "near-duplicate",
+                1,
+                [
+                    {
+                        "path": m.paths[0] if m.paths else "",
+                        "reason": f"near-copy of {group.keeper.paths[0]}",
+                    }
+                ],
+            )
+
+    # 3. Detectors: faces for focal crops, NSFW only when asked to filter on it.
+    detectors = (["faces"] if options.crop == "focal" else []) + (
+        ["nsfw"] if options.max_nsfw is not None else []
+    )
+    run_opts = RunOptions(
+        where=f'folder:"{src}"', workers=options.workers, progress=options.progress
+    )
+    if detectors:
+        report.steps.append(_run(catalog, detectors, run_opts, "detect"))
+
+    # 4. Tags, when a tagger is at hand; otherwise captions hold the tokens only.
+    if options.tagger:
+        report.steps.append(_run(catalog, [options.tagger], run_opts, "tag"))
+    else:
+        report.steps.append("tag: skipped (no tagger asked for)")
+
+    # 5. The selection, and what it leaves out.
+    query = f'folder:"{src}"'
+    if options.max_nsfw is not None:
+        query += f" score(nsfw)<{options.max_nsfw}"
+    if options.where:
+        query += f" ({options.where})"
+    with catalog.session() as s:
+        live = [in_folder, Image.duplicate_of.is_(None)]
+        rejected = s.scalar(select(func.count(Image.id)).where(*live, Image.status == "rejected"))
+        report.drop("rejected in review", rejected or 0)
+        live.append(Image.status != "rejected")
+        if options.max_nsfw is not None:
+            nsfw_ok = compile_query(f"score(nsfw)<{options.max_nsfw}")
+            report.drop(
+                f"nsfw score >= {options.max_nsfw}",
+                s.scalar(select(func.count(Image.id)).where(*live, ~nsfw_ok)) or 0,
+            )
+            live.append(nsfw_ok)
+        if options.where:
+            report.drop(
+                f"not matching {options.where!r}",
+                s.scalar(select(func.count(Image.id)).where(*live, ~compile_query(options.where)))
+                or 0,
+            )
+
+    # 6. Bucket, crop, caption, write.
+    settings = {
+        "query": query,
+        "layout": options.layout,
+        "bucket": options.bucket,
+        "crop": options.crop,
+        "instance": options.instance_token,
+        "class_word": options.class_word,
+        "repeats": options.repeats,
+        "reg_query": options.reg_query,
+        "image_format": options.image_format,
+        "seed": options.seed,
+        "force": options.force,
+        "workers": options.workers,
+        "progress": options.progress,
+        **options.export,
+    }
+    summary = export(catalog, out, ExportOptions(**settings))
+    report.export_id = summary.export_id
+    report.kept = summary.exported
+    report.histogram = summary.histogram
+    for skipped in summary.skipped:
+        report.drop(
+            f"not exported ({skipped.reason})",
+            1,
+            [{"path": skipped.name, "reason": skipped.reason}],
+        )
+    report.steps.append(f"export: {summary.exported} images in {summary.layout} layout")
+    return report
+
+
+def _run(catalog: Catalog, specs: list[str], run_opts: RunOptions, kind: str) -> str:
+    from taggers.errors import TaggerError
+    from taggers.factory import load_model
+
+    models, notes = [], []
+    for spec in specs:
+        try:
+            models.append(load_model(spec))
+        except (TaggerError, CuratorError, ImportError) as exc:
+            notes.append(f"{spec} skipped, not available: {exc}")
+    if models:
+        summaries = run_models(catalog, models, run_opts, kind=kind)
+        notes[:0] = [f"{s.model} on {s.done} images ({s.skipped} already done)" for s in summaries]
+    return f"{kind}: " + "; ".join(notes)
