@@ -214,7 +214,7 @@ def _write_result(s: Session, model: Model, image_id: int, result: Result, run_i
         n = replace_source_tags(
             s, image_id, source, [(t.name, t.category, t.score) for t in result.tags], run_id
         )
-        ratings = {t.name: t.score for t in result.tags if t.category == "rating"}
+        ratings = {_rating_name(t.name): t.score for t in result.tags if t.category == "rating"}
         if ratings and set(ratings) <= set(RATINGS):
             top = max(ratings, key=ratings.get)
             result.scores.setdefault("rating", float(RATINGS.index(top)))
@@ -283,6 +283,12 @@ def _write_result(s: Session, model: Model, image_id: int, result: Result, run_i
     else:
         existing.run_id, existing.at = run_id, utcnow()
     return n
+
+
+def _rating_name(name: str) -> str:
+    """WD14's rating names as they are; DeepDanbooru's `rating:safe` as `general`."""
+    name = name.removeprefix("rating:")
+    return "general" if name == "safe" else name
 
 
 # --- the loop --------------------------------------------------------------------------

@@ -107,8 +107,19 @@ def test_tag_through_cli_stores_thresholded_tags_and_rating(tmp_path, colours, t
 def test_thresholds_and_mcut_change_what_is_kept(tmp_path, colours, tagger_dir):
     db = tmp_path / "c.db"
     cli(db, "scan", colours, "--quiet")
-    cli(db, "tag", "-m", tagger_dir, "--workers", "0", "--general-threshold", "0.999",
-        "--character-threshold", "0.999", "--quiet")
+    cli(
+        db,
+        "tag",
+        "-m",
+        tagger_dir,
+        "--workers",
+        "0",
+        "--general-threshold",
+        "0.999",
+        "--character-threshold",
+        "0.999",
+        "--quiet",
+    )
     with open_catalog(str(db)) as cat:
         tags = tags_by_file(cat)
     assert "red" not in tags["red"] and "red_hero" not in tags["red"]
@@ -126,8 +137,12 @@ def test_rerun_does_only_new_images_and_redo_forces(tmp_path, colours, tagger_di
         Image.new("RGB", (64, 64), (200, 10, 10)).save(colours / "new.png")
         scan(cat, [colours], ScanOptions(workers=1, progress=False))
         assert run_models(cat, [model], opts)[0].done == 1
-        assert run_models(cat, [model], RunOptions(workers=0, progress=False, redo=True))[0].done == 6
-        only = run_models(cat, [model], RunOptions(workers=0, progress=False, redo=True, where="width>=96"))
+        assert (
+            run_models(cat, [model], RunOptions(workers=0, progress=False, redo=True))[0].done == 6
+        )
+        only = run_models(
+            cat, [model], RunOptions(workers=0, progress=False, redo=True, where="width>=96")
+        )
         assert only[0].done == 5
         with cat.session() as s:
             assert s.scalar(select(func.count(Processed.id))) == 6
@@ -197,7 +212,9 @@ def test_models_list_and_import(tmp_path, tagger_dir):
     names = {m["name"]: m for m in listed["models"]}
     assert "wd-eva02-large-tagger-v3" in names and not names["wd-vit-tagger-v3"]["available"]
     assert names["faces"]["available"]
-    result = runner.invoke(main, ["models", "import", str(tagger_dir), "--name", "wd-vit-tagger-v3"])
+    result = runner.invoke(
+        main, ["models", "import", str(tagger_dir), "--name", "wd-vit-tagger-v3"]
+    )
     assert result.exit_code == 0, result.output
     listed = json.loads(runner.invoke(main, ["models", "list", "--json"]).output)
     assert {m["name"]: m for m in listed["models"]}["wd-vit-tagger-v3"]["available"]
@@ -214,7 +231,9 @@ def test_detectors_on_the_sample_photos(tmp_path):
         scores = {
             (Path(p).stem, n): v
             for p, n, v in s.execute(
-                select(File.path, Score.name, Score.value).join(Score, Score.image_id == File.image_id)
+                select(File.path, Score.name, Score.value).join(
+                    Score, Score.image_id == File.image_id
+                )
             )
         }
         faces = s.scalars(select(Detection).where(Detection.detector == "faces")).all()
@@ -301,3 +320,24 @@ def test_detectors_and_tagger_handle_every_mode_in_the_corpus(tmp_path, corpus, 
     out += json.loads(cli(db, "tag", "-m", tagger_dir, "--workers", "0", "--json"))
     n = len(list(corpus.rglob("*.*"))) - 1  # minus the caption sidecar
     assert [(o["done"], o["failed"]) for o in out] == [(n, 0)] * 4
+
+
+def test_deepdanbooru_through_the_run_loop(tmp_path, colours):
+    from tests.fixtures.tiny_models import build_deepdanbooru_model
+
+    model_dir = build_deepdanbooru_model(tmp_path / "tiny-ddb", size=32)
+    db = tmp_path / "c.db"
+    cli(db, "scan", colours, "--quiet")
+    out = json.loads(cli(db, "tag", "-m", model_dir, "--workers", "0", "--json"))
+    assert out[0]["done"] == len(COLOURS)
+    with open_catalog(str(db)) as cat:
+        tags = tags_by_file(cat)
+        with cat.session() as s:
+            blue_rating = s.scalar(
+                select(Score.value)
+                .join(File, File.image_id == Score.image_id)
+                .where(File.path.endswith("blue.png"), Score.name == "rating")
+            )
+    assert "blue" in tags["blue"] and "red" not in tags["blue"]
+    assert "red_hero" in tags["red"]
+    assert blue_rating == 0.0  # DeepDanbooru's rating:safe is the general rating
