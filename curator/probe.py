@@ -88,7 +88,10 @@ class _Bad(Exception):
 
 def _probe_bytes(path: str, data: bytes, size: int, mtime: int, pixel_limit: int) -> ProbeResult:
     sha = hashlib.sha256(data).hexdigest()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(record=True) as caught:
+        # Pillow's warnings about odd metadata ("Corrupt EXIF data") would clutter the
+        # terminal from every worker: keep them with the result instead.
+        warnings.simplefilter("always")
         # Pillow only warns between its limit and twice it; we want a hard, configurable stop.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -104,7 +107,9 @@ def _probe_bytes(path: str, data: bytes, size: int, mtime: int, pixel_limit: int
         except OSError as exc:
             raise _Bad("corrupt", _message(exc)) from None
         with img:
-            return _inspect(path, img, sha, size, mtime, pixel_limit)
+            result = _inspect(path, img, sha, size, mtime, pixel_limit)
+        result.warnings = sorted({" ".join(str(w.message).split()) for w in caught})
+        return result
 
 
 def _kind_for(exc: Exception) -> str:
