@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -106,7 +107,16 @@ class ImageTag(Base):
     __tablename__ = "image_tags"
     __table_args__ = (
         UniqueConstraint("image_id", "tag_id", "source"),
-        Index("ix_image_tags_tag_score", "tag_id", "score"),
+        # The query language: images with a tag (and its score) from the index alone.
+        Index("ix_image_tags_tag_image_score", "tag_id", "image_id", "score"),
+        # The few `user-removed` rows, probed for every candidate row of a tag query.
+        Index(
+            "ix_image_tags_removed",
+            "tag_id",
+            "image_id",
+            sqlite_where=text("source = 'user-removed'"),
+            postgresql_where=text("source = 'user-removed'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -147,7 +157,9 @@ class Score(Base):
     __tablename__ = "scores"
     __table_args__ = (
         UniqueConstraint("image_id", "name"),
-        Index("ix_scores_name_value", "name", "value"),
+        # The query language: a narrow threshold by value; a wide one in image order.
+        Index("ix_scores_name_value_image", "name", "value", "image_id"),
+        Index("ix_scores_name_image_value", "name", "image_id", "value"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -38,7 +38,7 @@ def stats_cmd(app: AppContext, as_json: bool) -> None:
             click.echo(f"  {name:<{width}}  {count:>7}  {bar}")
 
 
-@click.command("ls")
+@click.command("ls", context_settings={"ignore_unknown_options": True})
 @click.argument("query", nargs=-1)
 @click.option("--missing", is_flag=True, help="List files no longer on disk instead.")
 @json_option

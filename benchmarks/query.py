@@ -1,0 +1,298 @@
+"""Query language latency on a large synthetic catalog.
+
+    python benchmarks/query.py                        # 1,000,000 images, 30,000,000 image_tags
+    python benchmarks/query.py --images 100000 --tags-per-image 20
+    python benchmarks/query.py --db /tmp/q.db         # built once, reused on later runs
+
+The catalog is made by the real migrations, then filled with raw SQL: tags drawn
+from a Zipf law over ~10,000 names (general, character, copyright, artist, meta),
+the four WD14 rating tags with scores plus the `rating` score row the tagger
+writes, an `aesthetic` score per image, a few hand-added and hand-removed tags.
+Indexes are dropped for the load and rebuilt after it, then ANALYZE runs.
+
+Each query is parsed and compiled by `compile_query` on every run (that is part
+of what a user waits for) and timed two ways: `SELECT count(*)` of the matches,
+and the first page of 100 ids ordered by id. Median of several runs after a warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sqlalchemy import Connection, func, select  # noqa: E402
+
+from curator.query import compile_query  # noqa: E402
+from db import open_catalog  # noqa: E402
+from db.schema import Image  # noqa: E402
+
+# The most frequent tags get real names, so the queries below read like a user's.
+TOP_TAGS = (
+    "1girl solo long_hair looking_at_viewer smile blush short_hair breasts open_mouth "
+    "blue_eyes simple_background brown_hair white_background shirt black_hair skirt "
+    "hair_ornament thighhighs gloves red_eyes long_sleeves dress holding 1boy bow "
+    "monochrome blonde_hair jewelry hat blue_hair closed_eyes ribbon navel school_uniform "
+    "sitting standing outdoors sky cloud tree forest flower"
+).split()
+CATEGORIES = ("general", "character", "copyright", "artist", "meta")
+CATEGORY_WEIGHTS = (0.78, 0.12, 0.05, 0.04, 0.01)
+RATINGS = ("general", "sensitive", "questionable", "explicit")
+MODEL = "model:wd14-vit-v2"
+
+QUERIES = [
+    ("one popular tag", "1girl"),
+    ("one mid tag", "hat"),
+    ("one rare tag", "{rare}"),
+    ("3 tags AND 1 NOT", "1girl long_hair smile -monochrome"),
+    ("3 mid tags AND 1 NOT", "blue_eyes hat skirt -1boy"),
+    ("tag+rating+aspect+score", "long_hair rating:general aspect:portrait score(aesthetic)>=6"),
+    ("wildcard + category", "blue_* character:*"),
+    ("tag score threshold", "smile>=0.9"),
+]
+
+
+def tag_names(count: int, rng: np.random.Generator) -> list[tuple[str, str]]:
+    """(name, category) by popularity rank: rank 1 is the most frequent tag."""
+    out = [(name, "general") for name in TOP_TAGS[:count]]
+    cats = rng.choice(len(CATEGORIES), size=count, p=CATEGORY_WEIGHTS)
+    for rank in range(len(out) + 1, count + 1):
+        category = CATEGORIES[cats[rank - 1]] if rank > 100 else "general"
+        out.append((f"{category}_{rank:05d}", category))
+    return out
+
+
+def draws_for(unique: int, cdf: np.ndarray, rng: np.random.Generator) -> int:
+    """How many Zipf draws per image give `unique` distinct tags on average."""
+    for draws in range(unique, unique * 4):
+        sample = np.sort(np.searchsorted(cdf, rng.random((2000, draws))), axis=1)
+        distinct = 1 + (np.diff(sample, axis=1) != 0).sum(axis=1)
+        if distinct.mean() >= unique:
+            return draws
+    return unique * 4
+
+
+def build(path: Path, images: int, tags_per_image: int, names: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    open_catalog(str(path)).close()  # the real schema, by the real migrations
+    db = sqlite3.connect(path, isolation_level=None)
+    for pragma in ("journal_mode=OFF", "synchronous=OFF", "cache_size=-400000"):
+        db.execute(f"PRAGMA {pragma}")
+    indexes = db.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type='index' AND sql IS NOT NULL"
+        " AND tbl_name IN ('images', 'tags', 'image_tags', 'scores')"
+    ).fetchall()
+    for name, _ in indexes:
+        db.execute(f'DROP INDEX "{name}"')
+    db.execute("BEGIN")
+
+    t = time.perf_counter()
+    vocab = tag_names(names, rng)
+    db.executemany("INSERT INTO tags(id, name, category) VALUES (?, ?, ?)", _tag_rows(vocab))
+    rating_ids = {r: names + 1 + i for i, r in enumerate(RATINGS)}
+    db.executemany(
+        "INSERT INTO tags(id, name, category) VALUES (?, ?, 'rating')",
+        [(i, r) for r, i in rating_ids.items()],
+    )
+    # Sizes from common buckets, a few formats and review states; ids are 1..N.
+    db.execute(
+        f"""
+        WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?),
+        r AS (SELECT i, abs(random()) AS a, abs(random()) AS b FROM n)
+        INSERT INTO images(id, sha256, bytes, width, height, format, mode, frames,
+                           orientation, phash, status, duplicate_of, added_at)
+        SELECT i, printf('%064x', i), 20000 + a % 6000000,
+               {_side("a")}, {_side("b")},
+               CASE a % 10 WHEN 0 THEN 'WEBP' WHEN 1 THEN 'JPEG' WHEN 2 THEN 'JPEG'
+                           ELSE 'PNG' END,
+               'RGB', 1, 1, random(),
+               CASE b % 20 WHEN 0 THEN 'rejected' WHEN 1 THEN 'accepted' WHEN 2 THEN 'accepted'
+                           ELSE 'pending' END,
+               CASE WHEN i > 1 AND b % 100 = 7 THEN i - 1 END,
+               '2026-01-01 00:00:00'
+        FROM r
+        """,
+        (images,),
+    )
+    print(f"  tags and images: {time.perf_counter() - t:.1f}s", flush=True)
+
+    t = time.perf_counter()
+    ranks = np.arange(1, names + 1, dtype=np.float64)
+    cdf = np.cumsum(1.0 / ranks)
+    cdf /= cdf[-1]
+    zipf_unique = max(1, tags_per_image - len(RATINGS))
+    draws = draws_for(zipf_unique, cdf, rng)
+    rows = 0
+    chunk = 50_000
+    for start in range(1, images + 1, chunk):
+        ids = np.arange(start, min(start + chunk, images + 1), dtype=np.int64)
+        rows += _insert_tags(db, ids, cdf, draws, rating_ids, rng)
+    print(f"  image_tags: {rows:,} rows in {time.perf_counter() - t:.1f}s", flush=True)
+
+    t = time.perf_counter()
+    for _, sql in indexes:
+        db.execute(sql)
+    db.execute("COMMIT")
+    print(f"  indexes: {time.perf_counter() - t:.1f}s", flush=True)
+    t = time.perf_counter()
+    db.execute("ANALYZE")
+    db.close()
+    print(f"  analyze: {time.perf_counter() - t:.1f}s", flush=True)
+
+
+def _side(var: str) -> str:
+    """An image side from common training sizes, picked by a random column."""
+    sides = (384, 512, 640, 768, 832, 896, 1024, 1216, 1536)
+    whens = " ".join(f"WHEN {i} THEN {s}" for i, s in enumerate(sides))
+    return f"(CASE {var} % {len(sides)} {whens} END)"
+
+
+def _tag_rows(vocab: list[tuple[str, str]]) -> list[tuple[int, str, str]]:
+    return [(i + 1, name, category) for i, (name, category) in enumerate(vocab)]
+
+
+def _insert_tags(
+    db: sqlite3.Connection,
+    ids: np.ndarray,
+    cdf: np.ndarray,
+    draws: int,
+    rating_ids: dict[str, int],
+    rng: np.random.Generator,
+) -> int:
+    """One chunk of images: Zipf tags from the model (a few by hand), ratings, scores."""
+    n = len(ids)
+    tags = np.sort(np.searchsorted(cdf, rng.random((n, draws))) + 1, axis=1)
+    keep = np.ones_like(tags, dtype=bool)
+    keep[:, 1:] = np.diff(tags, axis=1) != 0
+    image_col = np.broadcast_to(ids[:, None], tags.shape)[keep]
+    tag_col = tags[keep]
+    m = len(tag_col)
+    kind = rng.random(m)
+    scores = np.round(rng.uniform(0.35, 1.0, m), 4)
+    sources = np.where(kind < 0.03, "user", np.where(kind < 0.04, "sidecar", MODEL))
+    score_list: list[float | None] = scores.tolist()
+    for i in np.flatnonzero(kind < 0.04):
+        score_list[i] = None  # tags set by hand or read from a sidecar carry no score
+    rows = list(
+        zip(image_col.tolist(), tag_col.tolist(), sources.tolist(), score_list, strict=True)
+    )
+    # About one image in 500 has a model tag its owner removed.
+    removed = np.flatnonzero((kind >= 0.04) & (rng.random(m) < 1 / 500 / 25))
+    rows += [(int(image_col[i]), int(tag_col[i]), "user-removed", None) for i in removed]
+    # Ratings: four scored rating tags, and the `rating` score row (index of the top one).
+    probs = rng.dirichlet((6.0, 2.5, 1.0, 0.6), size=n)
+    for j, name in enumerate(RATINGS):
+        tid = rating_ids[name]
+        scores = np.round(probs[:, j], 4).tolist()
+        rows += zip(ids.tolist(), [tid] * n, [MODEL] * n, scores, strict=True)
+    db.executemany(
+        "INSERT INTO image_tags(image_id, tag_id, source, score) VALUES (?, ?, ?, ?)", rows
+    )
+    aesthetic = np.round(np.clip(rng.normal(5.5, 1.2, n), 1, 10), 3)
+    score_rows = list(zip(ids.tolist(), ["rating"] * n, probs.argmax(axis=1).tolist(), strict=True))
+    score_rows += zip(ids.tolist(), ["aesthetic"] * n, aesthetic.tolist(), strict=True)
+    db.executemany(
+        "INSERT INTO scores(image_id, name, value, source) VALUES (?, ?, ?, 'model')", score_rows
+    )
+    return len(rows)
+
+
+def timed(fn: Callable[[], object], runs: int) -> tuple[float, object]:
+    """Median milliseconds over `runs` after one warm-up, and the last result."""
+    result = fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        result = fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times), result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--db", type=Path, help="catalog to build or reuse (default: a temp dir)")
+    ap.add_argument("--images", type=int, default=1_000_000)
+    ap.add_argument("--tags-per-image", type=int, default=30)
+    ap.add_argument("--tag-names", type=int, default=10_000)
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rebuild", action="store_true", help="build again even if --db exists")
+    ap.add_argument("--plan", action="store_true", help="print each query's SQLite plan")
+    ap.add_argument("query", nargs="*", help="time these queries instead of the built-in set")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.db or Path(tmp) / "query-bench.db"
+        if args.rebuild and path.exists():
+            path.unlink()
+        if not path.exists():
+            print(f"building {path}: {args.images:,} images, ~{args.tags_per_image} tags each")
+            t = time.perf_counter()
+            build(path, args.images, args.tags_per_image, args.tag_names, args.seed)
+            print(f"built in {time.perf_counter() - t:.1f}s", flush=True)
+        run_queries(path, args)
+
+
+def run_queries(path: Path, args: argparse.Namespace) -> None:
+    queries = [("", q) for q in args.query] or QUERIES
+    catalog = open_catalog(str(path))
+    with catalog.engine.connect() as conn:
+        # A general tag about a fifth of the way down the popularity ranks (ids are ranks).
+        rare = conn.exec_driver_sql(
+            "SELECT name FROM tags WHERE category = 'general' AND id >= "
+            "(SELECT max(id) / 5 FROM tags) ORDER BY id LIMIT 1"
+        ).scalar_one()
+        queries = [(label, text.replace("{rare}", rare)) for label, text in queries]
+        total = conn.execute(select(func.count()).select_from(Image)).scalar_one()
+        tag_rows = conn.exec_driver_sql("SELECT max(id) FROM image_tags").scalar_one()
+        print(f"catalog: {total:,} images, ~{tag_rows:,} image_tags rows; median of {args.runs}")
+        print(f"{'':<24} {'query':<44} {'matches':>9} {'count ms':>9} {'page ms':>8}")
+        worst = 0.0
+        for label, text in queries:
+
+            def count(text: str = text) -> int:
+                stmt = select(func.count()).select_from(Image).where(compile_query(text))
+                return conn.execute(stmt).scalar_one()
+
+            def page(text: str = text) -> list[int]:
+                stmt = select(Image.id).where(compile_query(text)).order_by(Image.id).limit(100)
+                return conn.execute(stmt).scalars().all()
+
+            count_ms, matches = timed(count, args.runs)
+            page_ms, _ = timed(page, args.runs)
+            worst = max(worst, count_ms, page_ms)
+            shown = text if len(text) <= 44 else text[:41] + "..."
+            print(
+                f"{label:<24} {shown:<44} {matches:>9,} {count_ms:>9.1f} {page_ms:>8.1f}",
+                flush=True,
+            )
+            if args.plan:
+                _print_plan(conn, text)
+        longest = max((q for _, q in queries), key=len)
+        compile_ms, _ = timed(lambda: compile_query(longest), args.runs)
+        print(
+            f"slowest: {worst:.1f} ms; parsing and compiling the longest query: {compile_ms:.2f} ms"
+        )
+    catalog.close()
+
+
+def _print_plan(conn: Connection, text: str) -> None:
+    stmt = select(Image.id).where(compile_query(text)).order_by(Image.id).limit(100)
+    compiled = stmt.compile(conn, compile_kwargs={"literal_binds": True})
+    for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}").all():
+        print("    ", row[-1])
+
+
+if __name__ == "__main__":
+    main()

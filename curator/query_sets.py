@@ -1,0 +1,175 @@
+"""Sets of image ids for the query compiler, combined the way SQLite runs them fast.
+
+A term about another table (tags, scores, captions, files, ...) becomes an `Ids`:
+a one-column SELECT of `image_id`. Terms ANDed together become ONE `images.id IN
+(a INTERSECT b INTERSECT c ORDER BY 1)`: with the ORDER BY, SQLite merges the
+arms as sorted streams (each tag arm comes sorted from the image_tags(tag_id,
+image_id, score) index) instead of building a temporary table per term.
+
+Tags a user removed are kept apart (`Ids.hidden`): (A − Ra) ∩ (B − Rb) is
+(A ∩ B) − (Ra ∪ Rb), so an AND of tags subtracts one small set once, instead of
+probing for a `user-removed` row beside every candidate row.
+
+Every subquery uses its own aliases, so nothing correlates with the caller's
+statement (which may itself select from image_tags).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Select,
+    and_,
+    except_,
+    exists,
+    intersect,
+    literal_column,
+    not_,
+    or_,
+    select,
+    union,
+)
+from sqlalchemy.orm import aliased
+
+from curator.tagview import USER_REMOVED
+from db.schema import Image, ImageTag, Tag
+
+# Written into the SQL, not bound, so SQLite sees it matches the partial index's WHERE.
+USER_REMOVED_SQL = literal_column(f"'{USER_REMOVED}'")
+
+Selectable = Select | CompoundSelect
+
+
+@dataclass(frozen=True, slots=True)
+class Ids:
+    """Image ids `select` (minus `hidden`), or every image but those when `negated`."""
+
+    select: Selectable
+    hidden: Selectable | None = None
+    negated: bool = False
+
+
+Part = ColumnElement[bool] | Ids
+
+
+def to_expression(part: Part) -> ColumnElement[bool]:
+    """The boolean expression over `Image` for a part."""
+    if not isinstance(part, Ids):
+        return part
+    if part.negated:
+        if part.hidden is None:
+            return Image.id.not_in(part.select)
+        return Image.id.not_in(except_(arm(part.select), arm(part.hidden)))
+    condition = Image.id.in_(part.select)
+    if part.hidden is None:
+        return condition
+    return and_(condition, Image.id.not_in(part.hidden))
+
+
+def all_of(parts: list[Part]) -> Part:
+    """AND: positive id sets intersect in one merged compound; the rest are filters."""
+    positive = [p for p in parts if isinstance(p, Ids) and not p.negated]
+    others = [to_expression(p) for p in parts if not (isinstance(p, Ids) and not p.negated)]
+    if not positive:
+        return and_(*others)
+    if len(positive) == 1:
+        ids = positive[0]
+    else:
+        merged = intersect(*(arm(p.select) for p in positive)).order_by(literal_column("1"))
+        hidden = [p.hidden for p in positive if p.hidden is not None]
+        ids = Ids(merged, _union(hidden))
+    return ids if not others else and_(to_expression(ids), *others)
+
+
+def any_of(parts: list[Part]) -> Part:
+    """OR: plain id sets become one UNION; anything else an OR of expressions."""
+    if all(isinstance(p, Ids) and not p.negated and p.hidden is None for p in parts):
+        return Ids(_union([p.select for p in parts]))  # type: ignore[union-attr]
+    return or_(*(to_expression(p) for p in parts))
+
+
+def negate(part: Part) -> Part:
+    if isinstance(part, Ids):
+        return replace(part, negated=not part.negated)
+    return not_(part)
+
+
+def arm(selectable: Selectable) -> Select:
+    """A compound as one arm of another (SQLite takes no parentheses there)."""
+    if isinstance(selectable, CompoundSelect):
+        sub = selectable.subquery()
+        return select(sub.c.image_id)
+    return selectable
+
+
+def _union(selects: list[Selectable]) -> Selectable | None:
+    if not selects:
+        return None
+    if len(selects) == 1:
+        return selects[0]
+    return union(*(arm(s) for s in selects))
+
+
+def tag_ids(
+    tag_filter: list[Any],
+    *,
+    exact: bool,
+    source: Any | None = None,
+    score: Any | None = None,
+) -> Ids:
+    """Images that effectively have a tag picked by `tag_filter` (conditions on `Tag`).
+
+    `source(column)` and `score(column, image_tags alias)` narrow the rows. With
+    `exact` the filter picks at most one tag, read as a scalar subquery so its rows
+    come in image order from the index, and removals go to `hidden`.
+    """
+    it = aliased(ImageTag)
+    where: list[Any] = []
+    if exact:
+        where.append(it.tag_id == _tag_select(tag_filter).scalar_subquery())
+    elif tag_filter:
+        where.append(it.tag_id.in_(_tag_select(tag_filter)))
+    if source is not None:
+        where.append(source(it.source))
+    if score is not None:
+        where.append(score(it))
+    if exact:
+        removed = aliased(ImageTag)
+        hidden = select(removed.image_id).where(
+            removed.source == USER_REMOVED_SQL,
+            removed.tag_id == _tag_select(tag_filter).scalar_subquery(),
+        )
+        return Ids(select(it.image_id).where(*where), hidden)
+    where.append(not_removed(it, tag_filter))
+    return Ids(select(it.image_id).where(*where))
+
+
+def not_removed(it: Any, tag_filter: list[Any] | None = None) -> ColumnElement[bool]:
+    """No `user-removed` row hides this row's tag on this image.
+
+    The cheap test first: most images have no removal among these tags at all, and
+    only those that do are probed row by row.
+    """
+    removed = aliased(ImageTag)
+    candidates = select(removed.image_id).where(removed.source == USER_REMOVED_SQL)
+    if tag_filter:
+        candidates = candidates.where(removed.tag_id.in_(_tag_select(tag_filter)))
+    pair = aliased(ImageTag)
+    return or_(
+        it.image_id.not_in(candidates),
+        ~exists().where(
+            pair.tag_id == it.tag_id,
+            pair.image_id == it.image_id,
+            pair.source == USER_REMOVED_SQL,
+        ),
+    )
+
+
+def _tag_select(tag_filter: list[Any]) -> Select:
+    """`SELECT tags.id WHERE <filter>`; the filter is built on `Tag` and re-aliased here."""
+    t = aliased(Tag)
+    return select(t.id).where(*(f(t) for f in tag_filter))
