@@ -80,6 +80,9 @@ def create_session(
 
     providers = select_providers(device)
     options = onnxruntime.SessionOptions()
+    # Idle intra-op threads spin by default, burning the cores that decode workers
+    # share with inference; parked threads leave them to the pipeline.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
