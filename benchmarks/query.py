@@ -10,9 +10,11 @@ the four WD14 rating tags with scores plus the `rating` score row the tagger
 writes, an `aesthetic` score per image, a few hand-added and hand-removed tags.
 Indexes are dropped for the load and rebuilt after it, then ANALYZE runs.
 
-Each query is parsed and compiled by `compile_query` on every run (that is part
-of what a user waits for) and timed two ways: `SELECT count(*)` of the matches,
-and the first page of 100 ids ordered by id. Median of several runs after a warm-up.
+Each query is parsed and compiled on every run (that is part of what a user
+waits for) and timed two ways: `SELECT count(*)` of `compile_query`'s matches,
+and the first page of 100 ids ordered by id from `page_ids` (which samples the
+catalog to pick its plan; the plan it picked is shown). Median of several runs
+after a warm-up.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import Connection, func, select  # noqa: E402
 
-from curator.query import compile_query  # noqa: E402
+from curator.query import compile_query, page_ids, page_statement  # noqa: E402
 from db import open_catalog  # noqa: E402
 from db.schema import Image  # noqa: E402
 
@@ -257,7 +259,7 @@ def run_queries(path: Path, args: argparse.Namespace) -> None:
         total = conn.execute(select(func.count()).select_from(Image)).scalar_one()
         tag_rows = conn.exec_driver_sql("SELECT max(id) FROM image_tags").scalar_one()
         print(f"catalog: {total:,} images, ~{tag_rows:,} image_tags rows; median of {args.runs}")
-        print(f"{'':<24} {'query':<44} {'matches':>9} {'count ms':>9} {'page ms':>8}")
+        print(f"{'':<24} {'query':<44} {'matches':>9} {'count ms':>9} {'page ms':>8}  plan")
         worst = 0.0
         for label, text in queries:
 
@@ -266,15 +268,15 @@ def run_queries(path: Path, args: argparse.Namespace) -> None:
                 return conn.execute(stmt).scalar_one()
 
             def page(text: str = text) -> list[int]:
-                stmt = select(Image.id).where(compile_query(text)).order_by(Image.id).limit(100)
-                return conn.execute(stmt).scalars().all()
+                return page_ids(conn, text, limit=100)
 
             count_ms, matches = timed(count, args.runs)
             page_ms, _ = timed(page, args.runs)
             worst = max(worst, count_ms, page_ms)
             shown = text if len(text) <= 44 else text[:41] + "..."
             print(
-                f"{label:<24} {shown:<44} {matches:>9,} {count_ms:>9.1f} {page_ms:>8.1f}",
+                f"{label:<24} {shown:<44} {matches:>9,} {count_ms:>9.1f} {page_ms:>8.1f}"
+                f"  {_plan_name(conn, text)}",
                 flush=True,
             )
             if args.plan:
@@ -287,8 +289,17 @@ def run_queries(path: Path, args: argparse.Namespace) -> None:
     catalog.close()
 
 
+def _plan_name(conn: Connection, text: str) -> str:
+    """`probe` when the page walks images, `sets` when it reads id sets."""
+
+    def sql(**kw: str) -> str:
+        return str(page_statement(conn, text, **kw).compile(conn))
+
+    return "sets" if sql() == sql(strategy="sets") else "probe"
+
+
 def _print_plan(conn: Connection, text: str) -> None:
-    stmt = select(Image.id).where(compile_query(text)).order_by(Image.id).limit(100)
+    stmt = page_statement(conn, text)
     compiled = stmt.compile(conn, compile_kwargs={"literal_binds": True})
     for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}").all():
         print("    ", row[-1])

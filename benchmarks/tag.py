@@ -85,7 +85,9 @@ def make_images(folder: Path, n: int) -> None:
 def model_only(model, paths: list[str], batch: int) -> float:
     from PIL import Image, ImageOps
 
-    arrays = [model.preprocess(ImageOps.exif_transpose(Image.open(p).convert("RGB"))) for p in paths]
+    arrays = [
+        model.preprocess(ImageOps.exif_transpose(Image.open(p).convert("RGB"))) for p in paths
+    ]
     model.predict(np.stack(arrays[:batch]))  # warm-up: session load and first run
     t = time.perf_counter()
     for i in range(0, len(arrays), batch):
@@ -107,7 +109,9 @@ def end_to_end(model, images: Path, db: Path, batch: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--images", type=int, default=64)
     ap.add_argument("--size", type=int, default=448)
     ap.add_argument("--tags", type=int, default=10_000)
@@ -125,7 +129,9 @@ def main() -> None:
         if not (model_dir / "model.onnx").exists():
             t = time.perf_counter()
             build_model(model_dir, args.arch, args.size, args.tags)
-            print(f"exported {args.arch} at {args.size}px, {args.tags} tags in {time.perf_counter() - t:.0f}s")
+            print(
+                f"exported {args.arch} at {args.size}px, {args.tags} tags in {time.perf_counter() - t:.0f}s"
+            )
         images = work / f"images-{args.images}"
         if not images.exists():
             make_images(images, args.images)
@@ -143,7 +149,9 @@ def main() -> None:
                 e2es.append(end_to_end(model, images, work / f"{label}.db", args.batch_size))
             mo, e2e = max(mos), max(e2es)
             rows.append((label, mo, e2e))
-            print(f"{label}: model-only {mo:.2f} img/s, end-to-end {e2e:.2f} img/s, ratio {e2e / mo:.2f}")
+            print(
+                f"{label}: model-only {mo:.2f} img/s, end-to-end {e2e:.2f} img/s, ratio {e2e / mo:.2f}"
+            )
         (_, fp_mo, fp_e2e), (_, q_mo, q_e2e) = rows
         print(f"int8 / fp32: model-only {q_mo / fp_mo:.2f}x, end-to-end {q_e2e / fp_e2e:.2f}x")
 

@@ -31,6 +31,13 @@ Fields (case-insensitive keys; `key:a|b` is either value):
     steps>=30  cfg>=7  seed:123  clip_skip:2  denoise<0.5
     status:pending|accepted|rejected        is:duplicate|missing
     has:caption|tags|infotext|faces|embedding
+
+`page_ids(db, text, limit=, after_id=)` answers a page of ids in id order (what a
+review screen waits for) with the same rows as `compile_query`, by whichever of
+two plans looks cheaper: the id sets above, or walking `images` in id order and
+testing each image with an index seek per term (`curator.query_sets.probe`).
+A few hundred images after the page start are tested first to see how often
+each term holds.
 """
 
 from __future__ import annotations
@@ -39,10 +46,21 @@ import operator
 import os
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, literal, or_, select, true
-from sqlalchemy.orm import aliased
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    and_,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.orm import Session, aliased
 
 from curator.errors import QueryError
 from curator.query_parser import And, Node, Not, Or, Term, Value, parse, split_comparison
@@ -54,6 +72,7 @@ from curator.query_sets import (
     any_of,
     negate,
     not_removed,
+    probe,
     tag_ids,
     to_expression,
 )
@@ -66,6 +85,14 @@ FORMAT_ALIASES = {"JPG": "JPEG", "TIF": "TIFF"}
 SQUARE_LOW, SQUARE_HIGH = 95, 105  # width/height in hundredths: [0.95, 1.05) is square
 RATING_SCORE = "rating"  # score row: index of the top rating in RATINGS
 SCORE_OPS = (">=", ">", "<=", "<")
+PAGE_SIZE = 100
+# Images after the page start tested against every term to estimate how often it holds.
+SAMPLE_IMAGES = 400
+JOINT_HITS = 4  # matches of the whole query in the sample that make its own rate trustworthy
+# Reading one row into an id set, in units of one per-image index seek.
+SET_ROW_COST = 0.15
+
+Strategy = Literal["auto", "probe", "sets"]
 
 _OPS: dict[str, Callable[[Any, Any], Any]] = {
     ">=": operator.ge,
@@ -102,6 +129,96 @@ def compile_query(text: str | None, *, base: str | None = None) -> ColumnElement
 def select_images(text: str | None = None, *, base: str | None = None) -> Select:
     """`SELECT images.* WHERE <query>` ordered by id."""
     return select(Image).where(compile_query(text, base=base)).order_by(Image.id)
+
+
+def page_ids(
+    db: Session | Connection,
+    text: str | None,
+    *,
+    limit: int = PAGE_SIZE,
+    after_id: int = 0,
+    base: str | None = None,
+    strategy: Strategy = "auto",
+) -> list[int]:
+    """Ids of up to `limit` matching images with id > `after_id`, in id order.
+
+    The same ids as `select(Image.id).where(compile_query(text)).where(Image.id > after_id)
+    .order_by(Image.id).limit(limit)`; pass the last id of a page as `after_id` for the next.
+    """
+    stmt = page_statement(db, text, limit=limit, after_id=after_id, base=base, strategy=strategy)
+    return list(db.execute(stmt).scalars())
+
+
+def page_statement(
+    db: Session | Connection,
+    text: str | None,
+    *,
+    limit: int = PAGE_SIZE,
+    after_id: int = 0,
+    base: str | None = None,
+    strategy: Strategy = "auto",
+) -> Select:
+    """The statement `page_ids` runs: `strategy` "probe" walks images, "sets" intersects
+    id sets, "auto" picks by sampling the catalog through `db`."""
+    start = Image.id > after_id
+    node = parse(text) if text and text.strip() else None
+    parts: list[Part] = []
+    if node is not None:
+        compiler = _Compiler(base)
+        children = _flatten(node, And) if isinstance(node, And) else [node]
+        parts = [compiler.node(child) for child in children]
+    if strategy == "auto":
+        strategy, parts = _choose_plan(db, parts, limit, after_id)
+    if strategy == "sets" and parts:
+        where = [start, to_expression(all_of(parts))]
+    else:
+        where = [start, *(probe(p) for p in parts)]
+    return select(Image.id).where(*where).order_by(Image.id).limit(limit)
+
+
+def _choose_plan(
+    db: Session | Connection, parts: list[Part], limit: int, after_id: int
+) -> tuple[Strategy, list[Part]]:
+    """A plan and the parts in the order to test them (rarest first, so most images
+    fail at the first seek), from how often each part holds on a sample of images."""
+    if not any(isinstance(p, Ids) for p in parts):
+        return "probe", parts  # plain conditions on `images`: both plans walk it
+    sample = select(Image.id).where(Image.id > after_id).order_by(Image.id).limit(SAMPLE_IMAGES)
+    window = Image.id.in_(sample.scalar_subquery())
+    tests = [probe(p) for p in parts]
+    columns = [
+        func.count(),
+        func.count().filter(and_(*tests)),
+        *(func.count().filter(t) for t in tests),
+    ]
+    tested, joint, *hits = db.execute(select(*columns).where(window)).one()
+    if not tested:
+        return "sets", parts
+    total = db.execute(select(func.max(Image.id))).scalar_one()
+    density = {id(p): h / tested for p, h in zip(parts, hits, strict=True)}
+    # Plain conditions cost no seek: test them first; then one-seek terms, rarest first.
+    ordered = sorted(parts, key=lambda p: (_seek_rank(p), density[id(p)]))
+    seeks_per_image, passing = 0.0, 1.0
+    for part in ordered:
+        if isinstance(part, Ids):
+            seeks_per_image += passing
+        passing *= density[id(part)]
+    if joint >= JOINT_HITS:  # enough matches in the sample to measure, correlations and all
+        passing = joint / tested
+    remaining = max(total - after_id, 1)
+    walk = remaining if passing == 0 else min(limit / passing, remaining)
+    set_rows = total * sum(
+        1 - density[id(p)] if p.negated else density[id(p)] for p in parts if isinstance(p, Ids)
+    )
+    if walk * seeks_per_image <= set_rows * SET_ROW_COST:
+        return "probe", ordered
+    return "sets", parts
+
+
+def _seek_rank(part: Part) -> int:
+    if not isinstance(part, Ids):
+        return 0
+    return 1 if part.one_seek else 2
 
 
 def _in_folder(f: Any, folder: str, base: str | None) -> ColumnElement[bool]:
@@ -274,7 +391,8 @@ class _Compiler:
 
     def score(self, term: Term, name: str) -> Ids:
         s = aliased(Score)
-        return Ids(select(s.image_id).where(s.name == name, self._compare(term, s.value)))
+        condition = self._compare(term, s.value)
+        return Ids(select(s.image_id).where(s.name == name, condition), one_seek=True)
 
     def rating(self, term: Term) -> Ids:
         """`rating:general|sensitive`, `rating<=sensitive`: the tagger's top rating."""
@@ -286,7 +404,7 @@ class _Compiler:
             condition = _OPS[term.op](s.value, _rating_index(term.value))
         else:
             raise _bad_op(term)
-        return Ids(select(s.image_id).where(s.name == RATING_SCORE, condition))
+        return Ids(select(s.image_id).where(s.name == RATING_SCORE, condition), one_seek=True)
 
     # -- image metadata ----------------------------------------------------------
 
@@ -537,4 +655,4 @@ def _choice(value: Value, choices: tuple[str, ...], what: str) -> str:
     return text
 
 
-__all__ = ["compile_query", "folder_condition", "select_images"]
+__all__ = ["compile_query", "folder_condition", "page_ids", "page_statement", "select_images"]

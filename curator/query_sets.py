@@ -11,7 +11,9 @@ Tags a user removed are kept apart (`Ids.hidden`): (A − Ra) ∩ (B − Rb) is
 probing for a `user-removed` row beside every candidate row.
 
 Every subquery uses its own aliases, so nothing correlates with the caller's
-statement (which may itself select from image_tags).
+statement (which may itself select from image_tags). `probe(part)` is the other
+form of the same part: per-image EXISTS tests correlated with `images.id`, for a
+plan that walks `images` in id order and stops after a page of matches.
 """
 
 from __future__ import annotations
@@ -46,11 +48,16 @@ Selectable = Select | CompoundSelect
 
 @dataclass(frozen=True, slots=True)
 class Ids:
-    """Image ids `select` (minus `hidden`), or every image but those when `negated`."""
+    """Image ids `select` (minus `hidden`), or every image but those when `negated`.
+
+    `one_seek`: testing one image is one index seek (an exact tag, a named score), not
+    one per tag a pattern matches; such sets are probed first.
+    """
 
     select: Selectable
     hidden: Selectable | None = None
     negated: bool = False
+    one_seek: bool = False
 
 
 Part = ColumnElement[bool] | Ids
@@ -68,6 +75,29 @@ def to_expression(part: Part) -> ColumnElement[bool]:
     if part.hidden is None:
         return condition
     return and_(condition, Image.id.not_in(part.hidden))
+
+
+def probe(part: Part) -> ColumnElement[bool]:
+    """The part as tests of one image (`images.id`), each an index seek: same rows as
+    `to_expression`, fast when an early page of images holds many matches."""
+    if not isinstance(part, Ids):
+        return part
+    found = _exists(part.select)
+    if part.hidden is not None:
+        found = and_(found, not_(_exists(part.hidden)))
+    return not_(found) if part.negated else found
+
+
+def _exists(selectable: Selectable) -> ColumnElement[bool]:
+    if isinstance(selectable, CompoundSelect):
+        arms = [_exists(s) for s in selectable.selects]
+        keyword = selectable.keyword.value
+        if keyword == "UNION":
+            return or_(*arms)
+        if keyword == "INTERSECT":
+            return and_(*arms)
+        raise AssertionError(keyword)  # pragma: no cover: the compiler makes no other
+    return selectable.where(selectable.selected_columns[0] == Image.id).exists()
 
 
 def all_of(parts: list[Part]) -> Part:
@@ -143,7 +173,7 @@ def tag_ids(
             removed.source == USER_REMOVED_SQL,
             removed.tag_id == _tag_select(tag_filter).scalar_subquery(),
         )
-        return Ids(select(it.image_id).where(*where), hidden)
+        return Ids(select(it.image_id).where(*where), hidden, one_seek=True)
     where.append(not_removed(it, tag_filter))
     return Ids(select(it.image_id).where(*where))
 

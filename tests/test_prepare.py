@@ -45,9 +45,10 @@ def test_prepare_writes_a_kohya_dreambooth_set_and_says_why(tmp_path):
     assert report["found"] == 6
     assert report["kept"] == 4
     assert report["dropped"]["near-duplicate"] == 1
-    assert report["dropped"]["unreadable (corrupt)"] == 1 or report["dropped"].get(
-        "unreadable (not_an_image)"
-    ) == 1
+    assert (
+        report["dropped"]["unreadable (corrupt)"] == 1
+        or report["dropped"].get("unreadable (not_an_image)") == 1
+    )
     reasons = {Path(d["path"]).name: d["reason"] for d in report["details"]}
     assert "coffee" in reasons.get("coffee_small.jpg", reasons.get("coffee.jpg", ""))
     assert any(step.startswith("detect: faces on 5 images") for step in report["steps"])

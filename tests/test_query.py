@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from curator.cli import main
 from curator.errors import QueryError
-from curator.query import compile_query, select_images
+from curator.query import compile_query, page_ids, select_images
 from curator.tagview import USER, USER_REMOVED
 from db import open_catalog
 from db.schema import (
@@ -376,6 +376,39 @@ def test_query_selects(filled, query, expected):
     assert names(filled, query) == expected
 
 
+def reference_page(session, query: str, limit: int, after_id: int, base: str | None = None):
+    stmt = (
+        select(Image.id)
+        .where(compile_query(query, base=base), Image.id > after_id)
+        .order_by(Image.id)
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))
+
+
+PAGE_QUERIES = [q for q, _ in CASES] + ["folder:cats|dogs cat", "folder:. -cat long_hair|bird"]
+
+
+@pytest.mark.parametrize("strategy", ["auto", "probe", "sets"])
+def test_pages_hold_the_same_ids_as_the_compiled_query(filled, root, strategy):
+    """Every page, walked with `after_id`, whichever plan runs it."""
+    with filled.session() as s:
+        for query in PAGE_QUERIES:
+            for limit in (3, 100):
+                after, seen = 0, []
+                while True:
+                    page = page_ids(
+                        s, query, limit=limit, after_id=after, base=str(root), strategy=strategy
+                    )
+                    assert page == reference_page(s, query, limit, after, str(root)), query
+                    if not page:
+                        break
+                    seen += page
+                    after = page[-1]
+                expected = reference_page(s, query, 1000, 0, str(root))
+                assert seen == expected, (query, limit)
+
+
 def test_folder_terms_are_relative_to_the_base_folder(filled, root):
     assert names(filled, "folder:cats", base=root) == {"a", "c"}  # d's file is missing
     assert names(filled, "folder:cats/", base=root) == {"a", "c"}
@@ -540,3 +573,6 @@ def test_tag_logic_matches_the_effective_tags_of_every_image(catalog):
         text, test = query(3)
         expected = {name for name, tags in have.items() if test(tags)}
         assert names(catalog, text) == expected, text
+        with catalog.session() as s:
+            walked = page_ids(s, text, limit=len(ids), strategy="probe")
+        assert walked == sorted(i for i, name in ids.items() if name in expected), text
