@@ -129,9 +129,8 @@ def main() -> None:
         if not (model_dir / "model.onnx").exists():
             t = time.perf_counter()
             build_model(model_dir, args.arch, args.size, args.tags)
-            print(
-                f"exported {args.arch} at {args.size}px, {args.tags} tags in {time.perf_counter() - t:.0f}s"
-            )
+            took = time.perf_counter() - t
+            print(f"exported {args.arch} at {args.size}px, {args.tags} tags in {took:.0f}s")
         images = work / f"images-{args.images}"
         if not images.exists():
             make_images(images, args.images)
@@ -150,7 +149,8 @@ def main() -> None:
             mo, e2e = max(mos), max(e2es)
             rows.append((label, mo, e2e))
             print(
-                f"{label}: model-only {mo:.2f} img/s, end-to-end {e2e:.2f} img/s, ratio {e2e / mo:.2f}"
+                f"{label}: model-only {mo:.2f} img/s, end-to-end {e2e:.2f} img/s, "
+                f"ratio {e2e / mo:.2f}"
             )
         (_, fp_mo, fp_e2e), (_, q_mo, q_e2e) = rows
         print(f"int8 / fp32: model-only {q_mo / fp_mo:.2f}x, end-to-end {q_e2e / fp_e2e:.2f}x")
