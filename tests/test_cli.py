@@ -79,3 +79,22 @@ def test_db_from_environment(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["scan", str(tmp_path / "imgs"), "--quiet"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "env.db").exists()
+
+
+def test_ls_pages_by_image_id(tmp_path):
+    db = tmp_path / "c.db"
+    good = write_good(tmp_path / "imgs")
+    run(db, "scan", tmp_path / "imgs", "--quiet")
+    everything = json.loads(run(db, "ls", "format:png", "--json").output)
+    seen, after = [], 0
+    while True:
+        page = json.loads(
+            run(db, "ls", "format:png", "--limit", 3, "--after", after, "--json").output
+        )
+        if not page:
+            break
+        assert len({r["id"] for r in page}) <= 3
+        seen += page
+        after = max(r["id"] for r in page)
+    assert sorted(r["path"] for r in seen) == sorted(r["path"] for r in everything)
+    assert len(everything) == sum(1 for name in good if name.endswith(".png"))

@@ -6,7 +6,7 @@ import click
 from sqlalchemy import select
 
 from curator.cli.context import AppContext, emit_json, json_option, pass_app
-from curator.query import compile_query
+from curator.query import compile_query, page_ids
 from curator.stats import catalog_stats
 from db.schema import File, Image, Run
 
@@ -41,17 +41,42 @@ def stats_cmd(app: AppContext, as_json: bool) -> None:
 @click.command("ls", context_settings={"ignore_unknown_options": True})
 @click.argument("query", nargs=-1)
 @click.option("--missing", is_flag=True, help="List files no longer on disk instead.")
+@click.option(
+    "--limit",
+    type=click.IntRange(1),
+    help="Only the first N matching images, in catalog order (fast on any catalog size).",
+)
+@click.option(
+    "--after", type=click.IntRange(0), default=0, help="With --limit: images after this id."
+)
 @json_option
 @pass_app
-def ls_cmd(app: AppContext, query: tuple[str, ...], missing: bool, as_json: bool) -> None:
-    """Print the paths of images matching QUERY (e.g. `folder:cats/ width>=768 format:png`)."""
+def ls_cmd(
+    app: AppContext,
+    query: tuple[str, ...],
+    missing: bool,
+    limit: int | None,
+    after: int,
+    as_json: bool,
+) -> None:
+    """Print the paths of images matching QUERY (e.g. `folder:cats/ width>=768 format:png`).
+
+    A word starting with `-` negates: `curator ls cat -dog`. Quote terms the shell
+    would read, such as `'width>=768'`. With --limit, pages go by image id:
+    `--after` the last id printed (see --json) gives the next page.
+    """
+    text = " ".join(query)
     stmt = (
-        select(File.path, Image.sha256, Image.width, Image.height, Image.format)
+        select(File.path, Image.id, Image.sha256, Image.width, Image.height, Image.format)
         .join(Image, File.image_id == Image.id)
-        .where(compile_query(" ".join(query)), File.present.is_(not missing))
-        .order_by(File.path)
+        .where(File.present.is_(not missing))
     )
     with app.catalog.session() as s:
+        if limit is None:
+            stmt = stmt.where(compile_query(text)).order_by(File.path)
+        else:
+            ids = page_ids(s, text, limit=limit, after_id=after)
+            stmt = stmt.where(Image.id.in_(ids)).order_by(Image.id, File.path)
         rows = s.execute(stmt).all()
     if as_json:
         emit_json([r._asdict() for r in rows])
