@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -65,8 +66,20 @@ def test_prepare_writes_a_kohya_dreambooth_set_and_says_why(tmp_path):
     assert (out / "manifest.json").exists()
 
 
+def fingerprint(folder: Path) -> dict[str, tuple[str, int]]:
+    return {
+        str(p.relative_to(folder)): (
+            hashlib.sha256(p.read_bytes()).hexdigest(),
+            p.stat().st_mtime_ns,
+        )
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
 def test_prepare_without_a_tagger_says_so_and_goes_on(tmp_path):
     src = photos(tmp_path)
+    before = fingerprint(src)
     out = tmp_path / "train"
     text = prepare(tmp_path, src, "--out", out, "--instance-token", "sks", "--class-word", "cat",
                    "--layout", "diffusers-dreambooth", "--crop", "center", "--quiet")  # fmt: skip
@@ -74,3 +87,4 @@ def test_prepare_without_a_tagger_says_so_and_goes_on(tmp_path):
     assert "kept 4 of 6 images" in text
     assert "dropped 1: near-duplicate" in text
     assert sum(1 for p in out.rglob("*.png")) == 4
+    assert fingerprint(src) == before  # the user's files are only ever read

@@ -252,3 +252,50 @@ def test_scan_missing_path_is_a_clear_error(catalog, tmp_path):
 
     with pytest.raises(UsageError, match="no such folder"):
         scan(catalog, [tmp_path / "nope"], opts())
+
+
+SLOW_SCAN = """
+import sys, time
+import curator.scan as scan_module
+from curator.probe import probe
+from db import open_catalog
+
+def slow_probe(path, **kw):
+    time.sleep(0.01)
+    return probe(path, **kw)
+
+scan_module.probe = slow_probe
+cat = open_catalog(sys.argv[1])
+scan_module.scan(cat, [sys.argv[2]], scan_module.ScanOptions(workers=1, progress=False))
+"""
+
+
+def test_killed_scan_resumes_without_duplicates(tmp_path):
+    import signal
+    import time
+
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(500):
+        pattern(16, 16, 5000 + i).save(root / f"{i:03d}.png")
+    db = tmp_path / "c.db"
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_SCAN, str(db), str(root)], env=env)
+    from db import open_catalog
+
+    with open_catalog(str(db)) as cat:
+        committed, deadline = 0, time.time() + 120
+        while committed == 0 and time.time() < deadline:
+            time.sleep(0.1)
+            with cat.session() as s:
+                committed = s.scalar(select(func.count(File.id)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        with cat.session() as s:
+            committed = s.scalar(select(func.count(File.id)))
+        assert 0 < committed < 500
+        summary = scan(cat, [root], opts())
+        assert summary.unchanged == committed and summary.new_files == 500 - committed
+        with cat.session() as s:
+            assert s.scalar(select(func.count(File.id))) == 500
+            assert s.scalar(select(func.count(Image.id))) == 500
