@@ -25,6 +25,7 @@ from itertools import combinations
 import numpy as np
 
 from curator.errors import CuratorError
+from db import schema as db_schema
 
 HASH_BITS = 64
 _MASK64 = (1 << HASH_BITS) - 1
@@ -38,8 +39,7 @@ class InvalidHashError(CuratorError, ValueError):
 
 def to_signed64(value: int) -> int:
     """Unsigned 64-bit hash -> the signed integer SQLite can store."""
-    value = _check_hash(value)
-    return value - (1 << HASH_BITS) if value >= 1 << (HASH_BITS - 1) else value
+    return db_schema.to_signed64(_check_hash(value))
 
 
 def to_unsigned64(value: int) -> int:
@@ -47,7 +47,7 @@ def to_unsigned64(value: int) -> int:
     value = operator.index(value)
     if not -(1 << (HASH_BITS - 1)) <= value < 1 << HASH_BITS:
         raise InvalidHashError(f"{value} does not fit in 64 bits")
-    return value & _MASK64
+    return db_schema.to_unsigned64(value)
 
 
 def hamming_distance(a: int, b: int) -> int:

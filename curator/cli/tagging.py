@@ -111,20 +111,18 @@ def tag_cmd(
     """
     from taggers.factory import load_model
 
-    models = []
-    for spec in specs or (DEFAULT_TAGGER,):
-        options = {}
-        if "deepdanbooru" in spec.lower():
-            options["threshold"] = threshold
-        else:
-            options.update(
-                general_threshold=general_threshold,
-                character_threshold=character_threshold,
-                mcut=mcut,
-            )
-        models.append(
-            load_model(spec, device=device, threads=threads, quantize=quantize, **options)
-        )
+    # Unset options are dropped by load_model; one the model does not take is refused
+    # there with the list it does take, whatever kind of tagger the spec resolves to.
+    options = {
+        "general_threshold": general_threshold,
+        "character_threshold": character_threshold,
+        "mcut": mcut,
+        "threshold": threshold,
+    }
+    models = [
+        load_model(spec, device=device, threads=threads, quantize=quantize, **options)
+        for spec in specs or (DEFAULT_TAGGER,)
+    ]
     opts = _options(where, redo, batch_size, workers, limit, quiet, as_json)
     _report(run_models(app.catalog, models, opts, kind="tag"), as_json)
 
