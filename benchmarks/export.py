@@ -62,7 +62,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from curator.export import export
-    from curator.scan import ScanOptions, scan
+    from curator.ingest.scan import ScanOptions, scan
     from db import open_catalog
 
     cache = args.cache or Path(tempfile.gettempdir()) / "curator-bench-export"

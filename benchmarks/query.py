@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import Connection, func, select  # noqa: E402
 
-from curator.query import compile_query, page_ids, page_statement  # noqa: E402
+from curator.query.compile import compile_query, page_ids, page_statement  # noqa: E402
 from db import open_catalog  # noqa: E402
 from db.schema import Image  # noqa: E402
 

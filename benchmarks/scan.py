@@ -24,7 +24,7 @@ PHASE = r"""
 import json, sys, threading, time
 import psutil
 from db import open_catalog
-from curator.scan import ScanOptions, scan
+from curator.ingest.scan import ScanOptions, scan
 
 peak = {"writer": 0, "tree": 0}
 done = threading.Event()

@@ -96,8 +96,8 @@ def model_only(model, paths: list[str], batch: int) -> float:
 
 
 def end_to_end(model, images: Path, db: Path, batch: int) -> float:
-    from curator.runs import RunOptions, run_models
-    from curator.scan import ScanOptions, scan
+    from curator.ingest.scan import ScanOptions, scan
+    from curator.runs.loop import RunOptions, run_models
     from db import open_catalog
 
     with open_catalog(str(db)) as cat:

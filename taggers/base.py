@@ -1,7 +1,7 @@
 """The contract every model in `taggers/` honours.
 
 A model knows nothing of the catalog: PIL images in, plain results out, so it
-can run in a worker process. The run loop in `curator.runs` drives it:
+can run in a worker process. The run loop in `curator.runs.loop` drives it:
 
     arrays = [model.preprocess(img) for img in images]   # in decode workers
     results = model.predict(np.stack(arrays))            # one batch

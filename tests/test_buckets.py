@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from curator.buckets import (
+from curator.errors import CuratorError, UsageError
+from curator.export.buckets import (
     PRESETS,
     BucketError,
     BucketSpec,
@@ -20,7 +21,6 @@ from curator.buckets import (
     render_histogram,
     select_bucket,
 )
-from curator.errors import CuratorError, UsageError
 
 
 def reference_buckets(area: int, min_side: int, max_side: int, step: int) -> list[tuple[int, int]]:

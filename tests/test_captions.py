@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from curator.captions import KAOMOJI, build_caption, escape_parentheses, format_tag
 from curator.errors import UsageError
+from curator.export.captions import KAOMOJI, build_caption, escape_parentheses, format_tag
 from taggers.base import Tag
 
 

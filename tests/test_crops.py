@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curator.crops import (
+from curator.export.crops import (
     Crop,
     CropError,
     center_crop,

@@ -14,11 +14,11 @@ from click.testing import CliRunner
 from PIL import Image as PILImage
 from sqlalchemy import select, update
 
-from curator import edits
 from curator.cli import main
-from curator.dedup import clear_duplicates, dedup, find_duplicates, similar_pairs
+from curator.curation import edits
+from curator.curation.dedup import clear_duplicates, dedup, find_duplicates, similar_pairs
 from curator.errors import UsageError
-from curator.scan import ScanOptions, scan
+from curator.ingest.scan import ScanOptions, scan
 from db.schema import Embedding, File, Image, Score, to_unsigned64
 from tests.corpus import pattern
 

@@ -9,12 +9,13 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from curator import edits, review, tagrules
 from curator.cli import main
+from curator.curation import edits, review
 from curator.errors import UsageError
-from curator.tagrules import TagRules, contains, normalize_tag, overlapped, trigger_words
-from curator.tagstore import replace_source_tags
-from curator.tagview import IMPLIED, USER, USER_REMOVED, effective_tags
+from curator.tags import rules as tagrules
+from curator.tags.rules import TagRules, contains, normalize_tag, overlapped, trigger_words
+from curator.tags.store import replace_source_tags
+from curator.tags.view import IMPLIED, USER, USER_REMOVED, effective_tags
 from db.schema import File, Image, ImageTag, Run, Tag, TagRule
 
 MODEL = "model:wd"

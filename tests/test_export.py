@@ -15,15 +15,15 @@ from click.testing import CliRunner
 from PIL import Image as PILImage
 from sqlalchemy import select, update
 
-from curator import tagrules
 from curator.cli import main
-from curator.crops import Crop
 from curator.errors import ExportError, UsageError
 from curator.export import ExportOptions, export, reexport
-from curator.filenames import is_reserved
-from curator.layouts import LAYOUT_NAMES
-from curator.scan import ScanOptions, scan
-from curator.tagstore import replace_source_tags
+from curator.export.crops import Crop
+from curator.export.filenames import is_reserved
+from curator.export.layouts import LAYOUT_NAMES
+from curator.ingest.scan import ScanOptions, scan
+from curator.tags import rules as tagrules
+from curator.tags.store import replace_source_tags
 from db.schema import Detection, Export, ExportItem, File, Image
 from tests.corpus import pattern, write_good
 
@@ -183,7 +183,7 @@ def test_kohya_dreambooth_captions_and_sidecars(tagged, tmp_path: Path) -> None:
 
 def test_caption_text_options(tagged, tmp_path: Path) -> None:
     ids = ids_by_name(tagged)
-    from curator.tagstore import set_caption
+    from curator.tags.store import set_caption
 
     with tagged.write() as s:
         set_caption(s, ids["rgb.png"], "a girl smiling", source="user")

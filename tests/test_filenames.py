@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from curator.errors import ExportError
-from curator.filenames import is_reserved, safe_join, safe_name, safe_stem, unique_names
+from curator.export.filenames import is_reserved, safe_join, safe_name, safe_stem, unique_names
 
 NASTY = [
     "..",

@@ -3,8 +3,7 @@ import sqlite3
 
 import pytest
 
-from curator.errors import CuratorError
-from curator.hamming_index import (
+from curator.curation.hamming_index import (
     HammingIndex,
     InvalidHashError,
     group_pairs,
@@ -13,6 +12,7 @@ from curator.hamming_index import (
     to_signed64,
     to_unsigned64,
 )
+from curator.errors import CuratorError
 
 K_VALUES = [0, 4, 8, 10]
 

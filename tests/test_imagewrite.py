@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from curator.crops import Crop, center_crop, focal_crop
 from curator.errors import CuratorError, ExportError
-from curator.imagewrite import (
+from curator.export.crops import Crop, center_crop, focal_crop
+from curator.media.imagewrite import (
     UnreadableImageError,
     load_for_export,
     normalize_format,

@@ -4,7 +4,7 @@ import random
 import pytest
 
 from curator.errors import CuratorError
-from curator.infotext import (
+from curator.ingest.infotext import (
     Infotext,
     InfotextError,
     format_infotext,

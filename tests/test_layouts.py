@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from curator.buckets import BucketSpec, preset
 from curator.errors import UsageError
-from curator.layouts import LAYOUT_NAMES, REG, TRAIN, LayoutItem, LayoutSettings, get_layout
-from curator.layouts.kohya import dataset_toml
+from curator.export.buckets import BucketSpec, preset
+from curator.export.layouts import LAYOUT_NAMES, REG, TRAIN, LayoutItem, LayoutSettings, get_layout
+from curator.export.layouts.kohya import dataset_toml
 
 # Key names from sd-scripts' library/config_util.py (ConfigSanitizer schemas).
 SUBSET_KEYS = {

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from curator.errors import CuratorError
-from curator.quality import (
+from curator.curation.quality import (
     AestheticHead,
     AestheticHeadError,
     QualityError,
@@ -14,6 +13,7 @@ from curator.quality import (
     resolution_class,
     sharpness,
 )
+from curator.errors import CuratorError
 
 
 def _pattern(size: tuple[int, int], seed: int = 0) -> Image.Image:

@@ -11,10 +11,10 @@ from click.testing import CliRunner
 from PIL import ImageFilter
 from sqlalchemy import select
 
-from curator import quality_run
 from curator.cli import main
-from curator.quality_run import compute_quality, quality_table
-from curator.scan import ScanOptions, scan
+from curator.ingest.scan import ScanOptions, scan
+from curator.runs import quality_run
+from curator.runs.quality_run import compute_quality, quality_table
 from db.schema import Embedding, File, Problem, Score
 from tests.corpus import pattern
 

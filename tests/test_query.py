@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 
 from curator.cli import main
 from curator.errors import QueryError
-from curator.query import compile_query, page_ids, select_images
-from curator.tagview import USER, USER_REMOVED
+from curator.query.compile import compile_query, page_ids, select_images
+from curator.tags.view import USER, USER_REMOVED
 from db import open_catalog
 from db.schema import (
     Caption,
@@ -524,7 +524,7 @@ def test_tag_logic_matches_the_effective_tags_of_every_image(catalog):
     """Random AND/OR/NOT queries over random tags, removals included, against tagview."""
     import random
 
-    from curator.tagview import effective_tags
+    from curator.tags.view import effective_tags
 
     rng = random.Random(7)
     pool = ["red_a", "red_b", "blue_a", "blue_b", "green"]

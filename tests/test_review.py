@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from curator import edits, review
 from curator.cli import main
+from curator.curation import edits, review
 from curator.errors import UsageError
-from curator.scan import ScanOptions, scan
+from curator.ingest.scan import ScanOptions, scan
 from db.schema import File, Image
 
 

@@ -17,8 +17,8 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from curator.cli import main
-from curator.runs import RunOptions, draft_size, run_models
-from curator.scan import ScanOptions, scan
+from curator.ingest.scan import ScanOptions, scan
+from curator.runs.loop import RunOptions, draft_size, run_models
 from db import open_catalog
 from db.schema import Detection, File, ImageTag, Problem, Processed, Run, Score, Tag
 from taggers.factory import load_model
@@ -149,7 +149,7 @@ def test_rerun_does_only_new_images_and_redo_forces(tmp_path, colours, tagger_di
 
 
 def test_two_models_decode_each_image_once(tmp_path, colours, tagger_dir, monkeypatch):
-    import curator.runs as runs
+    import curator.runs.loop as runs
 
     second = build_wd14_model(tmp_path / "second-tagger", size=48)
     opened: list[str] = []
@@ -248,7 +248,7 @@ def test_detectors_on_the_sample_photos(tmp_path):
 KILL_SCRIPT = """
 import sys, time
 from db import open_catalog
-from curator.runs import RunOptions, run_models
+from curator.runs.loop import RunOptions, run_models
 from taggers.factory import load_model
 
 class Slow:

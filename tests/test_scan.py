@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from curator.scan import ScanOptions, scan
+from curator.ingest.scan import ScanOptions, scan
 from db.schema import Caption, File, Generation, Image, ImageTag, Problem, Tag
 from tests.corpus import pattern, write_bad, write_good
 
@@ -143,7 +143,7 @@ def test_rescan_decodes_nothing(catalog, corpus, monkeypatch):
     kinds = write_bad(corpus / "bad")
     scan(catalog, [corpus], opts())
 
-    import curator.scan as scan_module
+    import curator.ingest.scan as scan_module
 
     def no_probe(*a, **k):
         raise AssertionError("an unchanged file was decoded again")
@@ -213,7 +213,7 @@ def test_exclude_and_symlink_loop(catalog, tmp_path):
 SCAN_SCRIPT = """
 import sys
 from db import open_catalog
-from curator.scan import ScanOptions, scan
+from curator.ingest.scan import ScanOptions, scan
 cat = open_catalog(sys.argv[1])
 scan(cat, [sys.argv[2]], ScanOptions(workers=1, progress=False))
 """
@@ -256,8 +256,8 @@ def test_scan_missing_path_is_a_clear_error(catalog, tmp_path):
 
 SLOW_SCAN = """
 import sys, time
-import curator.scan as scan_module
-from curator.probe import probe
+import curator.ingest.scan as scan_module
+from curator.ingest.probe import probe
 from db import open_catalog
 
 def slow_probe(path, **kw):

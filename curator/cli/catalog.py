@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 from sqlalchemy import select
 
+from curator.catalog.stats import catalog_stats
 from curator.cli.context import AppContext, emit_json, json_option, pass_app
-from curator.query import compile_query, page_ids
-from curator.stats import catalog_stats
+from curator.query.compile import compile_query, page_ids
 from db.schema import File, Image, Run
 
 

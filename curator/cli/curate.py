@@ -1,5 +1,5 @@
 """Curation commands: `curator tags ...`, `history`, `undo`, `accept|reject|unreview`,
-`dedup` and `quality`. Each is one call into curator.edits / review / dedup / quality_run.
+`dedup` and `quality`. Each is one call into curator.curation.edits / review / dedup / quality_run.
 """
 
 from __future__ import annotations
@@ -8,13 +8,14 @@ import re
 
 import click
 
-from curator import dedup as dedup_lib
-from curator import edits, review, tagrules
 from curator.cli.context import AppContext, emit_json, json_option, pass_app, quiet_option
-from curator.edits import EditResult
+from curator.curation import dedup as dedup_lib
+from curator.curation import edits, review
+from curator.curation.edits import EditResult
 from curator.errors import UsageError
-from curator.quality_run import compute_quality, quality_table
-from curator.tagrules import BLACKLIST, RULE_KINDS, TRIGGER
+from curator.runs.quality_run import compute_quality, quality_table
+from curator.tags import rules as tagrules
+from curator.tags.rules import BLACKLIST, RULE_KINDS, TRIGGER
 
 QUERY_HELP = (
     "QUERY selects images and is ONE argument: quote it in the shell, e.g. "

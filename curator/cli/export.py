@@ -6,14 +6,14 @@ from typing import Any
 
 import click
 
-from curator.buckets import PRESETS, render_histogram
-from curator.captions import ORDERS
 from curator.cli.context import AppContext, emit_json, json_option, pass_app, quiet_option
-from curator.crops import MODES
 from curator.export import ExportSummary, export, reexport
+from curator.export.buckets import PRESETS, render_histogram
+from curator.export.captions import ORDERS
+from curator.export.crops import MODES
+from curator.export.layouts import LAYOUT_NAMES
 from curator.export.options import CAPTION_EXTENSIONS, CAPTION_TEXTS, NAMINGS
-from curator.imagewrite import FORMATS
-from curator.layouts import LAYOUT_NAMES
+from curator.media.imagewrite import FORMATS
 
 _SHOWN_SKIPS = 10
 

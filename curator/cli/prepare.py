@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from curator.buckets import render_histogram
 from curator.cli.context import AppContext, emit_json, json_option, pass_app, quiet_option
-from curator.prepare import DEFAULT_TAGGER, PrepareOptions, prepare
+from curator.export.buckets import render_histogram
+from curator.export.prepare import DEFAULT_TAGGER, PrepareOptions, prepare
 
 LAYOUTS = ["kohya-dreambooth", "kohya-finetune", "diffusers-dreambooth", "imagefolder", "jsonl"]
 

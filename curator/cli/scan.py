@@ -6,8 +6,8 @@ import click
 from sqlalchemy import select
 
 from curator.cli.context import AppContext, emit_json, json_option, pass_app, quiet_option
-from curator.probe import DEFAULT_PIXEL_LIMIT
-from curator.scan import ScanOptions, scan
+from curator.ingest.probe import DEFAULT_PIXEL_LIMIT
+from curator.ingest.scan import ScanOptions, scan
 from db.schema import Problem
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
+from curator.catalog.imageinfo import image_report, resolve_image, top_tags
 from curator.cli.context import AppContext, emit_json, json_option, pass_app, quiet_option
-from curator.imageinfo import image_report, resolve_image, top_tags
-from curator.runs import RunOptions, RunSummary, run_models
+from curator.runs.loop import RunOptions, RunSummary, run_models
 from taggers.registry import (
     available_locally,
     default_models_dir,

@@ -1,14 +1,14 @@
 """`curator export`: a bucketed, cropped, captioned training set in a trainer's layout.
 
-What gets exported: the images matching ``query`` (see `curator.query`) that have a
+What gets exported: the images matching ``query`` (see `curator.query.compile`) that have a
 file on disk, are not marked as a duplicate of another image and are not
 ``rejected`` in review (``include_rejected`` keeps those). With ``reg_query`` a second
 selection becomes the regularisation (class) images of a DreamBooth layout.
 
-For every image: a bucket (`curator.buckets`, on its displayed size), a crop
-(`curator.crops`; ``focal`` keeps the face boxes of the ``faces`` detector), a caption
-(`curator.captions`, from `curator.tagview.effective_tags`, trigger-word rules first),
-then a worker process decodes, crops, resizes and writes it (`curator.imagewrite`).
+For every image: a bucket (`curator.export.buckets`, on its displayed size), a crop
+(`curator.export.crops`; ``focal`` keeps the face boxes of the ``faces`` detector), a caption
+(`curator.export.captions`, from `curator.tags.view.effective_tags`, trigger-word rules first),
+then a worker process decodes, crops, resizes and writes it (`curator.media.imagewrite`).
 An image that cannot be read, has changed since it was scanned or fits no bucket is
 skipped and listed with the reason; the export goes on. Source files are only read.
 

@@ -6,12 +6,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from curator.buckets import Bucket, BucketSpec
-from curator.buckets import preset as bucket_preset
-from curator.captions import ORDERS
-from curator.crops import MODES
 from curator.errors import UsageError
-from curator.imagewrite import normalize_format
+from curator.export.buckets import Bucket, BucketSpec
+from curator.export.buckets import preset as bucket_preset
+from curator.export.captions import ORDERS
+from curator.export.crops import MODES
+from curator.media.imagewrite import normalize_format
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
@@ -31,7 +31,7 @@ class ExportOptions:
     Captions: ``captions`` is what a line holds (``tags``, the natural ``caption``, or
     ``both``); ``instance`` and ``class_word`` lead it, then the catalog's trigger words
     (``trigger_words``); tags are the effective tags, with implied ones
-    (``implied_tags``); the other caption fields are `curator.captions.build_caption`'s.
+    (``implied_tags``); the other caption fields are `curator.export.captions.build_caption`'s.
     ``shuffle`` shuffles each written caption once (seeded); ``shuffle_caption`` asks
     sd-scripts to shuffle at training time.
     ``png_compression`` is the zlib level (4: about 6's size on photos in half the

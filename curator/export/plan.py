@@ -10,16 +10,16 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
-from curator.buckets import Bucket, BucketError, BucketSpec, make_buckets, select_bucket
-from curator.captions import build_caption, format_tag
-from curator.crops import Box, Crop, CropError
 from curator.errors import UsageError
+from curator.export.buckets import Bucket, BucketError, BucketSpec, make_buckets, select_bucket
+from curator.export.captions import build_caption, format_tag
+from curator.export.crops import Box, Crop, CropError
+from curator.export.filenames import safe_stem, unique_names
+from curator.export.layouts import REG, TRAIN, Layout, LayoutSettings
 from curator.export.options import ExportOptions, ExportSummary, SkippedImage
-from curator.filenames import safe_stem, unique_names
-from curator.imagewrite import normalize_format
-from curator.layouts import REG, TRAIN, Layout, LayoutSettings
-from curator.query import compile_query
-from curator.tagview import TagRow, TagRules, effective_tags
+from curator.media.imagewrite import normalize_format
+from curator.query.compile import compile_query
+from curator.tags.view import TagRow, TagRules, effective_tags
 from db.engine import Catalog
 from db.schema import Caption, Detection, Export, ExportItem, File, Image
 

@@ -7,9 +7,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from curator.crops import Box, Crop, compute_crop, cover_scale
 from curator.errors import CuratorError
-from curator.imagewrite import load_for_export, render_crop, write_image
+from curator.export.crops import Box, Crop, compute_crop, cover_scale
+from curator.media.imagewrite import load_for_export, render_crop, write_image
 
 # JPEGs decode straight to the smallest DCT scale still covering the target: that
 # reduction is a good filter itself, and decoding plus Lanczos on a quarter of the

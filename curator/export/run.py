@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from curator import __version__
-from curator.buckets import BucketSpec, bucket_histogram
 from curator.errors import CuratorError, ExportError, UsageError
+from curator.export.buckets import BucketSpec, bucket_histogram
+from curator.export.filenames import safe_join
+from curator.export.layouts import REG, Layout, LayoutItem, get_layout
+from curator.export.layouts.base import json_text, write_text
 from curator.export.options import (
     GENERATOR,
     MANIFEST_NAME,
@@ -27,10 +30,7 @@ from curator.export.options import (
 from curator.export.plan import Planned, layout_settings, plan_export
 from curator.export.render import RenderJob, RenderResult, file_sha256, render
 from curator.export.target import commit, inspect_target, make_temp
-from curator.filenames import safe_join
-from curator.imagewrite import normalize_format
-from curator.layouts import REG, Layout, LayoutItem, get_layout
-from curator.layouts.base import json_text, write_text
+from curator.media.imagewrite import normalize_format
 from curator.progress import progress_bar
 from db.engine import Catalog
 from db.schema import Export, ExportItem

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from curator.errors import UsageError
-from curator.layouts.base import (
+from curator.export.layouts.base import (
     REG,
     TRAIN,
     Layout,

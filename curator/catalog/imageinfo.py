@@ -9,8 +9,8 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session, aliased
 
 from curator.errors import UsageError
-from curator.query import compile_query
-from curator.tagview import USER_REMOVED, effective_tags
+from curator.query.compile import compile_query
+from curator.tags.view import USER_REMOVED, effective_tags
 from db.schema import Caption, Detection, File, Generation, Image, ImageTag, Score, Tag
 
 

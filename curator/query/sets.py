@@ -37,7 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import aliased
 
-from curator.tagview import USER_REMOVED
+from curator.tags.view import USER_REMOVED
 from db.schema import Image, ImageTag, Tag
 
 # Written into the SQL, not bound, so SQLite sees it matches the partial index's WHERE.

@@ -30,9 +30,9 @@ from sqlalchemy import delete, exists, func, literal, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from curator.progress import progress_bar
-from curator.query import compile_query
-from curator.tagstore import replace_source_tags, set_caption
-from curator.tagview import RATINGS, model_source
+from curator.query.compile import compile_query
+from curator.tags.store import replace_source_tags, set_caption
+from curator.tags.view import RATINGS, model_source
 from db.engine import Catalog
 from db.schema import (
     Detection,

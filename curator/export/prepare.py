@@ -16,12 +16,12 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from curator.dedup import dedup
+from curator.curation.dedup import dedup
 from curator.errors import CuratorError, UsageError
 from curator.export import ExportOptions, export
-from curator.query import compile_query, folder_condition
-from curator.runs import RunOptions, run_models
-from curator.scan import ScanOptions, scan
+from curator.ingest.scan import ScanOptions, scan
+from curator.query.compile import compile_query, folder_condition
+from curator.runs.loop import RunOptions, run_models
 from db.engine import Catalog
 from db.schema import Image, Problem
 

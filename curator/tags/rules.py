@@ -1,6 +1,6 @@
 """Curation rules over tag names: aliases, implications, blacklist, trigger words, overlap.
 
-Rules live in the `tag_rules` table. `TagRules` (defined in `curator.tagview`, which
+Rules live in the `tag_rules` table. `TagRules` (defined in `curator.tags.view`, which
 applies them to every read, re-exported here) loads them; this module changes them,
 each change an undoable edit, and prunes overlapping tags.
 
@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from curator.edits import (
+from curator.curation.edits import (
     ChangeSet,
     EditResult,
     canonical_names,
@@ -31,7 +31,7 @@ from curator.edits import (
     selected_ids,
 )
 from curator.errors import UsageError
-from curator.tagview import (
+from curator.tags.view import (
     ALIAS,
     BLACKLIST,
     IMPLICATION,
@@ -102,7 +102,7 @@ def prune_tags(catalog: Catalog, query: str = "", *, subset: bool = False) -> Ed
     """Remove general tags that a more specific tag on the same image contains.
 
     `hair` beside `long_hair`, `shirt` beside `white_shirt`, `long_hair` beside
-    `very_long_hair`; see `curator.tagrules.contains` for `subset`.
+    `very_long_hair`; see `curator.tags.rules.contains` for `subset`.
     """
     with catalog.write() as s:
         rules = TagRules.load(s)

@@ -4,7 +4,7 @@ Three ways to be a duplicate:
 - exact: the same bytes (one sha256) at several paths. The catalog already holds
   that as one image with several files, so these are reported, never marked.
 - phash: 64-bit perceptual hashes within Hamming distance k (resized, re-encoded,
-  slightly cropped copies), found by multi-index hashing (`curator.hamming_index`),
+  slightly cropped copies), found by multi-index hashing (`curator.curation.hamming_index`),
   never by comparing all pairs.
 - clip: image embeddings of one model with cosine similarity >= t (the same scene
   shot twice, a variant), by normalised float32 matrix products in blocks.
@@ -26,10 +26,10 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from curator.edits import ChangeSet, EditResult, chunks
+from curator.curation.edits import ChangeSet, EditResult, chunks
+from curator.curation.hamming_index import group_pairs, near_pairs
 from curator.errors import UsageError
-from curator.hamming_index import group_pairs, near_pairs
-from curator.query import compile_query
+from curator.query.compile import compile_query
 from db.engine import Catalog
 from db.schema import Embedding, File, Image, Score, to_unsigned64
 

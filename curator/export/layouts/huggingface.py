@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from curator.layouts.base import (
+from curator.export.layouts.base import (
     TRAIN,
     Layout,
     LayoutItem,

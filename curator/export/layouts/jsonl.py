@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from curator.layouts.base import (
+from curator.export.layouts.base import (
     REG,
     Layout,
     LayoutItem,

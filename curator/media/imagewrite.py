@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageCms, ImageOps
 
-from curator.crops import Crop
 from curator.errors import ExportError
+from curator.export.crops import Crop
 
 FORMATS = ("png", "jpeg", "webp")
 ALPHA_FORMATS = frozenset({"png", "webp"})

@@ -17,11 +17,11 @@ for every layout; see `curator.export`.
 from __future__ import annotations
 
 from curator.errors import UsageError
-from curator.layouts.base import REG, TRAIN, Layout, LayoutItem, LayoutSettings
-from curator.layouts.diffusers import DiffusersDreamBooth
-from curator.layouts.huggingface import ImageFolder
-from curator.layouts.jsonl import JsonLines
-from curator.layouts.kohya import KohyaDreamBooth, KohyaFineTune
+from curator.export.layouts.base import REG, TRAIN, Layout, LayoutItem, LayoutSettings
+from curator.export.layouts.diffusers import DiffusersDreamBooth
+from curator.export.layouts.huggingface import ImageFolder
+from curator.export.layouts.jsonl import JsonLines
+from curator.export.layouts.kohya import KohyaDreamBooth, KohyaFineTune
 
 LAYOUTS: dict[str, type[Layout]] = {
     "kohya-dreambooth": KohyaDreamBooth,

@@ -4,10 +4,10 @@
 any statement that has `images` in it: `select(Image.id).where(...)`, counts,
 joins with `files`, or inside a statement over `image_tags`. Conditions on other
 tables become `images.id IN (...)` over their own aliases (terms ANDed together
-share one INTERSECT: see `curator.query_sets`), so nothing correlates with the
+share one INTERSECT: see `curator.query.sets`), so nothing correlates with the
 outer query but `images.id` itself. The syntax (`-` binds tighter than `|`, `|`
 tighter than the implicit AND; quotes; columns for errors) lives in
-`curator.query_parser`; the words mean:
+`curator.query.parser`; the words mean:
 
 Tags (an image has tag T when some source links them and no `user-removed`
 row hides T; `"long hair"` is `long_hair`, names match as stored):
@@ -35,7 +35,7 @@ Fields (case-insensitive keys; `key:a|b` is either value):
 `page_ids(db, text, limit=, after_id=)` answers a page of ids in id order (what a
 review screen waits for) with the same rows as `compile_query`, by whichever of
 two plans looks cheaper: the id sets above, or walking `images` in id order and
-testing each image with an index seek per term (`curator.query_sets.probe`).
+testing each image with an index seek per term (`curator.query.sets.probe`).
 A few hundred images after the page start are tested first to see how often
 each term holds.
 """
@@ -63,8 +63,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 
 from curator.errors import QueryError
-from curator.query_parser import And, Node, Not, Or, Term, Value, parse, split_comparison
-from curator.query_sets import (
+from curator.query.parser import And, Node, Not, Or, Term, Value, parse, split_comparison
+from curator.query.sets import (
     USER_REMOVED_SQL,
     Ids,
     Part,
@@ -76,7 +76,7 @@ from curator.query_sets import (
     tag_ids,
     to_expression,
 )
-from curator.tagview import RATINGS, USER_REMOVED
+from curator.tags.view import RATINGS, USER_REMOVED
 from db.schema import Caption, Detection, Embedding, File, Generation, Image, ImageTag, Score
 
 TAG_NAMESPACES = ("general", "character", "copyright", "artist", "meta")

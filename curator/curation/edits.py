@@ -6,7 +6,7 @@ the rows it inserted (by key) and the values it overwrote. `record()` stores tha
 as one `edits` row in the same transaction, so the catalog and its history never
 disagree. `undo()` replays the notes backwards and restores the previous rows.
 
-How tag edits treat sources (see `curator.tagview`):
+How tag edits treat sources (see `curator.tags.view`):
 - adding writes a `user` row (and lifts a `user-removed` mark); a model re-run only
   replaces its own `model:NAME` rows, so a person's tags stay.
 - removing deletes the `user` row, and when a model, a sidecar or an implication
@@ -28,9 +28,9 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from curator.errors import UsageError
-from curator.query import compile_query
-from curator.tagstore import tag_ids
-from curator.tagview import (
+from curator.query.compile import compile_query
+from curator.tags.store import tag_ids
+from curator.tags.view import (
     IMPLIED,
     USER,
     USER_REMOVED,

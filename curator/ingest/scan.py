@@ -22,10 +22,10 @@ from pathlib import Path
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from curator.probe import DEFAULT_PIXEL_LIMIT, ProbeProblem, ProbeResult, probe
+from curator.ingest.probe import DEFAULT_PIXEL_LIMIT, ProbeProblem, ProbeResult, probe
+from curator.ingest.sidecars import parse_sidecar_tags, read_sidecar, sidecar_paths
 from curator.progress import Reporter, progress_bar
-from curator.sidecars import parse_sidecar_tags, read_sidecar, sidecar_paths
-from curator.tagstore import replace_source_tags, set_caption
+from curator.tags.store import replace_source_tags, set_caption
 from db.engine import Catalog
 from db.schema import File, Generation, Image, Problem, Run, to_signed64, utcnow
 

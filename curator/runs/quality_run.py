@@ -1,7 +1,7 @@
 """`curator quality`: measure quality signals over the catalog and store them as scores.
 
 Scores (table `scores`, source `quality`):
-- `sharpness`: variance of the Laplacian (`curator.quality.sharpness`); higher is sharper.
+- `sharpness`: variance of the Laplacian (`curator.curation.quality.sharpness`); higher is sharper.
 - `jpeg_quality`: the libjpeg quality a JPEG was saved with (JPEG files only).
 - `megapixels`: width x height / 10^6; the resolution class (`tiny` ... `uhd`) follows
   from it and is reported, not stored.
@@ -32,12 +32,17 @@ from PIL import Image as PILImage
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from curator.dedup import choose_embedding_model, load_embeddings
-from curator.edits import chunks
+from curator.curation.dedup import choose_embedding_model, load_embeddings
+from curator.curation.edits import chunks
+from curator.curation.quality import (
+    SHARPNESS_MAX_SIDE,
+    AestheticHead,
+    jpeg_quality,
+    resolution_class,
+)
+from curator.curation.quality import sharpness as measure_sharpness
 from curator.progress import progress_bar
-from curator.quality import SHARPNESS_MAX_SIDE, AestheticHead, jpeg_quality, resolution_class
-from curator.quality import sharpness as measure_sharpness
-from curator.query import compile_query
+from curator.query.compile import compile_query
 from db.engine import Catalog
 from db.schema import File, Image, Problem, Run, Score, utcnow
 

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from curator.filenames import safe_name
-from curator.layouts.base import (
+from curator.export.filenames import safe_name
+from curator.export.layouts.base import (
     REG,
     TRAIN,
     Layout,

@@ -25,7 +25,7 @@ Kaomoji tags that hold an operator after a letter, or start with `-`, need quote
 A tag may end in `@SOURCE` to count only that source's rows: `cat@user`,
 `cat@model:wd14`, `cat@model:wd14>=0.5`.
 
-What the words mean (fields, tags, numbers) is decided by `curator.query`.
+What the words mean (fields, tags, numbers) is decided by `curator.query.compile`.
 """
 
 from __future__ import annotations

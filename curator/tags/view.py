@@ -5,7 +5,7 @@ user removed (a `user-removed` row) stays hidden whatever a model re-run says.
 Several sources with the same tag give one tag with the highest score (a tag set
 by hand counts as score 1.0).
 
-Curation rules (`curator.tagrules`) apply on top: a row under an alias reads as its
+Curation rules (`curator.tags.rules`) apply on top: a row under an alias reads as its
 canonical tag, blacklisted tags are dropped, and with `implied=True` tags implied by
 the image's tags are added (source `implied`) unless the user removed or blacklisted
 them.

@@ -19,7 +19,7 @@ import imagehash
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from curator.errors import CuratorError
-from curator.infotext import generation_fields, parse_infotext, parse_novelai_comment
+from curator.ingest.infotext import generation_fields, parse_infotext, parse_novelai_comment
 
 DEFAULT_PIXEL_LIMIT = 178_956_970  # Pillow's own default decompression-bomb bound
 MAX_SIDE = 65_535  # wider or taller than any real training image format allows

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from curator.buckets import BucketSpec
 from curator.errors import UsageError
-from curator.filenames import safe_join
+from curator.export.buckets import BucketSpec
+from curator.export.filenames import safe_join
 
 TRAIN = "train"
 REG = "reg"

@@ -1,0 +1,1 @@
+"""Curation: tag edits with history and undo, review state, dedup, quality signals."""

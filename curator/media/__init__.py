@@ -1,0 +1,1 @@
+"""Pixels: converting any image mode for models and exports, and writing images safely."""

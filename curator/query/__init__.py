@@ -1,0 +1,1 @@
+"""The query language: parsed once, compiled to one SQLAlchemy statement, used everywhere."""
