@@ -73,7 +73,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as work:
         catalog = open_catalog(os.path.join(work, "catalog.db"))
-        summary = scan(catalog, [str(source)], ScanOptions(workers=args.workers, progress=False))
+        summary = scan(catalog, [str(source)], ScanOptions(workers=args.workers))
         print(f"scanned {summary.seen} images in {summary.seconds:.1f}s")
         settings = dict(
             layout="kohya-dreambooth",

@@ -40,7 +40,7 @@ def sample():  # peak RSS of this process and of the whole tree (decode workers 
 threading.Thread(target=sample, daemon=True).start()
 cat = open_catalog(sys.argv[1])
 t = time.perf_counter()
-s = scan(cat, [sys.argv[2]], ScanOptions(workers=int(sys.argv[3]) or None, progress=False))
+s = scan(cat, [sys.argv[2]], ScanOptions(workers=int(sys.argv[3]) or None))
 dt = time.perf_counter() - t
 done.set()
 print(json.dumps({

@@ -101,9 +101,9 @@ def end_to_end(model, images: Path, db: Path, batch: int) -> float:
     from db import open_catalog
 
     with open_catalog(str(db)) as cat:
-        scan(cat, [images], ScanOptions(progress=False))
+        scan(cat, [images], ScanOptions())
         model.predict(np.zeros((1, model.input_size, model.input_size, 3), np.float32))
-        opts = RunOptions(batch_size=batch, progress=False, redo=True)
+        opts = RunOptions(batch_size=batch, redo=True)
         (summary,) = run_models(cat, [model], opts)
     return summary.images_per_second
 

@@ -31,3 +31,9 @@ class QueryError(CuratorError):
 
 class ExportError(CuratorError):
     """An export could not be written."""
+
+
+class Cancelled(CuratorError):
+    """A long call was cancelled through its `CancelToken`; what finished is saved."""
+
+    exit_code = 130

@@ -1,77 +1,81 @@
-"""Progress bars for long loops: rich on stderr, silent when asked or not a terminal."""
+"""Progress and cancellation for long library calls, with no terminal code.
+
+Long calls (scan, runs, dedup, export, prepare) take a `Reporter` and a `CancelToken`.
+The library announces phases and advances them; the faces decide how to show that:
+the CLI draws a rich bar (`curator.cli.progress`), the review app its own widget.
+A cancelled call stops at the next batch boundary, keeps what it wrote, records its
+run as ``cancelled`` and raises `Cancelled`; a later call resumes like after a kill.
+"""
 
 from __future__ import annotations
 
-import os
-import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
+from curator.errors import Cancelled
 
 
 class Reporter(Protocol):
-    def advance(self, n: int = 1) -> None: ...
+    """Receives progress events; implementations must be cheap and never raise."""
 
-    def set_total(self, total: int | None) -> None: ...
+    def start(self, description: str, total: int | None = None) -> None:
+        """A new phase begins (``total`` items, or unknown)."""
 
+    def set_total(self, total: int | None) -> None:
+        """The current phase's total became known or changed."""
 
-class _Rate(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:,.1f} img/s" if speed else "- img/s", style="progress.data.speed")
-
-
-class _Silent:
     def advance(self, n: int = 1) -> None:
+        """``n`` more items of the current phase are done."""
+
+    def finish(self) -> None:
+        """The current phase ended."""
+
+
+class NullReporter:
+    """Reports nowhere: the default for library calls."""
+
+    def start(self, description: str, total: int | None = None) -> None:
         pass
 
     def set_total(self, total: int | None) -> None:
         pass
 
-
-class _Bar:
-    def __init__(self, progress: Progress, task_id: int):
-        self._progress, self._task = progress, task_id
-
     def advance(self, n: int = 1) -> None:
-        self._progress.advance(self._task, n)
+        pass
 
-    def set_total(self, total: int | None) -> None:
-        self._progress.update(self._task, total=total)
+    def finish(self) -> None:
+        pass
 
 
-def stderr_console() -> Console:
-    return Console(stderr=True, no_color="NO_COLOR" in os.environ or None)
+class CancelToken:
+    """Set from any thread (a UI's cancel button, a signal handler); polled by the library."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        """Raise `Cancelled` if cancellation was asked for."""
+        if self._event.is_set():
+            raise Cancelled("cancelled; finished work is saved, run again to resume")
 
 
 @contextmanager
-def progress_bar(
-    description: str, total: int | None, *, enabled: bool = True
+def phase(
+    reporter: Reporter | None, description: str, total: int | None = None
 ) -> Iterator[Reporter]:
-    """A bar with count, images/s and ETA on stderr; a no-op when disabled or not a tty."""
-    if not enabled or not sys.stderr.isatty():
-        yield _Silent()
-        return
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _Rate(),
-        TimeRemainingColumn(),
-        console=stderr_console(),
-        transient=False,
-    )
-    with progress:
-        yield _Bar(progress, progress.add_task(description, total=total))
+    """Announce a phase on ``reporter`` (or nowhere) and end it however the block exits."""
+    r = reporter if reporter is not None else NullReporter()
+    r.start(description, total)
+    try:
+        yield r
+    finally:
+        r.finish()

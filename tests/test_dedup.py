@@ -42,7 +42,7 @@ def write_near_copies(root: Path) -> None:
 def near(catalog, tmp_path) -> Path:
     root = tmp_path / "near"
     write_near_copies(root)
-    scan(catalog, [root], ScanOptions(workers=1, progress=False))
+    scan(catalog, [root], ScanOptions(workers=1))
     return root
 
 

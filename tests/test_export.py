@@ -43,7 +43,7 @@ def run_export(catalog, out: Path, **settings):
 
 
 def scan_folder(catalog, folder: Path) -> None:
-    scan(catalog, [str(folder)], ScanOptions(workers=1, progress=False))
+    scan(catalog, [str(folder)], ScanOptions(workers=1))
 
 
 def ids_by_name(catalog) -> dict[str, int]:

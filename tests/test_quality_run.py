@@ -34,7 +34,7 @@ def write_quality_set(root: Path) -> None:
 def qset(catalog, tmp_path) -> Path:
     root = tmp_path / "q"
     write_quality_set(root)
-    scan(catalog, [root], ScanOptions(workers=1, progress=False))
+    scan(catalog, [root], ScanOptions(workers=1))
     # Broken after the scan: the catalog still lists it, but it cannot be decoded.
     (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
     return root
@@ -52,7 +52,7 @@ def scores(catalog) -> dict[str, dict[str, float]]:
 
 
 def test_scores_are_measured_stored_and_resumable(catalog, qset):
-    summary = compute_quality(catalog, progress=False, workers=1)
+    summary = compute_quality(catalog, workers=1)
     assert (summary.selected, summary.measured, summary.failed) == (6, 5, 1)
     assert summary.resolution_classes == {"tiny": 1, "small": 4, "sd": 1}
     got = scores(catalog)
@@ -66,11 +66,11 @@ def test_scores_are_measured_stored_and_resumable(catalog, qset):
         problem = s.scalar(select(Problem).where(Problem.path == str(qset / "broken.png")))
     assert problem is not None and problem.kind == "decode_failed"
 
-    again = compute_quality(catalog, progress=False, workers=1)
+    again = compute_quality(catalog, workers=1)
     assert (again.skipped, again.measured, again.failed) == (5, 0, 1)  # only the broken one
     (qset / "blurred.png").write_bytes((qset / "sharp.png").read_bytes())
-    assert compute_quality(catalog, "format:png", progress=False).measured == 0
-    redo = compute_quality(catalog, "format:png", redo=True, progress=False, workers=1)
+    assert compute_quality(catalog, "format:png").measured == 0
+    redo = compute_quality(catalog, "format:png", redo=True, workers=1)
     assert redo.measured == 2
     after = scores(catalog)
     assert after["blurred.png"]["sharpness"] == pytest.approx(after["sharp.png"]["sharpness"])
@@ -79,10 +79,10 @@ def test_scores_are_measured_stored_and_resumable(catalog, qset):
 
 
 def test_a_process_pool_gives_the_same_scores(catalog, qset, monkeypatch):
-    compute_quality(catalog, progress=False, workers=1)
+    compute_quality(catalog, workers=1)
     alone = scores(catalog)
     monkeypatch.setattr(quality_run, "POOL_MIN_IMAGES", 2)
-    summary = compute_quality(catalog, redo=True, progress=False, workers=2)
+    summary = compute_quality(catalog, redo=True, workers=2)
     assert (summary.measured, summary.failed) == (5, 1)
     assert scores(catalog) == alone
 
@@ -100,18 +100,18 @@ def test_aesthetic_scores_from_stored_embeddings(catalog, qset, tmp_path):
         for image_id, v in vectors.items():
             blob = np.asarray(v, "<f4").tobytes()
             s.add(Embedding(image_id=image_id, model="clip-tiny", dim=8, vector=blob))
-    summary = compute_quality(catalog, aesthetic_head=head_path, progress=False, workers=1)
+    summary = compute_quality(catalog, aesthetic_head=head_path, workers=1)
     assert summary.aesthetic == 2 and summary.aesthetic_model == "clip-tiny"
     got = scores(catalog)
     assert got["sharp.png"]["aesthetic"] == pytest.approx(5.8)  # normalised first
     assert got["blurred.png"]["aesthetic"] == pytest.approx(5.1)
-    assert compute_quality(catalog, aesthetic_head=head_path, progress=False).aesthetic == 0
+    assert compute_quality(catalog, aesthetic_head=head_path).aesthetic == 0
 
     wide = tmp_path / "wide.safetensors"
     safetensors.save_file(
         {"weight": np.ones((1, 16), np.float32), "bias": np.zeros(1, np.float32)}, wide
     )
-    summary = compute_quality(catalog, aesthetic_head=wide, progress=False)
+    summary = compute_quality(catalog, aesthetic_head=wide)
     assert summary.aesthetic == 0 and "16-wide" in summary.notes[0]
 
 

@@ -26,7 +26,7 @@ def statuses(catalog) -> dict[str, str]:
 
 @pytest.fixture
 def scanned(catalog, corpus):
-    scan(catalog, [corpus], ScanOptions(workers=1, progress=False))
+    scan(catalog, [corpus], ScanOptions(workers=1))
     return corpus
 
 
@@ -53,7 +53,7 @@ def test_status_survives_a_rescan_and_a_move(catalog, scanned):
     review.reject(catalog, "format:gif")
     before = statuses(catalog)
     shutil.move(scanned / "rgb.png", scanned / "sub" / "moved.png")
-    scan(catalog, [scanned], ScanOptions(workers=1, progress=False))
+    scan(catalog, [scanned], ScanOptions(workers=1))
     assert statuses(catalog) == before | {"moved.png": "accepted"}
 
 

@@ -128,21 +128,17 @@ def test_thresholds_and_mcut_change_what_is_kept(tmp_path, colours, tagger_dir):
 
 def test_rerun_does_only_new_images_and_redo_forces(tmp_path, colours, tagger_dir):
     with open_catalog(str(tmp_path / "c.db")) as cat:
-        scan(cat, [colours], ScanOptions(workers=1, progress=False))
+        scan(cat, [colours], ScanOptions(workers=1))
         model = load_model(str(tagger_dir), models_dir=tmp_path / "models")
-        opts = RunOptions(workers=0, progress=False)
+        opts = RunOptions(workers=0)
         assert run_models(cat, [model], opts)[0].done == len(COLOURS)
         again = run_models(cat, [model], opts)[0]
         assert again.done == 0 and again.skipped == len(COLOURS)
         Image.new("RGB", (64, 64), (200, 10, 10)).save(colours / "new.png")
-        scan(cat, [colours], ScanOptions(workers=1, progress=False))
+        scan(cat, [colours], ScanOptions(workers=1))
         assert run_models(cat, [model], opts)[0].done == 1
-        assert (
-            run_models(cat, [model], RunOptions(workers=0, progress=False, redo=True))[0].done == 6
-        )
-        only = run_models(
-            cat, [model], RunOptions(workers=0, progress=False, redo=True, where="width>=96")
-        )
+        assert run_models(cat, [model], RunOptions(workers=0, redo=True))[0].done == 6
+        only = run_models(cat, [model], RunOptions(workers=0, redo=True, where="width>=96"))
         assert only[0].done == 5
         with cat.session() as s:
             assert s.scalar(select(func.count(Processed.id))) == 6
@@ -160,10 +156,10 @@ def test_two_models_decode_each_image_once(tmp_path, colours, tagger_dir, monkey
         return real_open(path, *a, **k)
 
     with open_catalog(str(tmp_path / "c.db")) as cat:
-        scan(cat, [colours], ScanOptions(workers=1, progress=False))
+        scan(cat, [colours], ScanOptions(workers=1))
         monkeypatch.setattr(runs.PILImage, "open", counting_open)
         models = [load_model(str(d), models_dir=tmp_path / "m") for d in (tagger_dir, second)]
-        summaries = run_models(cat, models, RunOptions(workers=0, progress=False))
+        summaries = run_models(cat, models, RunOptions(workers=0))
         assert [s.done for s in summaries] == [len(COLOURS)] * 2
         assert len(opened) == len(COLOURS)
         monkeypatch.undo()
@@ -175,19 +171,19 @@ def test_parallel_decoding_gives_the_same_tags(tmp_path, colours, tagger_dir):
     results = []
     for workers in (0, 2):
         with open_catalog(str(tmp_path / f"c{workers}.db")) as cat:
-            scan(cat, [colours], ScanOptions(workers=1, progress=False))
+            scan(cat, [colours], ScanOptions(workers=1))
             model = load_model(str(tagger_dir), models_dir=tmp_path / "m")
-            run_models(cat, [model], RunOptions(workers=workers, batch_size=2, progress=False))
+            run_models(cat, [model], RunOptions(workers=workers, batch_size=2))
             results.append(tags_by_file(cat))
     assert results[0] == results[1]
 
 
 def test_unreadable_image_is_a_problem_and_the_run_goes_on(tmp_path, colours, tagger_dir):
     with open_catalog(str(tmp_path / "c.db")) as cat:
-        scan(cat, [colours], ScanOptions(workers=1, progress=False))
+        scan(cat, [colours], ScanOptions(workers=1))
         (colours / "red.png").write_bytes(b"now broken")
         model = load_model(str(tagger_dir), models_dir=tmp_path / "m")
-        summary = run_models(cat, [model], RunOptions(workers=0, progress=False))[0]
+        summary = run_models(cat, [model], RunOptions(workers=0))[0]
         assert (summary.done, summary.failed) == (len(COLOURS) - 1, 1)
         with cat.session() as s:
             problem = s.scalar(select(Problem))
@@ -266,7 +262,7 @@ class Slow:
 
 cat = open_catalog(sys.argv[1])
 model = Slow(load_model(sys.argv[2], models_dir=sys.argv[3]))
-run_models(cat, [model], RunOptions(workers=0, batch_size=2, progress=False))
+run_models(cat, [model], RunOptions(workers=0, batch_size=2))
 """
 
 
@@ -277,7 +273,7 @@ def test_killed_run_resumes_without_duplicates(tmp_path, tagger_dir):
         Image.new("RGB", (40, 40), (i * 6, 255 - i * 6, 128)).save(root / f"{i:02d}.png")
     db = tmp_path / "c.db"
     with open_catalog(str(db)) as cat:
-        scan(cat, [root], ScanOptions(workers=1, progress=False))
+        scan(cat, [root], ScanOptions(workers=1))
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     proc = subprocess.Popen(
         [sys.executable, "-c", KILL_SCRIPT, str(db), str(tagger_dir), str(tmp_path / "m")], env=env
@@ -295,7 +291,7 @@ def test_killed_run_resumes_without_duplicates(tmp_path, tagger_dir):
             done_at_kill = s.scalar(select(func.count(Processed.id)))
         assert 6 <= done_at_kill < 40
         model = load_model(str(tagger_dir), models_dir=tmp_path / "m")
-        summary = run_models(cat, [model], RunOptions(workers=0, progress=False))[0]
+        summary = run_models(cat, [model], RunOptions(workers=0))[0]
         assert summary.done == 40 - done_at_kill and summary.skipped == done_at_kill
         with cat.session() as s:
             assert s.scalar(select(func.count(Processed.id))) == 40

@@ -18,7 +18,6 @@ from tests.corpus import pattern, write_bad, write_good
 
 def opts(**kw) -> ScanOptions:
     kw.setdefault("workers", 1)
-    kw.setdefault("progress", False)
     return ScanOptions(**kw)
 
 
@@ -215,7 +214,7 @@ import sys
 from db import open_catalog
 from curator.ingest.scan import ScanOptions, scan
 cat = open_catalog(sys.argv[1])
-scan(cat, [sys.argv[2]], ScanOptions(workers=1, progress=False))
+scan(cat, [sys.argv[2]], ScanOptions(workers=1))
 """
 
 
@@ -266,7 +265,7 @@ def slow_probe(path, **kw):
 
 scan_module.probe = slow_probe
 cat = open_catalog(sys.argv[1])
-scan_module.scan(cat, [sys.argv[2]], scan_module.ScanOptions(workers=1, progress=False))
+scan_module.scan(cat, [sys.argv[2]], scan_module.ScanOptions(workers=1))
 """
 
 

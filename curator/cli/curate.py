@@ -9,6 +9,7 @@ import re
 import click
 
 from curator.cli.context import AppContext, emit_json, json_option, pass_app, quiet_option
+from curator.cli.progress import RichReporter
 from curator.curation import dedup as dedup_lib
 from curator.curation import edits, review
 from curator.curation.edits import EditResult
@@ -459,7 +460,7 @@ def quality_cmd(
         embedding_model=embedding_model,
         redo=redo,
         workers=workers,
-        progress=not (quiet or as_json),
+        reporter=RichReporter(not (quiet or as_json)),
     )
     table = quality_table(app.catalog, query) if show else None
     if as_json:

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from curator.cli.context import AppContext, emit_json, json_option, pass_app, quiet_option
+from curator.cli.progress import RichReporter
 from curator.export import ExportSummary, export, reexport
 from curator.export.buckets import PRESETS, render_histogram
 from curator.export.captions import ORDERS
@@ -177,7 +178,7 @@ def export_cmd(
         implied_tags=not no_implied,
         force=force >= 1,
         overwrite=force >= 2,
-        progress=not (quiet or as_json),
+        reporter=RichReporter(not (quiet or as_json)),
         **settings,
     )
     _emit(summary, as_json)
@@ -200,7 +201,7 @@ def reexport_cmd(
 ) -> None:
     """Render export EXPORT_ID again with its settings and stored (maybe adjusted) crops."""
     summary = reexport(
-        app.catalog, export_id, out, workers=workers, progress=not (quiet or as_json)
+        app.catalog, export_id, out, workers=workers, reporter=RichReporter(not (quiet or as_json))
     )
     _emit(summary, as_json)
 

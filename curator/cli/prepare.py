@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from curator.cli.context import AppContext, emit_json, json_option, pass_app, quiet_option
+from curator.cli.progress import RichReporter
 from curator.export.buckets import render_histogram
 from curator.export.prepare import DEFAULT_TAGGER, PrepareOptions, prepare
 
@@ -63,7 +64,7 @@ def prepare_cmd(app: AppContext, src, out, instance_token, class_word, layout, b
         seed=seed,
         force=force,
         workers=workers,
-        progress=not (quiet or as_json),
+        reporter=RichReporter(not (quiet or as_json)),
     )
     report = prepare(app.catalog, src, out, options)
     if as_json:

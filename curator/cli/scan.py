@@ -6,6 +6,7 @@ import click
 from sqlalchemy import select
 
 from curator.cli.context import AppContext, emit_json, json_option, pass_app, quiet_option
+from curator.cli.progress import RichReporter
 from curator.ingest.probe import DEFAULT_PIXEL_LIMIT
 from curator.ingest.scan import ScanOptions, scan
 from db.schema import Problem
@@ -43,7 +44,7 @@ def scan_cmd(
             workers=workers,
             pixel_limit=pixel_limit,
             follow_symlinks=not no_follow_symlinks,
-            progress=not (quiet or as_json),
+            reporter=RichReporter(not (quiet or as_json)),
         ),
     )
     if as_json:

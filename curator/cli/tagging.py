@@ -8,6 +8,7 @@ import click
 
 from curator.catalog.imageinfo import image_report, resolve_image, top_tags
 from curator.cli.context import AppContext, emit_json, json_option, pass_app, quiet_option
+from curator.cli.progress import RichReporter
 from curator.runs.loop import RunOptions, RunSummary, run_models
 from taggers.registry import (
     available_locally,
@@ -63,7 +64,7 @@ def _options(where, redo, batch_size, workers, limit, quiet, as_json) -> RunOpti
         batch_size=batch_size,
         workers=workers,
         limit=limit,
-        progress=not (quiet or as_json),
+        reporter=RichReporter(not (quiet or as_json)),
     )
 
 

@@ -12,6 +12,7 @@ from curator.export.buckets import preset as bucket_preset
 from curator.export.captions import ORDERS
 from curator.export.crops import MODES
 from curator.media.imagewrite import normalize_format
+from curator.progress import CancelToken, Reporter
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
@@ -19,7 +20,7 @@ GENERATOR = "curator"
 CAPTION_TEXTS = ("tags", "caption", "both")
 NAMINGS = ("original", "sha256")
 CAPTION_EXTENSIONS = (".txt", ".caption")
-_RUNTIME_FIELDS = frozenset({"force", "overwrite", "workers", "progress"})
+_RUNTIME_FIELDS = frozenset({"force", "overwrite", "workers", "reporter", "cancel"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +87,8 @@ class ExportOptions:
     force: bool = False
     overwrite: bool = False
     workers: int | None = None
-    progress: bool = False
+    reporter: Reporter | None = None  # progress events (see curator.progress)
+    cancel: CancelToken | None = None
 
     def bucket_spec(self) -> BucketSpec:
         spec = bucket_preset(self.bucket)

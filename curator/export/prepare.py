@@ -20,6 +20,7 @@ from curator.curation.dedup import dedup
 from curator.errors import CuratorError, UsageError
 from curator.export import ExportOptions, export
 from curator.ingest.scan import ScanOptions, scan
+from curator.progress import CancelToken, Reporter
 from curator.query.compile import compile_query, folder_condition
 from curator.runs.loop import RunOptions, run_models
 from db.engine import Catalog
@@ -45,7 +46,8 @@ class PrepareOptions:
     seed: int = 0
     force: bool = False
     workers: int | None = None
-    progress: bool = True
+    reporter: Reporter | None = None  # progress events (see curator.progress)
+    cancel: CancelToken | None = None
     export: dict[str, Any] = field(default_factory=dict)  # any other ExportOptions field
 
 
@@ -96,7 +98,11 @@ def prepare(
     in_folder = folder_condition(src)
 
     # 1. Scan: unreadable files are dropped with their problem kind.
-    summary = scan(catalog, [src], ScanOptions(workers=options.workers, progress=options.progress))
+    summary = scan(
+        catalog,
+        [src],
+        ScanOptions(workers=options.workers, reporter=options.reporter, cancel=options.cancel),
+    )
     report.steps.append(
         f"scan: {summary.seen} images, {summary.new_images} new, {summary.problems} unreadable"
     )
@@ -132,7 +138,10 @@ def prepare(
         ["nsfw"] if options.max_nsfw is not None else []
     )
     run_opts = RunOptions(
-        where=f'folder:"{src}"', workers=options.workers, progress=options.progress
+        where=f'folder:"{src}"',
+        workers=options.workers,
+        reporter=options.reporter,
+        cancel=options.cancel,
     )
     if detectors:
         report.steps.append(_run(catalog, detectors, run_opts, "detect"))
@@ -182,7 +191,8 @@ def prepare(
         "seed": options.seed,
         "force": options.force,
         "workers": options.workers,
-        "progress": options.progress,
+        "reporter": options.reporter,
+        "cancel": options.cancel,
         **options.export,
     }
     summary = export(catalog, out, ExportOptions(**settings))

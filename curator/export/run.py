@@ -31,7 +31,7 @@ from curator.export.plan import Planned, layout_settings, plan_export
 from curator.export.render import RenderJob, RenderResult, file_sha256, render
 from curator.export.target import commit, inspect_target, make_temp
 from curator.media.imagewrite import normalize_format
-from curator.progress import progress_bar
+from curator.progress import Reporter, phase
 from db.engine import Catalog
 from db.schema import Export, ExportItem
 
@@ -72,7 +72,7 @@ def run_export(
             safe_join(temp, *folder.split("/")).mkdir(parents=True, exist_ok=True)
         jobs = [_job(i, p, opts, temp) for i, p in enumerate(planned)]
         render_started = time.monotonic()
-        results = render_all(jobs, opts.workers, opts.progress)
+        results = render_all(jobs, opts.workers, opts.reporter)
         summary.render_seconds = time.monotonic() - render_started
         rendered = _collect(planned, results, summary)
         if not rendered:
@@ -267,12 +267,12 @@ def run_reexport(
 
 
 def render_all(
-    jobs: Sequence[RenderJob], workers: int | None, progress: bool
+    jobs: Sequence[RenderJob], workers: int | None, reporter: Reporter | None
 ) -> dict[int, RenderResult]:
     """Render every job, in a forkserver process pool when more than one worker is asked."""
     results: dict[int, RenderResult] = {}
     count = min(workers or os.cpu_count() or 1, max(1, len(jobs)))
-    with progress_bar("export", len(jobs), enabled=progress) as bar:
+    with phase(reporter, "export", len(jobs)) as bar:
         if count <= 1:
             for job in jobs:
                 results[job.index] = render(job)

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from curator.ingest.probe import DEFAULT_PIXEL_LIMIT, ProbeProblem, ProbeResult, probe
 from curator.ingest.sidecars import parse_sidecar_tags, read_sidecar, sidecar_paths
-from curator.progress import Reporter, progress_bar
+from curator.progress import CancelToken, Reporter, phase
 from curator.tags.store import replace_source_tags, set_caption
 from db.engine import Catalog
 from db.schema import File, Generation, Image, Problem, Run, to_signed64, utcnow
@@ -41,7 +41,8 @@ class ScanOptions:
     workers: int | None = None  # None: all cores
     pixel_limit: int = DEFAULT_PIXEL_LIMIT
     follow_symlinks: bool = True
-    progress: bool = True
+    reporter: Reporter | None = None  # progress events (see curator.progress)
+    cancel: CancelToken | None = None
 
 
 @dataclass(slots=True)
@@ -199,7 +200,7 @@ class Scanner:
         inflight: deque[Future] = deque()
         cap = workers * 16
         try:
-            with progress_bar("scan", total, enabled=self.options.progress) as bar:
+            with phase(self.options.reporter, "scan", total) as bar:
                 for folder, entries in self._folders(dir_roots, files_roots):
                     for cand in self._classify(folder, entries, bar):
                         self._sidecars_for[cand.path] = cand.sidecars

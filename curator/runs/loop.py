@@ -29,7 +29,7 @@ from PIL import ImageOps
 from sqlalchemy import delete, exists, func, literal, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from curator.progress import progress_bar
+from curator.progress import CancelToken, Reporter, phase
 from curator.query.compile import compile_query
 from curator.tags.store import replace_source_tags, set_caption
 from curator.tags.view import RATINGS, model_source
@@ -57,7 +57,8 @@ class RunOptions:
     batch_size: int = 8
     workers: int | None = None  # decode processes; None: one less than the cores
     limit: int | None = None
-    progress: bool = True
+    reporter: Reporter | None = None  # progress events (see curator.progress)
+    cancel: CancelToken | None = None
 
 
 @dataclass(slots=True)
@@ -378,7 +379,7 @@ def run_models(
     workers = options.workers if options.workers is not None else max(1, (os.cpu_count() or 1) - 1)
     status = "failed"
     try:
-        with progress_bar(kind, todo, enabled=options.progress) as bar:
+        with phase(options.reporter, kind, todo) as bar:
             if workers <= 1:
                 for batch in _batched(jobs, options.batch_size):
                     runner.write_batch(_decode_batch(batch, models), {j.image_id: j for j in batch})

@@ -41,7 +41,7 @@ from curator.curation.quality import (
     resolution_class,
 )
 from curator.curation.quality import sharpness as measure_sharpness
-from curator.progress import progress_bar
+from curator.progress import Reporter, phase
 from curator.query.compile import compile_query
 from db.engine import Catalog
 from db.schema import File, Image, Problem, Run, Score, utcnow
@@ -116,7 +116,7 @@ def compute_quality(
     embedding_model: str | None = None,
     redo: bool = False,
     workers: int | None = None,
-    progress: bool = True,
+    reporter: Reporter | None = None,
 ) -> QualitySummary:
     """Measure and store quality scores for the images the query selects."""
     start = time.monotonic()
@@ -141,7 +141,7 @@ def compute_quality(
     status = "failed"
     try:
         todo = _plan(catalog, query, redo, summary)
-        _measure_all(catalog, todo, summary, run.id, workers, progress)
+        _measure_all(catalog, todo, summary, run.id, workers, reporter)
         if head is not None:
             _score_aesthetic(
                 catalog, query, head, embedding_model, redo, summary, run.id, aesthetic_head
@@ -225,11 +225,11 @@ def _measure_all(
     summary: QualitySummary,
     run_id: int,
     workers: int | None,
-    progress: bool,
+    reporter: Reporter | None,
 ) -> None:
     jobs = {j.image_id: j for j in todo}
     pending: list[Measurement] = []
-    with progress_bar("quality", len(todo), enabled=progress) as bar:
+    with phase(reporter, "quality", len(todo)) as bar:
         for m in _measurements(todo, workers):
             pending.append(m)
             bar.advance()
