@@ -15,6 +15,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
+from taggers.pixels import WHITE, to_rgb
+
 
 @dataclass(frozen=True, slots=True)
 class Tag:
@@ -40,6 +42,29 @@ class Result:
     embedding: np.ndarray | None = None
     scores: dict[str, float] = field(default_factory=dict)
     detections: list[Detection] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class DecodedImage:
+    """One decoded image and what format-specific models need beside its pixels.
+
+    ``image`` is as decoded, in its own mode, possibly draft-reduced (JPEG) below
+    ``original_size``; boxes are reported in ``original_size`` pixels. ``quantization``
+    holds a JPEG's quantisation tables (for quality estimation), else None.
+    """
+
+    image: Image.Image
+    original_size: tuple[int, int]
+    format: str | None = None
+    path: str | None = None
+    quantization: dict[int, list[int]] | None = None
+    _rgb: dict[tuple[int, int, int], Image.Image] = field(default_factory=dict, repr=False)
+
+    def rgb(self, background: tuple[int, int, int] = WHITE) -> Image.Image:
+        """8-bit RGB with transparency on ``background`` (see `taggers.pixels.to_rgb`)."""
+        if background not in self._rgb:
+            self._rgb[background] = to_rgb(self.image, background)
+        return self._rgb[background]
 
 
 @runtime_checkable

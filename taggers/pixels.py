@@ -1,0 +1,74 @@
+"""Any Pillow image mode to 8-bit RGB: the one conversion models, probe, quality and export use.
+
+Pillow's own ``convert("RGB")`` is right for most modes (1, L, P, RGB, CMYK, YCbCr, LAB,
+HSV) but clips high-bit-depth modes: a 16-bit grey gradient (``I;16``, ``I;16B``, or
+``I`` as 16-bit PNGs open) becomes almost pure white, and a float image in 0..1 almost
+black. Those are scaled to 0..255 here. Transparency (an alpha band, or a palette or
+single colour marked transparent) is composited onto ``background``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+WHITE = (255, 255, 255)
+
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+
+
+def has_alpha(image: Image.Image) -> bool:
+    """Whether ``image`` carries transparency (an alpha band or a transparent colour)."""
+    return image.mode in _ALPHA_MODES or "transparency" in image.info
+
+
+def _scaled_grey(image: Image.Image) -> Image.Image:
+    """High-bit-depth grey (I;16*, I, F) scaled into 8-bit L rather than clipped."""
+    values = np.asarray(image, dtype=np.float64)
+    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    if image.mode == "F":
+        top = float(values.max(initial=0.0))
+        # Float images are 0..1 by convention; larger ones are read as 8 or 16 bit.
+        scale = 255.0 if top <= 1.0 else (1.0 if top <= 255.0 else 255.0 / 65535.0)
+    elif image.mode.startswith("I;16") or float(values.max(initial=0.0)) > 255.0:
+        scale = 255.0 / 65535.0  # 16-bit data, also when it opens as 32-bit "I"
+    else:
+        scale = 1.0
+    grey = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+    return Image.fromarray(grey, "L")
+
+
+def to_rgb(image: Image.Image, background: tuple[int, int, int] = WHITE) -> Image.Image:
+    """An 8-bit RGB image of ``image`` with transparency composited onto ``background``.
+
+    Returns ``image`` itself when it is already plain RGB without transparency.
+    """
+    mode = image.mode
+    if mode == "RGB" and "transparency" not in image.info:
+        return image
+    if mode.startswith("I") or mode == "F":
+        return _scaled_grey(image).convert("RGB")
+    if not has_alpha(image):
+        return image.convert("RGB")
+    if mode == "La":  # premultiplied grey+alpha: Pillow converts it only through LA
+        image = Image.merge("LA", image.split())
+    rgba = image.convert("RGBA")
+    canvas = Image.new("RGBA", rgba.size, (*background, 255))
+    canvas.alpha_composite(rgba)
+    return canvas.convert("RGB")
+
+
+def parse_colour(text: str) -> tuple[int, int, int]:
+    """``white``, ``black``, ``#rrggbb`` or ``r,g,b`` as an RGB triple (for ``--background``)."""
+    from PIL import ImageColor
+
+    text = text.strip()
+    try:
+        if "," in text:
+            parts = tuple(int(p) for p in text.split(","))
+            if len(parts) != 3 or not all(0 <= p <= 255 for p in parts):
+                raise ValueError
+            return parts  # type: ignore[return-value]
+        return ImageColor.getrgb(text)[:3]  # type: ignore[return-value]
+    except ValueError:
+        raise ValueError(f"not a colour: {text!r} (use a name, #rrggbb or r,g,b)") from None
