@@ -8,8 +8,7 @@ import shutil
 import time
 from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from multiprocessing import get_context
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from curator.export.render import RenderJob, RenderResult, file_sha256, render
 from curator.export.target import commit, inspect_target, make_temp
 from curator.media.imagewrite import normalize_format
 from curator.progress import Reporter, phase
+from curator.workers import process_pool
 from db.engine import Catalog
 from db.schema import Export, ExportItem
 
@@ -278,7 +278,7 @@ def render_all(
                 results[job.index] = render(job)
                 bar.advance()
             return results
-        pool = ProcessPoolExecutor(count, mp_context=get_context("forkserver"))
+        pool = process_pool(count)
         inflight: deque[Future[RenderResult]] = deque()
         try:
             for job in jobs:

@@ -14,9 +14,8 @@ import os
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 from sqlalchemy import select, update
@@ -26,6 +25,7 @@ from curator.ingest.probe import DEFAULT_PIXEL_LIMIT, ProbeProblem, ProbeResult,
 from curator.ingest.sidecars import parse_sidecar_tags, read_sidecar, sidecar_paths
 from curator.progress import CancelToken, Reporter, phase
 from curator.tags.store import replace_source_tags, set_caption
+from curator.workers import process_pool
 from db.engine import Catalog
 from db.schema import File, Generation, Image, Problem, Run, to_signed64, utcnow
 
@@ -192,11 +192,7 @@ class Scanner:
         dir_roots = [r for r in roots if os.path.isdir(r)]
         total = count_images(dir_roots, self.options.exclude) + len(files_roots)
         workers = self.options.workers or os.cpu_count() or 1
-        pool = (
-            ProcessPoolExecutor(workers, mp_context=get_context("forkserver"))
-            if workers > 1
-            else None
-        )
+        pool = process_pool(workers) if workers > 1 else None
         inflight: deque[Future] = deque()
         cap = workers * 16
         try:

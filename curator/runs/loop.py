@@ -18,9 +18,8 @@ import os
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from typing import Any
 
 import numpy as np
@@ -33,6 +32,7 @@ from curator.progress import CancelToken, Reporter, phase
 from curator.query.compile import compile_query
 from curator.tags.store import replace_source_tags, set_caption
 from curator.tags.view import RATINGS, model_source
+from curator.workers import process_pool
 from db.engine import Catalog
 from db.schema import (
     Detection,
@@ -397,7 +397,7 @@ def run_models(
 
 def _pipelined(runner: _Runner, jobs: Iterator[_Job], workers: int, bar) -> None:  # noqa: ANN001
     """Workers decode batch n+1.. while this process predicts and writes batch n."""
-    pool = ProcessPoolExecutor(workers, mp_context=get_context("forkserver"))
+    pool = process_pool(workers)
     inflight: deque[tuple[Future, list[_Job]]] = deque()
     try:
         for batch in _batched(jobs, runner.options.batch_size):

@@ -21,9 +21,8 @@ import time
 import warnings
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +42,7 @@ from curator.curation.quality import (
 from curator.curation.quality import sharpness as measure_sharpness
 from curator.progress import Reporter, phase
 from curator.query.compile import compile_query
+from curator.workers import process_pool
 from db.engine import Catalog
 from db.schema import File, Image, Problem, Run, Score, utcnow
 
@@ -252,7 +252,7 @@ def _measurements(todo: list[_Job], workers: int | None) -> Iterator[Measurement
         return
     inflight: deque[Future[Measurement]] = deque()
     cap = workers * 8
-    with ProcessPoolExecutor(workers, mp_context=get_context("forkserver")) as pool:
+    with process_pool(workers) as pool:
         try:
             for j in with_file:
                 inflight.append(pool.submit(measure_file, j.image_id, j.path))
