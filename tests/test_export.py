@@ -159,6 +159,7 @@ def test_kohya_dreambooth_captions_and_sidecars(tagged, tmp_path: Path) -> None:
         class_word="dog",
         repeats=5,
         keep_tokens=2,
+        shuffle_caption=True,
         include_rating=True,
     )
     folder = out / "img" / "5_sks dog"

@@ -69,7 +69,7 @@ def check_keys(table: dict, allowed: set[str]) -> None:
 
 
 def test_kohya_dreambooth_folders_and_toml(tmp_path: Path) -> None:
-    layout, s = get_layout("kohya-dreambooth"), settings()
+    layout, s = get_layout("kohya-dreambooth"), settings(shuffle_caption=True)
     assert layout.folder(TRAIN, s) == "img/10_sks dog"
     assert layout.folder(REG, s) == "reg/2_dog"
     written = layout.write(tmp_path, layout_items(layout.name, s), s)
@@ -79,7 +79,7 @@ def test_kohya_dreambooth_folders_and_toml(tmp_path: Path) -> None:
     check_keys(config["general"], DB_GENERAL_KEYS)
     assert config["general"] == {
         "caption_extension": ".caption",
-        "shuffle_caption": False,
+        "shuffle_caption": True,
         "keep_tokens": 1,
         "keep_tokens_separator": "|||",
     }
@@ -116,24 +116,33 @@ def test_kohya_finetune_metadata_and_toml(tmp_path: Path) -> None:
     written = layout.write(tmp_path, layout_items(layout.name, s, with_reg=False), s)
     assert sorted(written) == ["dataset.toml", "meta_cap.json"]
     metadata = json.loads((tmp_path / "meta_cap.json").read_text(encoding="utf-8"))
-    # Keys are stems; tags-only lines go under "tags" as merge_dd_tags_to_metadata.py does.
+    # Keys are paths with the extension; tags-only lines go under "tags" as
+    # merge_dd_tags_to_metadata.py does.
     assert metadata == {
-        "a": {"tags": "sks dog, red", "train_resolution": [768, 512]},
-        "b": {"tags": "sks dog, smile", "train_resolution": [512, 768]},
+        "train/a.png": {
+            "tags": "sks dog, red",
+            "image_size": [768, 512],
+            "train_resolution": [768, 512],
+        },
+        "train/b.png": {
+            "tags": "sks dog, smile",
+            "image_size": [512, 768],
+            "train_resolution": [512, 768],
+        },
     }
     config = tomllib.loads((tmp_path / "dataset.toml").read_text(encoding="utf-8"))
     check_keys(config["general"], FT_GENERAL_KEYS)
     assert "caption_extension" not in (tmp_path / "dataset.toml").read_text(encoding="utf-8")
     [subset] = config["datasets"][0]["subsets"]
     check_keys(subset, FT_SUBSET_KEYS)
-    assert subset == {"image_dir": "train", "metadata_file": "meta_cap.json", "num_repeats": 10}
+    assert subset == {"image_dir": ".", "metadata_file": "meta_cap.json", "num_repeats": 10}
 
 
 def test_kohya_finetune_captions_go_under_caption(tmp_path: Path) -> None:
     layout, s = get_layout("kohya-finetune"), settings(captions="both")
     layout.write(tmp_path, layout_items(layout.name, s, with_reg=False), s)
     metadata = json.loads((tmp_path / "meta_cap.json").read_text(encoding="utf-8"))
-    assert set(metadata["a"]) == {"caption", "train_resolution"}
+    assert set(metadata["train/a.png"]) == {"caption", "image_size", "train_resolution"}
 
 
 def test_kohya_finetune_has_no_place_for_reg() -> None:
@@ -141,12 +150,13 @@ def test_kohya_finetune_has_no_place_for_reg() -> None:
         get_layout("kohya-finetune").check(settings(), has_reg=True)
 
 
-def test_max_area_buckets_write_a_square_resolution(tmp_path: Path) -> None:
+def test_max_area_buckets_write_the_exact_area(tmp_path: Path) -> None:
     layout = get_layout("kohya-dreambooth")
     s = settings(bucket=BucketSpec(max_area=300_000, min_side=256, max_side=1024, step=64))
     layout.write(tmp_path, layout_items(layout.name, s), s)
     config = tomllib.loads((tmp_path / "dataset.toml").read_text(encoding="utf-8"))
-    assert config["datasets"][0]["resolution"] == 547  # isqrt(300000)
+    # sd-scripts' bucket area is W * H: the pair multiplies out to exactly the area.
+    assert config["datasets"][0]["resolution"] == [500, 600]
 
 
 def test_absolute_paths(tmp_path: Path) -> None:

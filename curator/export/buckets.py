@@ -64,6 +64,12 @@ class BucketSpec:
                     f"bucket max side {self.max_side} is smaller than the resolution "
                     f"{width}x{height}"
                 )
+            if min(width, height) < self.min_side:
+                # sd-scripts asserts min(resolution) >= min_bucket_reso.
+                raise UsageError(
+                    f"bucket min side {self.min_side} is larger than the resolution "
+                    f"{width}x{height}"
+                )
         if self.area <= 0:
             raise UsageError(f"bucket area must be positive, got {self.area}")
         if self.step < 1:
@@ -80,12 +86,44 @@ class BucketSpec:
             )
 
     @property
+    def resolution_pair(self) -> tuple[int, int]:
+        """The ``(W, H)`` with ``W * H == area`` that trainer configs are given.
+
+        sd-scripts uses only the product (its bucket area) and requires
+        ``min_bucket_reso <= min(W, H)`` and ``max(W, H) <= max_bucket_reso``; an
+        area that is not a perfect square is written as its most nearly square
+        factor pair within those sides, so the trainer's area is exactly ours.
+        """
+        if self.resolution is not None:
+            return self.resolution
+        pair = _factor_pair(self.area, self.min_side, self.max_side)
+        if pair is None:
+            raise UsageError(
+                f"bucket max area {self.area} is not W x H for any sides between "
+                f"{self.min_side} and {self.max_side}; give --resolution W,H instead"
+            )
+        return pair
+
+    @property
     def area(self) -> int:
         """The target pixel area of every bucket."""
         if self.resolution is not None:
             return self.resolution[0] * self.resolution[1]
         assert self.max_area is not None
         return self.max_area
+
+
+def _factor_pair(area: int, low: int, high: int) -> tuple[int, int] | None:
+    """The factor pair ``(w, h)``, ``w <= h``, of ``area`` closest to square with sides in range."""
+    for width in range(math.isqrt(area), 0, -1):
+        if area % width == 0:
+            height = area // width
+            if height > high:
+                return None  # smaller widths only make the height larger
+            if width >= low:
+                return (width, height)
+            return None
+    return None
 
 
 # Read-only so no caller can change a preset for everyone else.
@@ -177,7 +215,31 @@ def no_upscale_bucket(width: int, height: int, spec: BucketSpec) -> Bucket:
         raise BucketError(
             f"image {width}x{height} is too small or too narrow for {step} px bucket steps"
         )
-    return bucket
+    return _within_area(bucket, aspect, spec)
+
+
+def _within_area(bucket: Bucket, aspect: float, spec: BucketSpec) -> Bucket:
+    """Shrink a rounded no-upscale bucket until its area is at most ``spec.area``.
+
+    sd-scripts rounds each side to the nearest step, so a bucket can come out a little
+    larger than the area (576x1824 for 1024x1024). Given such a file, the trainer would
+    shrink and crop it again; a bucket within the area is its own bucket there. A side
+    is taken down by one step at a time, whichever keeps the aspect closer.
+    """
+    width, height = bucket
+    step = spec.step
+    while width * height > spec.area:
+        narrower = _aspect_error(width - step, height, aspect)
+        shorter = _aspect_error(width, height - step, aspect)
+        if narrower <= shorter and width > step:
+            width -= step
+        elif height > step:
+            height -= step
+        else:
+            width -= step
+        if width < step or height < step:
+            raise BucketError(f"no {step} px bucket fits the area {spec.area}")
+    return (width, height)
 
 
 def select_bucket(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
@@ -45,6 +46,29 @@ ORDERS: tuple[str, ...] = ("score", "alpha", "as-is")
 CaptionPosition = Literal["first", "last"]
 
 _UNESCAPED_PAREN = re.compile(r"(?<!\\)([()])")
+
+
+_SPACES = re.compile(r"\s+")
+
+
+def clean_text(text: str) -> str:
+    """``text`` as one caption line: control characters out, white space runs as one space.
+
+    Sidecars and model output can hold NUL, escape sequences or stray bytes; trainers
+    read caption files as text lines, so tabs and line breaks become spaces and other
+    control characters (Unicode category ``Cc``) are dropped.
+    """
+    chars = (
+        " " if ch in "\t\n\r\v\f\x85" else "" if unicodedata.category(ch) == "Cc" else ch
+        for ch in text
+    )
+    return _SPACES.sub(" ", "".join(chars)).strip()
+
+
+def comparable(text: str) -> str:
+    """A tag or caption piece compared across spellings: ``Short_Hair`` = ``short hair``."""
+    text = text.replace("\\(", "(").replace("\\)", ")").replace("_", " ")
+    return _SPACES.sub(" ", text).strip().casefold()
 
 
 def escape_parentheses(text: str) -> str:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, aliased
 
 from curator.errors import UsageError
 from curator.export.buckets import Bucket, BucketError, BucketSpec, make_buckets, select_bucket
-from curator.export.captions import build_caption, format_tag
+from curator.export.captions import build_caption, clean_text, comparable, format_tag
 from curator.export.crops import Box, Crop, CropError
 from curator.export.filenames import safe_stem, unique_names
 from curator.export.layouts import REG, TRAIN, Layout, LayoutSettings
@@ -149,6 +149,9 @@ def caption_line(
     ]
     if options.captions == "caption":
         kept = []
+    natural = clean_text(natural) if natural else None
+    if options.captions == "both" and natural:
+        natural, kept = _each_once(natural, kept)
     front: list[TagRow] = []
     others = kept
     if options.characters_first:
@@ -175,7 +178,7 @@ def caption_line(
         include_meta=options.include_meta,
         characters_first=True,
         keep_tokens=options.keep_tokens,
-        keep_tokens_separator=options.keep_tokens_separator,
+        keep_tokens_separator=_separator(options),
         shuffle=options.shuffle,
         seed=f"caption:{options.seed}:{sha256}",
         order="as-is",
@@ -183,11 +186,30 @@ def caption_line(
         escape=options.escape,
     )
     names = tuple(
-        name
+        clean_text(name)
         for name, category, _ in ordered
         if (category != "meta" or options.include_meta) and category != "rating"
     )
-    return line, names
+    return clean_text(line), names
+
+
+def _each_once(natural: str, tags: list[TagRow]) -> tuple[str | None, list[TagRow]]:
+    """A natural caption and tags, with nothing said twice.
+
+    A "caption" that is only a list of the image's tags (a tag sidecar imported as
+    text, in any spelling) is dropped: the tags say it. Otherwise tags the caption
+    already holds as a comma-separated piece are left out.
+    """
+    pieces = {comparable(p) for p in natural.split(",") if p.strip()}
+    names = {comparable(t.name) for t in tags}
+    if pieces <= names:
+        return None, tags
+    return natural, [t for t in tags if comparable(t.name) not in pieces]
+
+
+def _separator(options: ExportOptions) -> str | None:
+    """The keep-tokens separator, used only when sd-scripts shuffles (and so strips it)."""
+    return options.keep_tokens_separator if options.shuffle_caption else None
 
 
 _EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
@@ -246,7 +268,7 @@ def plan_export(
             summary.skipped.append(SkippedImage(src.sha256, os.path.basename(src.path), str(error)))
             continue
         if src.role == REG:
-            caption, names = (opts.class_prompt or opts.class_word).strip(), ()
+            caption, names = clean_text(opts.class_prompt or opts.class_word), ()
         else:
             caption, names = caption_line(
                 tags.get(src.image_id, []), naturals.get(src.image_id), triggers, opts, src.sha256
@@ -291,10 +313,10 @@ def _name(planned: list[Planned], opts: ExportOptions, layout: Layout) -> None:
 
 
 def layout_settings(
-    opts: ExportOptions, path_root: str, captions: Iterable[str] = ()
+    opts: ExportOptions, path_root: str, captions: Iterable[str] = (), export_root: str = ""
 ) -> LayoutSettings:
     """What the layout needs; the keep-tokens separator only if ``captions`` use it."""
-    separator = opts.keep_tokens_separator
+    separator = _separator(opts)
     used = bool(separator) and opts.keep_tokens > 0 and any(f" {separator} " in c for c in captions)
     return LayoutSettings(
         bucket=opts.bucket_spec(),
@@ -311,4 +333,5 @@ def layout_settings(
         instance_prompt=opts.instance_prompt,
         class_prompt=opts.class_prompt,
         path_root=path_root,
+        export_root=export_root,
     )

@@ -175,7 +175,7 @@ def _write_files(
             write_text(temp, sidecar, item.caption + "\n")
             files[sidecar] = {"source_sha256": src.sha256, "role": src.role}
     path_root = str(target) if opts.absolute_paths else ""
-    settings = layout_settings(opts, path_root, (i.caption for i in items))
+    settings = layout_settings(opts, path_root, (i.caption for i in items), str(target))
     for relative in layout.write(temp, items, settings):
         files.setdefault(relative, {})
     for relative, entry in files.items():

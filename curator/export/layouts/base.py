@@ -45,6 +45,8 @@ class LayoutSettings:
     (so the same export is byte-identical wherever it is written; run the trainer
     from that folder); otherwise they are made absolute under ``path_root``.
     ``keep_tokens_separator`` is set only when captions actually contain it.
+    ``export_root`` is the export's final absolute location, for the few settings a
+    trainer cannot take relative (diffusers' ``--dataset_name``).
     """
 
     bucket: BucketSpec
@@ -61,6 +63,7 @@ class LayoutSettings:
     instance_prompt: str = ""
     class_prompt: str = ""
     path_root: str = ""
+    export_root: str = ""  # where the export will be, absolute; for paths that must be
 
     def ref(self, relative: str) -> str:
         """A path as configs should name it: relative, or absolute under `path_root`."""

@@ -72,10 +72,13 @@ class DiffusersDreamBooth(Layout):
             "instance_prompt": instance,
             # The trainer makes square crops: the side of the export's square bucket.
             "resolution": math.isqrt(settings.bucket.area) // step * step or step,
-            "dataset_name": settings.ref("."),
             "image_column": "image",
             "caption_column": "text",
         }
+        # datasets' load_dataset(".") fails ("dataset_name should be specified"): the
+        # folder is named absolutely, which works from anywhere.
+        if settings.export_root or settings.path_root:
+            args["dataset_name"] = settings.export_root or settings.path_root
         if has_class:
             args.update(
                 class_data_dir=settings.ref(CLASS_DIR),
@@ -103,8 +106,9 @@ def _readme(args: dict[str, Any]) -> str:
     if args.get("with_prior_preservation"):
         flags.append("  --with_prior_preservation")
     flags.append(f"  --resolution={args['resolution']}")
+    dataset = shlex.quote(args["dataset_name"]) if "dataset_name" in args else '"$PWD"'
     captioned = [
-        f"  --dataset_name={shlex.quote(args['dataset_name'])}",
+        f"  --dataset_name={dataset}",
         "  --caption_column=text",
         f"  --instance_prompt={shlex.quote(args['instance_prompt'])}",
     ]
@@ -119,5 +123,6 @@ def _readme(args: dict[str, Any]) -> str:
         "--pretrained_model_name_or_path=MODEL \\\n"
         + " \\\n".join(captioned)
         + " \\\n  --output_dir=OUTPUT\n```\n\n"
-        "Run from this folder, or replace the relative paths with absolute ones.\n"
+        "Run from this folder, or replace the relative paths with absolute ones; "
+        "`--dataset_name` is this folder's absolute path (give the new one if it moves).\n"
     )

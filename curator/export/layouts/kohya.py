@@ -15,7 +15,6 @@ settings puts each one in the bucket it was made for, without resizing.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -93,11 +92,9 @@ def dataset_toml(general: dict[str, Any], datasets: Sequence[dict[str, Any]]) ->
 def dataset_fields(settings: LayoutSettings) -> dict[str, Any]:
     """The ``[[datasets]]`` bucket settings that reproduce the export's buckets."""
     spec = settings.bucket
-    resolution: Any = (
-        list(spec.resolution) if spec.resolution is not None else math.isqrt(spec.area)
-    )
     return {
-        "resolution": resolution,
+        # The exact pair: sd-scripts' bucket area is W * H (see BucketSpec.resolution_pair).
+        "resolution": list(spec.resolution_pair),
         "batch_size": settings.batch_size,
         "enable_bucket": True,
         "min_bucket_reso": spec.min_side,
@@ -108,13 +105,22 @@ def dataset_fields(settings: LayoutSettings) -> dict[str, Any]:
 
 
 def caption_fields(settings: LayoutSettings) -> dict[str, Any]:
+    """Caption handling keys. sd-scripts reads ``keep_tokens_separator`` (and strips it
+    from the caption) only when it shuffles, so the separator is written only then;
+    captions made without shuffling carry no separator, and ``keep_tokens`` is a count."""
     fields: dict[str, Any] = {
         "shuffle_caption": settings.shuffle_caption,
         "keep_tokens": settings.keep_tokens,
     }
-    if settings.keep_tokens_separator:
+    if settings.keep_tokens_separator and settings.shuffle_caption:
         fields["keep_tokens_separator"] = settings.keep_tokens_separator
     return fields
+
+
+class _Kohya(Layout):
+    def check(self, settings: LayoutSettings, *, has_reg: bool) -> None:
+        super().check(settings, has_reg=has_reg)
+        settings.bucket.resolution_pair  # noqa: B018 -- raises UsageError when it has none
 
 
 def instance_tokens(settings: LayoutSettings) -> str:
@@ -124,7 +130,7 @@ def instance_tokens(settings: LayoutSettings) -> str:
 # --- DreamBooth: repeat-count folders with caption sidecars ------------------------------
 
 
-class KohyaDreamBooth(Layout):
+class KohyaDreamBooth(_Kohya):
     """``img/{repeats}_{instance} {class}/`` and ``reg/{repeats}_{class}/`` with sidecars.
 
     The folder names follow sd-scripts' ``--train_data_dir`` / ``--reg_data_dir``
@@ -167,16 +173,21 @@ class KohyaDreamBooth(Layout):
 # --- fine-tuning: one folder plus a metadata JSON ----------------------------------------
 
 
-class KohyaFineTune(Layout):
-    """``train/`` plus ``meta_cap.json`` as sd-scripts' ``finetune/`` scripts write it.
+class KohyaFineTune(_Kohya):
+    """``train/`` plus ``meta_cap.json``, read by sd-scripts' fine-tuning datasets.
 
-    Keys are image stems (sd-scripts finds ``train/{stem}.*`` from them); each entry has
-    ``train_resolution`` ``[w, h]`` (the image's bucket, as
-    ``prepare_buckets_latents.py`` records it) and the caption line: under ``tags``
-    when captions are tags only (like ``merge_dd_tags_to_metadata.py``), else under
-    ``caption``. A line that holds both a caption and tags is written whole under
-    ``caption``, since sd-scripts would otherwise append ``tags`` a second time.
-    The TOML has no ``caption_extension``: ``fine_tune.py`` rejects that key.
+    Keys are image paths with their extension: relative to the export folder with
+    ``image_dir`` that folder (or both absolute with absolute paths). sd-scripts from
+    January 2026 joins ``image_dir`` and the key as written; older releases take a key
+    that exists as a path (from the folder the trainer runs in) as is. Each entry has
+    ``image_size`` ``[w, h]`` (what the newer code reads; the size of the written
+    file) and, unless ``bucket_no_upscale`` is on, ``train_resolution`` (the bucket,
+    which older code uses as predefined buckets; it refuses it with no-upscale and
+    then measures the files, which are already their own buckets). The caption line
+    is under ``tags`` when captions are tags only (like ``merge_dd_tags_to_metadata.py``),
+    else under ``caption``; a line holding both is written whole under ``caption``,
+    since sd-scripts would otherwise append ``tags`` a second time. The TOML has no
+    ``caption_extension``: ``fine_tune.py`` rejects that key.
     """
 
     name = "kohya-finetune"
@@ -186,12 +197,14 @@ class KohyaFineTune(Layout):
 
     def write(self, root: Path, items: Sequence[LayoutItem], settings: LayoutSettings) -> list[str]:
         key = "tags" if settings.captions == "tags" else "caption"
-        metadata = {
-            item.stem: {key: item.caption, "train_resolution": list(item.bucket)}
-            for item in sorted_items(items, TRAIN)
-        }
+        metadata: dict[str, dict[str, Any]] = {}
+        for item in sorted_items(items, TRAIN):
+            entry: dict[str, Any] = {key: item.caption, "image_size": list(item.bucket)}
+            if not settings.bucket.no_upscale:
+                entry["train_resolution"] = list(item.bucket)
+            metadata[settings.ref(item.path)] = entry
         subset = {
-            "image_dir": settings.ref(self.folder(TRAIN, settings)),
+            "image_dir": settings.ref("."),
             "metadata_file": settings.ref(METADATA_NAME),
             "num_repeats": settings.repeats,
         }
