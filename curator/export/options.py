@@ -35,6 +35,8 @@ class ExportOptions:
     (``implied_tags``); the other caption fields are `curator.export.captions.build_caption`'s.
     ``shuffle`` shuffles each written caption once (seeded); ``shuffle_caption`` asks
     sd-scripts to shuffle at training time.
+    ``background`` is the RGB colour transparent pixels are flattened onto (every
+    written image is RGB: trainers would otherwise see black).
     ``png_compression`` is the zlib level (4: about 6's size on photos in half the
     time, a little larger on flat artwork). ``absolute_paths`` writes absolute paths
     into trainer configs (then the files depend on where the export is).
@@ -75,6 +77,7 @@ class ExportOptions:
     quality: int = 95
     lossless: bool = False
     png_compression: int = 4
+    background: tuple[int, int, int] = (255, 255, 255)
     naming: str = "original"
     repeats: int = 1
     reg_query: str | None = None
@@ -130,6 +133,10 @@ class ExportOptions:
             raise UsageError(f"PNG compression must be 0 to 9, got {self.png_compression}")
         if self.keep_tokens < 0:
             raise UsageError("keep_tokens must be 0 or more")
+        if len(self.background) != 3 or not all(
+            isinstance(c, int) and 0 <= c <= 255 for c in self.background
+        ):
+            raise UsageError(f"background must be three values 0-255, got {self.background!r}")
         normalize_format(self.image_format)
         self.bucket_spec()
 
@@ -140,6 +147,7 @@ class ExportOptions:
             data.pop(name)
         data["image_format"] = normalize_format(self.image_format)
         data["resolution"] = list(self.resolution) if self.resolution else None
+        data["background"] = list(self.background)
         return data
 
     @classmethod
@@ -147,8 +155,9 @@ class ExportOptions:
         """Options from a recorded `settings` dict (unknown keys are ignored)."""
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in {**data, **changes}.items() if k in names}
-        if values.get("resolution") is not None:
-            values["resolution"] = tuple(values["resolution"])
+        for name in ("resolution", "background"):
+            if values.get(name) is not None:
+                values[name] = tuple(values[name])
         return cls(**values)
 
 
@@ -181,6 +190,7 @@ class ExportSummary:
     crops_reused: int = 0
     files: int = 0
     moved_aside: str | None = None
+    recovered: str | None = None  # an interrupted earlier export that was put right
     seconds: float = 0.0
     render_seconds: float = 0.0
 

@@ -35,16 +35,22 @@ class RenderJob:
     quality: int = 95
     lossless: bool = False
     png_compression: int = 4
+    background: tuple[int, int, int] = (255, 255, 255)
 
 
 @dataclass(frozen=True, slots=True)
 class RenderResult:
-    """The crop used and the output's SHA-256, or why the image was skipped."""
+    """The crop used and the output's SHA-256, or why the image was skipped.
+
+    ``write_error`` is set when the output could not be written: that fails the whole
+    export, unlike a source that cannot be read (``error``), which is skipped.
+    """
 
     index: int
     crop: dict[str, Any] | None = None
     sha256: str | None = None
     error: str | None = None
+    write_error: str | None = None
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -68,11 +74,22 @@ def render(job: RenderJob) -> RenderResult:
             )
         scaled = crop or Crop(*job.size, *job.bucket, cover_scale(job.size, job.bucket), 0, 0)
         image = load_for_export(
-            job.source, scaled.scaled_size, output_format=job.image_format, draft_margin=MARGIN
+            job.source,
+            scaled.scaled_size,
+            output_format=job.image_format,
+            draft_margin=MARGIN,
+            background=job.background,
         )
         if crop is None:  # focal without faces: the most detailed region of the pixels
             crop = compute_crop(job.size, job.bucket, "focal", image=image)
         out = render_crop(image, crop)
+    except CuratorError as error:
+        return RenderResult(job.index, error=str(error))
+    except OSError as error:  # reasons name no paths: they go into the manifest
+        return RenderResult(job.index, error=f"cannot read the file: {error.strerror or error}")
+    except (ValueError, MemoryError) as error:
+        return RenderResult(job.index, error=f"{type(error).__name__}: {error}")
+    try:
         write_image(
             out,
             job.output,
@@ -80,11 +97,11 @@ def render(job: RenderJob) -> RenderResult:
             job.quality,
             job.lossless,
             compress_level=job.png_compression,
+            background=job.background,
         )
         return RenderResult(job.index, crop.to_dict(), file_sha256(job.output))
-    except CuratorError as error:
-        return RenderResult(job.index, error=str(error))
-    except OSError as error:  # reasons name no paths: they go into the manifest
-        return RenderResult(job.index, error=f"cannot read the file: {error.strerror or error}")
-    except (ValueError, MemoryError) as error:
-        return RenderResult(job.index, error=f"{type(error).__name__}: {error}")
+    except (CuratorError, OSError) as error:
+        cause = error.__cause__ if isinstance(error.__cause__, OSError) else error
+        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)
+        name = os.path.basename(job.output)
+        return RenderResult(job.index, write_error=f"cannot write {name}: {reason}")

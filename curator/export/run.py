@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from curator import __version__
-from curator.errors import CuratorError, ExportError, UsageError
+from curator.errors import Cancelled, CuratorError, ExportError, UsageError
 from curator.export.buckets import BucketSpec, bucket_histogram
 from curator.export.filenames import safe_join
 from curator.export.layouts import REG, Layout, LayoutItem, get_layout
@@ -28,9 +27,9 @@ from curator.export.options import (
 )
 from curator.export.plan import Planned, layout_settings, plan_export
 from curator.export.render import RenderJob, RenderResult, file_sha256, render
-from curator.export.target import commit, inspect_target, make_temp
+from curator.export.target import commit, inspect_target, recover, stage
 from curator.media.imagewrite import normalize_format
-from curator.progress import Reporter, phase
+from curator.progress import CancelToken, Reporter, phase
 from curator.workers import process_pool
 from db.engine import Catalog
 from db.schema import Export, ExportItem
@@ -59,28 +58,35 @@ def run_export(
     spec = opts.bucket_spec()
     target = Path(target_dir).expanduser().absolute()
     layout.check(layout_settings(opts, ""), has_reg=opts.reg_query is not None)
-    state = inspect_target(target, opts.force, opts.overwrite)
-
     summary = ExportSummary(target=str(target), layout=layout.name)
+    summary.recovered = recover(target)
+    state = inspect_target(target, opts.force, opts.overwrite)
+    _check_cancel(opts.cancel, target)
+
     planned = plan_export(catalog, opts, layout, spec, summary)
     if not planned:
         raise ExportError(_nothing_message(opts, summary))
 
-    temp = make_temp(target)
+    staging = stage(target)
+    temp = staging.temp
     try:
         for folder in sorted({posix_dir(p.path) for p in planned}):
             safe_join(temp, *folder.split("/")).mkdir(parents=True, exist_ok=True)
         jobs = [_job(i, p, opts, temp) for i, p in enumerate(planned)]
         render_started = time.monotonic()
-        results = render_all(jobs, opts.workers, opts.reporter)
+        results = render_all(jobs, opts.workers, opts.reporter, opts.cancel, target)
         summary.render_seconds = time.monotonic() - render_started
         rendered = _collect(planned, results, summary)
         if not rendered:
             raise ExportError(_nothing_message(opts, summary))
         manifest = _write_files(temp, target, rendered, opts, layout, spec, summary)
-        summary.moved_aside = commit(temp, target, state)
+        _check_cancel(opts.cancel, target)
+        summary.moved_aside = commit(staging, state)
+    except OSError as error:  # a metadata file, a folder or the final move
+        staging.discard()
+        raise ExportError(_write_failure(target, error)) from error
     except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)  # a finished target is never touched here
+        staging.discard()  # a finished target is never touched here
         raise
 
     summary.export_id = _record(catalog, target, opts, layout, manifest, rendered)
@@ -122,6 +128,7 @@ def _job(index: int, item: Planned, opts: ExportOptions, temp: Path) -> RenderJo
         quality=opts.quality,
         lossless=opts.lossless,
         png_compression=opts.png_compression,
+        background=opts.background,
     )
 
 
@@ -266,31 +273,64 @@ def run_reexport(
     return run_export(catalog, target_dir if target_dir is not None else target, options, **changes)
 
 
+def _check_cancel(cancel: CancelToken | None, target: Path) -> None:
+    if cancel is not None and cancel.cancelled():
+        raise Cancelled(f"export cancelled; nothing was written to {target}")
+
+
+def _write_failure(target: Path, error: BaseException | str) -> str:
+    """One line: the export failed to write, why, and that nothing was changed."""
+    if isinstance(error, OSError):
+        reason = error.strerror or str(error)
+        if error.filename:
+            reason += f" ({os.path.basename(os.fsdecode(error.filename))})"
+    else:
+        reason = str(error)
+    reason = " ".join(reason.split())
+    return f"export to {target} failed, nothing was changed or recorded: {reason}"
+
+
+def _done(
+    result: RenderResult, results: dict[int, RenderResult], bar: Reporter, target: Path
+) -> None:
+    if result.write_error is not None:  # a full disk, a size limit, no permission
+        raise ExportError(_write_failure(target, result.write_error))
+    results[result.index] = result
+    bar.advance()
+
+
 def render_all(
-    jobs: Sequence[RenderJob], workers: int | None, reporter: Reporter | None
+    jobs: Sequence[RenderJob],
+    workers: int | None,
+    reporter: Reporter | None,
+    cancel: CancelToken | None = None,
+    target: Path | None = None,
 ) -> dict[int, RenderResult]:
-    """Render every job, in a forkserver process pool when more than one worker is asked."""
+    """Render every job, in a forkserver process pool when more than one worker is asked.
+
+    Stops at the first image that cannot be written (raising `ExportError`) and between
+    images when ``cancel`` is set (raising `Cancelled`); unreadable sources are results.
+    """
     results: dict[int, RenderResult] = {}
+    where = target or Path(".")
     count = min(workers or os.cpu_count() or 1, max(1, len(jobs)))
     with phase(reporter, "export", len(jobs)) as bar:
         if count <= 1:
             for job in jobs:
-                results[job.index] = render(job)
-                bar.advance()
+                _check_cancel(cancel, where)
+                _done(render(job), results, bar, where)
             return results
         pool = process_pool(count)
         inflight: deque[Future[RenderResult]] = deque()
         try:
             for job in jobs:
+                _check_cancel(cancel, where)
                 inflight.append(pool.submit(render, job))
                 while len(inflight) > count * 4:
-                    result = inflight.popleft().result()
-                    results[result.index] = result
-                    bar.advance()
+                    _done(inflight.popleft().result(), results, bar, where)
             while inflight:
-                result = inflight.popleft().result()
-                results[result.index] = result
-                bar.advance()
+                _check_cancel(cancel, where)
+                _done(inflight.popleft().result(), results, bar, where)
         except Exception as error:  # a worker died (BrokenProcessPool) or similar
             if isinstance(error, CuratorError):
                 raise

@@ -6,7 +6,14 @@ import json
 import os
 import secrets
 import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 from curator.errors import ExportError
 from curator.export.options import GENERATOR, MANIFEST_NAME
@@ -65,19 +72,139 @@ def inspect_target(target: Path, force: bool, overwrite: bool) -> str:
     )
 
 
-def make_temp(target: Path) -> Path:
-    """A new hidden folder beside ``target`` (same file system, so the final move is a rename).
+# A staging folder is ``.NAME.TOKEN.curator-tmp`` beside the target, held by an exclusive
+# lock on ``.NAME.TOKEN.curator-lock`` for as long as its export runs: a kill releases
+# the lock, so a later export can tell a stale folder from one still being written.
+# A swap writes ``.NAME.curator-swap`` (what goes where) before its first rename and
+# removes it after the last, so a swap cut short is finished by the next run.
+_TMP = ".curator-tmp"
+_LOCK = ".curator-lock"
+_OLD = ".curator-old"
+_SWAP = ".curator-swap"
 
-    An export killed outright leaves it behind; it is safe to delete.
-    """
+
+def _hidden(target: Path, token: str, suffix: str) -> Path:
+    return target.with_name(f".{target.name}.{token}{suffix}")
+
+
+def _journal(target: Path) -> Path:
+    return target.with_name(f".{target.name}{_SWAP}")
+
+
+def _try_lock(path: Path, create: bool) -> int | None:
+    """An fd holding an exclusive lock on ``path``, or None if another process holds it."""
+    try:
+        fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o666)
+    except FileNotFoundError:
+        return None
+    if fcntl is None:
+        return fd  # no advisory locks here: a staging folder is judged by age instead
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+@dataclass(slots=True)
+class Staging:
+    """The hidden folder an export is written into, and the lock that says it is alive."""
+
+    target: Path
+    temp: Path
+    token: str
+    _fd: int | None = None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            _hidden(self.target, self.token, _LOCK).unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = None
+
+    def discard(self) -> None:
+        """Remove the staging folder (a finished target is never touched)."""
+        shutil.rmtree(self.temp, ignore_errors=True)
+        self.release()
+
+
+def stage(target: Path) -> Staging:
+    """A new, locked staging folder beside ``target`` (same file system: the move is a rename)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.curator-tmp")
+        token = secrets.token_hex(4)
+        lock = _hidden(target, token, _LOCK)
         try:
-            temp.mkdir()  # honours the umask, unlike tempfile.mkdtemp's 0o700
-            return temp
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
             continue
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        temp = _hidden(target, token, _TMP)
+        try:
+            temp.mkdir()  # honours the umask, unlike tempfile.mkdtemp's 0o700
+        except FileExistsError:
+            os.close(fd)
+            lock.unlink(missing_ok=True)
+            continue
+        return Staging(target, temp, token, fd)
+
+
+def recover(target: Path) -> str | None:
+    """Finish a swap that a killed export left half done, and remove stale staging folders.
+
+    Returns what was done, for the caller to report, or None. A swap whose new export
+    was already renamed into place is finished; one cut between its renames is finished
+    too (the staged export was complete before the swap began); one that had not
+    started is undone. Staging folders of exports that are no longer running go.
+    """
+    note = None
+    journal = _journal(target)
+    if journal.exists():
+        try:
+            plan = json.loads(journal.read_text(encoding="utf-8"))
+            new, old = target.with_name(plan["new"]), target.with_name(plan["old"])
+            keep_old = bool(plan["keep_old"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ExportError(
+                f"cannot read {journal}: an earlier export of {target} was interrupted; "
+                "check the folders beside it and delete that file"
+            ) from None
+        if not target.exists() and not target.is_symlink():
+            if new.is_dir():
+                os.rename(new, target)
+                note = f"finished an interrupted replacement of {target}"
+            elif old.is_dir():
+                os.rename(old, target)
+                note = f"restored {target} after an interrupted replacement"
+        if not keep_old and old.is_dir() and target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        journal.unlink(missing_ok=True)
+    prefix = f".{target.name}."
+    try:
+        siblings = list(target.parent.iterdir()) if target.parent.is_dir() else []
+    except OSError:
+        siblings = []
+    for path in siblings:
+        name = path.name
+        if not name.startswith(prefix) or not name.endswith((_TMP, _OLD)):
+            continue
+        token = name[len(prefix) :].rsplit(".", 1)[0]
+        lock = _hidden(target, token, _LOCK)
+        fd = _try_lock(lock, create=False)
+        if fd is None and lock.exists():
+            continue  # a running export's
+        if fd is not None:
+            if fcntl is None and time.time() - path.stat().st_mtime < _STALE_WITHOUT_LOCKS:
+                os.close(fd)
+                continue
+            os.close(fd)
+            lock.unlink(missing_ok=True)
+        shutil.rmtree(path, ignore_errors=True)
+    return note
+
+
+_STALE_WITHOUT_LOCKS = 24 * 3600.0
 
 
 def _aside_name(target: Path) -> Path:
@@ -87,21 +214,40 @@ def _aside_name(target: Path) -> Path:
     return aside
 
 
-def commit(temp: Path, target: Path, state: str) -> str | None:
-    """Move the finished export into place; returns where a foreign folder was moved."""
+def commit(staging: Staging, state: str) -> str | None:
+    """Move the finished export into place; returns where a foreign folder was moved.
+
+    Replacing is two renames; the journal written first lets `recover` finish the
+    swap if the process dies between them.
+    """
+    temp, target = staging.temp, staging.target
     if state in ("new", "empty"):
         if state == "empty":
             target.rmdir()
         os.rename(temp, target)
+        staging.release()
         return None
-    old = _aside_name(target) if state == "foreign" else target.with_name(temp.name + "-old")
-    os.rename(target, old)
+    foreign = state == "foreign"
+    old = _aside_name(target) if foreign else _hidden(target, staging.token, _OLD)
+    journal = _journal(target)
+    plan = {"new": temp.name, "old": old.name, "keep_old": foreign}
+    with open(journal, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(plan))
+        handle.flush()
+        os.fsync(handle.fileno())
     try:
-        os.rename(temp, target)
+        os.rename(target, old)
+        try:
+            os.rename(temp, target)
+        except OSError:
+            os.rename(old, target)
+            raise
     except OSError:
-        os.rename(old, target)
+        journal.unlink(missing_ok=True)
         raise
-    if state == "previous":
+    journal.unlink(missing_ok=True)
+    staging.release()
+    if not foreign:
         shutil.rmtree(old, ignore_errors=True)
         return None
     return str(old)

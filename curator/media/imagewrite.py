@@ -1,8 +1,8 @@
 """Load a source image for export, render its crop, and write the result.
 
 Loading applies the EXIF orientation, converts the colours to sRGB when the file
-carries an ICC profile, and flattens every mode to RGB (or RGBA where the output
-format keeps transparency). Writing is atomic (a temporary file in the target
+carries an ICC profile, and flattens every mode to 8-bit RGB, transparency composited
+onto a background (white unless asked otherwise). Writing is atomic (a temporary file in the target
 folder, then `os.replace`) and deterministic: no EXIF, ICC profile, text chunk or
 timestamp is written unless asked for, so the same pixels give the same bytes.
 """
@@ -16,14 +16,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image, ImageCms, ImageOps
 
 from curator.errors import ExportError
 from curator.export.crops import Crop
+from taggers.pixels import WHITE, to_rgb
 
 FORMATS = ("png", "jpeg", "webp")
-ALPHA_FORMATS = frozenset({"png", "webp"})
 _FORMAT_ALIASES = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png", "webp": "webp"}
 _ROTATED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF values that swap width and height
 _DRAFT_MARGIN = 2  # decode JPEGs at >= 2x the target so Lanczos does the last step
@@ -44,15 +43,6 @@ def normalize_format(output_format: str) -> str:
         ) from None
 
 
-def _sixteen_bit_to_rgb(image: Image.Image) -> Image.Image:
-    # Pillow clips I;16 and I to 0..255 when converting to L; scale instead.
-    values = np.asarray(image).astype(np.float64)
-    if image.mode.startswith("I;16") or values.max(initial=0) > 255:
-        values = values / 257.0
-    grey = np.clip(np.rint(values), 0, 255).astype(np.uint8)
-    return Image.fromarray(grey, "L").convert("RGB")
-
-
 def _to_srgb(image: Image.Image) -> Image.Image:
     """Convert from the embedded ICC profile to sRGB; leave the image alone if it fails."""
     icc = image.info.get("icc_profile")
@@ -68,37 +58,20 @@ def _to_srgb(image: Image.Image) -> Image.Image:
     return converted
 
 
-def _has_alpha(image: Image.Image) -> bool:
-    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        image.mode == "P" and "transparency" in image.info
-    )
+def to_export_mode(
+    image: Image.Image,
+    output_format: str = "png",
+    background: tuple[int, int, int] = WHITE,
+) -> Image.Image:
+    """``image`` as 8-bit RGB, transparency flattened onto ``background`` (white by default).
 
-
-def to_export_mode(image: Image.Image, output_format: str = "png") -> Image.Image:
-    """``image`` as RGB, or RGBA when it has real transparency and the format keeps it.
-
-    Alpha survives only for PNG and WebP and only if some pixel is not fully opaque;
-    otherwise transparent pixels are composited onto white. P, L, 1, CMYK, YCbCr and
-    16-bit modes become RGB (16-bit grey is scaled, not clipped).
+    Trainers convert what they read to RGB, and Pillow's conversion of a transparent
+    image gives the hidden colour of every transparent pixel (usually black), so no
+    alpha leaves Curator. The conversion is `taggers.pixels.to_rgb` (16-bit and float
+    modes scaled, not clipped), the one models and measurements see too.
     """
-    output_format = normalize_format(output_format)
-    if image.mode == "RGB" and "transparency" not in image.info:
-        return image
-    if image.mode == "RGBA":
-        rgba = image
-    elif _has_alpha(image) or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-    elif image.mode.startswith("I") or image.mode == "F":
-        return _sixteen_bit_to_rgb(image)
-    else:
-        return image.convert("RGB")
-    alpha = rgba.getchannel("A")
-    if alpha.getextrema()[0] == 255:
-        return rgba.convert("RGB")
-    if output_format in ALPHA_FORMATS:
-        return rgba
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(white, rgba).convert("RGB")
+    normalize_format(output_format)
+    return to_rgb(image, background)
 
 
 def load_for_export(
@@ -107,6 +80,7 @@ def load_for_export(
     *,
     output_format: str = "png",
     draft_margin: float = _DRAFT_MARGIN,
+    background: tuple[int, int, int] = WHITE,
 ) -> Image.Image:
     """Open, decode and orient an image, ready for `render_crop`.
 
@@ -116,8 +90,9 @@ def load_for_export(
     (default 2, as Pillow's ``thumbnail`` does), which is much faster for large photos;
     a margin of 1 lets the decoder's own scaling do more of the reduction. The
     returned image may therefore be smaller than the file; `render_crop` scales the
-    crop to whatever size it gets. Colours are converted to sRGB and the mode to what
-    ``output_format`` wants (`to_export_mode`).
+    crop to whatever size it gets. Colours are converted to sRGB and transparency is
+    flattened onto ``background`` before any resampling (`to_export_mode`), so edges
+    blend with the background, not with the hidden colour of transparent pixels.
     """
     output_format = normalize_format(output_format)
     try:
@@ -137,7 +112,7 @@ def load_for_export(
                 oriented = ImageOps.exif_transpose(image)
     except Exception as error:  # Pillow's plugins raise many kinds on bad data
         raise UnreadableImageError(f"cannot read image {os.fspath(path)}: {error}") from error
-    return to_export_mode(_to_srgb(oriented), output_format)
+    return to_export_mode(_to_srgb(oriented), output_format, background)
 
 
 def render_crop(
@@ -197,15 +172,17 @@ def write_image(
     exif: bytes | None = None,
     icc_profile: bytes | None = None,
     compress_level: int = 6,
+    background: tuple[int, int, int] = WHITE,
 ) -> Path:
     """Write ``image`` to ``path`` atomically and reproducibly; returns the path.
 
     ``format`` is ``png``, ``jpeg``/``jpg`` or ``webp``; ``quality`` applies to JPEG
-    and lossy WebP, ``lossless`` to WebP, ``compress_level`` (0-9) to PNG. The mode is
-    adapted to the format (`to_export_mode`). Nothing but pixels is written unless ``exif`` or
-    ``icc_profile`` bytes are given. The file appears complete or not at all: it is
-    written to a temporary file beside ``path`` and renamed over it; on any failure
-    the temporary file is removed and `ExportError` raised.
+    and lossy WebP, ``lossless`` to WebP, ``compress_level`` (0-9) to PNG. Pixels are
+    written as RGB, transparency on ``background`` (`to_export_mode`). Nothing but
+    pixels is written unless ``exif`` or ``icc_profile`` bytes are given. The file
+    appears complete or not at all: it is written to a temporary file beside ``path``
+    and renamed over it; on any failure the temporary file is removed and
+    `ExportError` raised.
     """
     output_format = normalize_format(format)
     if not 1 <= quality <= 100:
@@ -213,7 +190,7 @@ def write_image(
     if not 0 <= compress_level <= 9:
         raise ExportError(f"PNG compress level must be between 0 and 9, got {compress_level}")
     target = Path(path)
-    pixels = to_export_mode(image, output_format)
+    pixels = to_export_mode(image, output_format, background)
     if pixels is image:
         pixels = image.copy()
     pixels.info = {}  # Pillow falls back to info (ICC, EXIF, text) for some formats
