@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image as PILImage
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from curator.cli import main
 from curator.errors import ExportError, UsageError
@@ -333,6 +334,157 @@ def test_a_failed_export_leaves_nothing_behind(scanned, corpus: Path, tmp_path: 
     with pytest.raises(ExportError, match="nothing exported"):
         run_export(scanned, tmp_path / "out")
     assert entries(tmp_path) == ["images"]
+
+
+def failing_save(monkeypatch: pytest.MonkeyPatch, code: int, after: int) -> None:
+    """Image writes fail with ``code`` once ``after`` images were written."""
+    real = PILImage.Image.save
+    calls = {"n": 0}
+
+    def save(self, fp, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > after:
+            raise OSError(code, os.strerror(code))
+        return real(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(PILImage.Image, "save", save)
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EFBIG, errno.EACCES])
+def test_a_write_failure_fails_the_whole_export(
+    scanned, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    out = tmp_path / "out"
+    failing_save(monkeypatch, code, after=3)
+    with pytest.raises(ExportError) as raised:
+        run_export(scanned, out)
+    message = str(raised.value)
+    assert "\n" not in message and os.strerror(code) in message
+    assert "nothing was changed" in message
+    assert entries(tmp_path) == ["images"]  # nothing moved into place, no staging left
+    with scanned.session() as s:
+        assert s.scalar(select(func.count(Export.id))) == 0
+
+
+def test_a_write_failure_keeps_the_previous_export(
+    scanned, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    run_export(scanned, out, layout="jsonl")
+    before = digests(out)
+    import curator.export.run as export_run
+
+    def full(root, relative, text):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(root / relative))
+
+    monkeypatch.setattr(export_run, "write_text", full)
+    with pytest.raises(ExportError, match="No space left on device"):
+        run_export(scanned, out, layout="jsonl", force=True)
+    assert digests(out) == before
+    assert entries(tmp_path) == ["images", "out"]
+    with scanned.session() as s:
+        assert s.scalar(select(func.count(Export.id))) == 1
+
+
+def test_cli_write_failure_is_one_line_and_non_zero(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, root, out = tmp_path / "c.db", tmp_path / "imgs", tmp_path / "out"
+    write_good(root)
+    cli(db, "scan", root, "--workers", "1", "--quiet")
+    failing_save(monkeypatch, errno.ENOSPC, after=0)
+    small = ["--max-area", 4096, "--min-side", 32, "--max-side", 128, "--step", 16]
+    result = cli(db, "export", "-o", out, *small, "--workers", 1, "--quiet", ok=False)
+    assert result.exit_code != 0
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("error: export to ") and "No space left on device" in line
+    assert not out.exists()
+
+
+def test_cancel_stops_between_images_and_leaves_no_target(scanned, tmp_path: Path) -> None:
+    from curator.errors import Cancelled
+    from curator.export import render as render_module
+    from curator.progress import CancelToken
+
+    token, done = CancelToken(), []
+    real = render_module.render
+
+    def counting(job):
+        done.append(job.index)
+        if len(done) == 2:
+            token.cancel()
+        return real(job)
+
+    import curator.export.run as export_run
+
+    original = export_run.render
+    export_run.render = counting
+    try:
+        with pytest.raises(Cancelled):
+            run_export(scanned, tmp_path / "out", cancel=token)
+    finally:
+        export_run.render = original
+    assert len(done) == 2  # stopped at the next image
+    assert entries(tmp_path) == ["images"]
+    with scanned.session() as s:
+        assert s.scalar(select(func.count(Export.id))) == 0
+
+
+def test_a_swap_killed_between_renames_is_finished_by_the_next_run(
+    scanned, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from curator.export import target as target_module
+
+    out = tmp_path / "out"
+    run_export(scanned, out, layout="jsonl")
+    real_rename = os.rename
+
+    class Killed(BaseException):
+        pass
+
+    def rename(src, dst):
+        if Path(dst) == out:  # the second rename: the process "dies" before it
+            raise Killed
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(target_module.os, "rename", rename)
+    monkeypatch.setattr(target_module.Staging, "discard", lambda self: None)  # no cleanup
+    with pytest.raises(Killed):
+        run_export(scanned, out, layout="imagefolder", force=True)
+    monkeypatch.setattr(target_module.os, "rename", real_rename)
+    # What a kill leaves: no target, the journal, the staged and the old export.
+    hidden = [p for p in entries(tmp_path) if p.startswith(".out.")]
+    assert not out.exists() and any(p.endswith(".curator-swap") for p in hidden)
+    # Without --force: the half-done swap is finished first, so the target is not new.
+    with pytest.raises(ExportError, match="not empty"):
+        run_export(scanned, out, layout="jsonl")
+    assert (out / "train" / "metadata.jsonl").exists()  # the swap was completed
+    # (The "killed" export's lock is still held by this test process.)
+    assert [p for p in entries(tmp_path) if not p.endswith(".curator-lock")] == ["images", "out"]
+
+
+def test_stale_staging_folders_are_cleaned_up(scanned, tmp_path: Path) -> None:
+    stale = tmp_path / ".out.0badc0de.curator-tmp"
+    (stale / "img").mkdir(parents=True)
+    (stale / "img" / "half.png").write_bytes(b"x")
+    (tmp_path / ".out.0badc0de.curator-lock").write_bytes(b"")  # its owner is gone
+    orphan = tmp_path / ".out.feedbeef.curator-tmp"
+    orphan.mkdir()
+    other = tmp_path / ".elsewhere.12345678.curator-tmp"  # another target's: left alone
+    other.mkdir()
+    run_export(scanned, tmp_path / "out")
+    assert entries(tmp_path) == [".elsewhere.12345678.curator-tmp", "images", "out"]
+
+
+def test_a_running_export_keeps_its_staging_folder(tmp_path: Path) -> None:
+    from curator.export.target import recover, stage
+
+    out = tmp_path / "out"
+    staging = stage(out)
+    recover(out)  # another export of the same target starting meanwhile
+    assert staging.temp.is_dir()
+    staging.discard()
+    assert entries(tmp_path) == []
 
 
 def test_nothing_selected(scanned, tmp_path: Path) -> None:

@@ -274,7 +274,7 @@ def run_reexport(
 
 
 def _check_cancel(cancel: CancelToken | None, target: Path) -> None:
-    if cancel is not None and cancel.cancelled():
+    if cancel is not None and cancel.cancelled:
         raise Cancelled(f"export cancelled; nothing was written to {target}")
 
 

@@ -187,6 +187,13 @@ def recover(target: Path) -> str | None:
         siblings = []
     for path in siblings:
         name = path.name
+        if name.startswith(prefix) and name.endswith(_LOCK):
+            token = name[len(prefix) : -len(_LOCK)]
+            if not any(_hidden(target, token, s).exists() for s in (_TMP, _OLD)):
+                if (fd := _try_lock(path, create=False)) is not None:
+                    os.close(fd)  # an export that died before making its folder
+                    path.unlink(missing_ok=True)
+            continue
         if not name.startswith(prefix) or not name.endswith((_TMP, _OLD)):
             continue
         token = name[len(prefix) :].rsplit(".", 1)[0]
