@@ -19,6 +19,9 @@ export that nobody has added files to (it has our ``manifest.json`` and nothing
 besides the files listed there). With ``overwrite``, any other folder is moved aside
 to ``NAME.old-N`` (never deleted) and the export takes its place.
 
+`preview_export` plans the same export without writing (``--dry-run``, ``--check``);
+with ``strict`` an export with findings is refused.
+
 Same catalog, options and seed give byte-identical files: names come from the source
 file name (or content hash), everything is sorted, and nothing written holds a time.
 `manifest.json` lists every file with its SHA-256 and source image, the settings, the
@@ -37,7 +40,14 @@ from curator.export.options import ExportOptions, ExportSummary, SkippedImage
 if TYPE_CHECKING:
     from db.engine import Catalog
 
-__all__ = ["ExportOptions", "ExportSummary", "SkippedImage", "export", "reexport"]
+__all__ = [
+    "ExportOptions",
+    "ExportSummary",
+    "SkippedImage",
+    "export",
+    "preview_export",
+    "reexport",
+]
 
 # The orchestration is imported when called: worker processes import this package to
 # reach `curator.export.render`, and need neither the database layer nor the layouts.
@@ -59,6 +69,25 @@ def export(
     from curator.export.run import run_export
 
     return run_export(catalog, target_dir, options, **settings)
+
+
+def preview_export(
+    catalog: Catalog,
+    target_dir: str | os.PathLike[str],
+    options: ExportOptions | None = None,
+    /,
+    **settings: Any,
+) -> Any:
+    """What `export` would write, and the pre-flight findings, without writing anything.
+
+    Returns a `curator.export.check.ExportPreview`: the bucket histogram, every image's
+    bucket, crop and scale, and findings (uncaptioned images, buckets smaller than the
+    batch size, upscaled images, images under the minimum side, and caption files an
+    existing export's ``dataset.toml`` would not read).
+    """
+    from curator.export.check import preview_export as _preview
+
+    return _preview(catalog, target_dir, options, **settings)
 
 
 def reexport(

@@ -100,7 +100,7 @@ class BucketSpec:
         if pair is None:
             raise UsageError(
                 f"bucket max area {self.area} is not W x H for any sides between "
-                f"{self.min_side} and {self.max_side}; give --resolution W,H instead"
+                f"{self.min_side} and {self.max_side}; give resolution=(W, H) instead"
             )
         return pair
 

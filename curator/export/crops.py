@@ -146,6 +146,26 @@ class Crop:
             "manual",
         )
 
+    @classmethod
+    def around(cls, source_size: tuple[int, int], bucket: tuple[int, int], box: Box) -> Crop:
+        """The crop whose window is ``box`` (x, y, w, h in source pixels), as a person sets it.
+
+        The box is scaled so that it covers the bucket; when its aspect differs from
+        the bucket's, the window keeps the box's centre and covers the whole box on its
+        tighter side. A box reaching outside the image is refused.
+        """
+        (sw, sh), (bw, bh) = _check_size(source_size, "source"), _check_size(bucket, "bucket")
+        x, y, w, h = (float(v) for v in box)
+        if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > sw + 1e-6 or y + h > sh + 1e-6:
+            raise CropError(f"crop box {x:g},{y:g},{w:g},{h:g} is not inside the {sw}x{sh} image")
+        scale = max(bw / w, bh / h, cover_scale((sw, sh), (bw, bh)))
+        probe = cls(sw, sh, bw, bh, scale, 0, 0, "manual")
+        scaled_w, scaled_h = probe.scaled_size
+        fx, fy = scaled_w / sw, scaled_h / sh
+        left = round((x + w / 2) * fx - bw / 2)
+        top = round((y + h / 2) * fy - bh / 2)
+        return probe.moved_to(left, top)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; source-pixel fields are included for people and tools."""
         scaled_w, scaled_h = self.scaled_size

@@ -20,7 +20,7 @@ GENERATOR = "curator"
 CAPTION_TEXTS = ("tags", "caption", "both")
 NAMINGS = ("original", "sha256")
 CAPTION_EXTENSIONS = (".txt", ".caption")
-_RUNTIME_FIELDS = frozenset({"force", "overwrite", "workers", "reporter", "cancel"})
+_RUNTIME_FIELDS = frozenset({"force", "overwrite", "strict", "workers", "reporter", "cancel"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,7 @@ class ExportOptions:
     sd-scripts to shuffle at training time.
     ``background`` is the RGB colour transparent pixels are flattened onto (every
     written image is RGB: trainers would otherwise see black).
+    ``strict`` refuses to write an export with findings (`curator.export.check`).
     ``png_compression`` is the zlib level (4: about 6's size on photos in half the
     time, a little larger on flat artwork). ``absolute_paths`` writes absolute paths
     into trainer configs (then the files depend on where the export is).
@@ -87,6 +88,7 @@ class ExportOptions:
     batch_size: int = 1
     absolute_paths: bool = False
     include_rejected: bool = False
+    strict: bool = False
     force: bool = False
     overwrite: bool = False
     workers: int | None = None

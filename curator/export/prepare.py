@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from curator.curation.dedup import dedup
 from curator.errors import CuratorError, UsageError
@@ -24,17 +24,29 @@ from curator.progress import CancelToken, Reporter
 from curator.query.compile import compile_query, folder_condition
 from curator.runs.loop import RunOptions, run_models
 from db.engine import Catalog
-from db.schema import Image, Problem
+from db.schema import File, Image, Problem
 
 DEFAULT_TAGGER = "wd-vit-tagger-v3"
 
 
 @dataclass(slots=True)
 class PrepareOptions:
+    """What `prepare` does; names and defaults follow `ExportOptions` where they overlap.
+
+    ``min_side`` is the bucket minimum (default: the preset's); images whose short side
+    is under it are dropped, since they would be enlarged to fill any bucket.
+    ``no_upscale`` gives small images smaller buckets instead. ``background`` is the
+    colour transparency is flattened onto. Any other `ExportOptions` field goes in
+    ``export`` (``max_area``, ``resolution``, ``step``, ...).
+    """
+
     instance_token: str
     class_word: str
     layout: str = "kohya-dreambooth"
     bucket: str = "sd15"
+    min_side: int | None = None
+    no_upscale: bool = False
+    background: tuple[int, int, int] = (255, 255, 255)
     crop: str = "focal"
     repeats: int = 10
     tagger: str | None = DEFAULT_TAGGER  # None: do not tag
@@ -90,7 +102,12 @@ def prepare(
 ) -> PrepareReport:
     """Turn the images under `source` into a DreamBooth training set at `out`."""
     if not options.instance_token.strip() or not options.class_word.strip():
-        raise UsageError("prepare needs an instance token and a class word (e.g. sks, dog)")
+        raise UsageError(
+            "prepare needs instance_token and class_word (e.g. instance_token='sks', "
+            "class_word='dog')"
+        )
+    export_settings = _export_settings(options)
+    ExportOptions(**export_settings).check()  # bad settings fail before any work
     src = os.path.abspath(source)
     if not os.path.isdir(src):
         raise UsageError(f"no such folder: {src}")
@@ -176,26 +193,26 @@ def prepare(
                 s.scalar(select(func.count(Image.id)).where(*live, ~compile_query(options.where)))
                 or 0,
             )
+            live.append(compile_query(options.where))
+        # Images that would be enlarged to fill any bucket (48 px icons become 576 px).
+        minimum = ExportOptions(**export_settings).bucket_spec().min_side
+        small = (
+            select(func.min(File.path), Image.width, Image.height)
+            .join(File, File.image_id == Image.id)
+            .where(*live, or_(Image.width < minimum, Image.height < minimum))
+            .group_by(Image.id, Image.width, Image.height)
+            .order_by(func.min(File.path))
+        )
+        for path, width, height in s.execute(small):
+            report.drop(
+                f"short side under {minimum} px",
+                1,
+                [{"path": path, "reason": f"{width}x{height} is under {minimum} px"}],
+            )
+        query += f" width>={minimum} height>={minimum}"
 
     # 6. Bucket, crop, caption, write.
-    settings = {
-        "query": query,
-        "layout": options.layout,
-        "bucket": options.bucket,
-        "crop": options.crop,
-        "instance": options.instance_token,
-        "class_word": options.class_word,
-        "repeats": options.repeats,
-        "reg_query": options.reg_query,
-        "image_format": options.image_format,
-        "seed": options.seed,
-        "force": options.force,
-        "workers": options.workers,
-        "reporter": options.reporter,
-        "cancel": options.cancel,
-        **options.export,
-    }
-    summary = export(catalog, out, ExportOptions(**settings))
+    summary = export(catalog, out, ExportOptions(**{**export_settings, "query": query}))
     report.export_id = summary.export_id
     report.kept = summary.exported
     report.histogram = summary.histogram
@@ -207,6 +224,31 @@ def prepare(
         )
     report.steps.append(f"export: {summary.exported} images in {summary.layout} layout")
     return report
+
+
+def _export_settings(options: PrepareOptions) -> dict[str, Any]:
+    """The `ExportOptions` fields prepare's options stand for (without the query)."""
+    settings: dict[str, Any] = {
+        "layout": options.layout,
+        "bucket": options.bucket,
+        "crop": options.crop,
+        "instance": options.instance_token,
+        "class_word": options.class_word,
+        "repeats": options.repeats,
+        "reg_query": options.reg_query,
+        "image_format": options.image_format,
+        "background": tuple(options.background),
+        "seed": options.seed,
+        "force": options.force,
+        "workers": options.workers,
+        "reporter": options.reporter,
+        "cancel": options.cancel,
+    }
+    if options.min_side is not None:
+        settings["min_side"] = options.min_side
+    if options.no_upscale:
+        settings["no_upscale"] = True
+    return {**settings, **options.export}
 
 
 def _run(catalog: Catalog, specs: list[str], run_opts: RunOptions, kind: str) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 from curator import __version__
 from curator.errors import Cancelled, CuratorError, ExportError, UsageError
 from curator.export.buckets import BucketSpec, bucket_histogram
+from curator.export.check import plan_findings, strict_message
 from curator.export.filenames import safe_join
 from curator.export.layouts import REG, Layout, LayoutItem, get_layout
 from curator.export.layouts.base import json_text, write_text
@@ -66,6 +67,8 @@ def run_export(
     planned = plan_export(catalog, opts, layout, spec, summary)
     if not planned:
         raise ExportError(_nothing_message(opts, summary))
+    if opts.strict and (findings := plan_findings(planned, opts, spec)):
+        raise ExportError(strict_message(findings))
 
     staging = stage(target)
     temp = staging.temp

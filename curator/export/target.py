@@ -55,7 +55,7 @@ def inspect_target(target: Path, force: bool, overwrite: bool) -> str:
     if not any(target.iterdir()):
         return "empty"
     if not (force or overwrite):
-        raise ExportError(f"export target {target} is not empty; use --force to replace it")
+        raise ExportError(f"export target {target} is not empty; pass force=True to replace it")
     listed = _manifest_files(target)
     extra = _unexpected_file(target, listed) if listed is not None else None
     if listed is not None and extra is None:
@@ -68,7 +68,7 @@ def inspect_target(target: Path, force: bool, overwrite: bool) -> str:
         else "is not a Curator export"
     )
     raise ExportError(
-        f"export target {target} {why}; use --force twice to move it aside and export anyway"
+        f"export target {target} {why}; pass overwrite=True to move it aside and export anyway"
     )
 
 
