@@ -677,3 +677,95 @@ def test_cli_export_and_reexport(tmp_path: Path) -> None:
     assert first.pop("manifest.json") != second.pop("manifest.json")  # records the reuse
     assert first == second
     assert "--reuse-crops" in cli(db, "export", "--help").output
+
+
+# --- past exports, stored crops, pre-flight checks -----------------------------------------
+
+
+def test_exports_list_and_crops_set_then_reexport(
+    catalog, face_image: int, db_path: Path, tmp_path: Path
+) -> None:
+    first = run_export(catalog, tmp_path / "out", layout="jsonl", crop="center", **SQUARE)
+    assert red_pixels(tmp_path / "out" / "images" / "face.png") == 0
+    catalog.close()
+    listed = json.loads(cli(db_path, "exports", "--json").output)
+    assert [e["id"] for e in listed] == [first.export_id]
+    assert listed[0]["layout"] == "jsonl" and listed[0]["count"] == 1 and listed[0]["exists"]
+    assert str(first.export_id) in cli(db_path, "exports").output
+    # The window around the face (source pixels), then a re-render with it.
+    text = cli(db_path, "crops", "set", first.export_id, "face.png", "300,0,100,100").output
+    assert f"curator reexport {first.export_id}" in text
+    cli(db_path, "reexport", first.export_id, "--quiet", "--workers", 1)
+    assert red_pixels(tmp_path / "out" / "images" / "face.png") > 100
+    bad = cli(db_path, "crops", "set", first.export_id, "face.png", "350,0,100,100", ok=False)
+    assert bad.exit_code != 0 and "not inside" in bad.output
+    missing = cli(db_path, "crops", "set", first.export_id, "nope.png", "0,0,10,10", ok=False)
+    assert "no image 'nope.png'" in missing.output
+
+
+def test_library_errors_name_library_arguments(scanned, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match=r"force=True") as raised:
+        run_export(scanned, out)
+    assert "--force" not in str(raised.value)
+    with pytest.raises(ExportError, match=r"overwrite=True"):
+        run_export(scanned, out, force=True)
+
+
+def test_dry_run_previews_without_writing(scanned, db_path: Path, tmp_path: Path) -> None:
+    from curator.export import preview_export
+
+    out = tmp_path / "out"
+    preview = preview_export(scanned, out, **SMALL, crop="random", seed=4)
+    assert not out.exists()
+    summary = run_export(scanned, out, crop="random", seed=4)
+    assert preview.histogram == summary.histogram
+    with scanned.session() as s:
+        stored = {i.path: i.crop for i in s.scalars(select(ExportItem))}
+    assert {i.path: i.crop for i in preview.items} == stored  # the crops that were made
+    scanned.close()
+    small = ["--max-area", 4096, "--min-side", 32, "--max-side", 128, "--step", 16]
+    text = cli(db_path, "export", "-o", tmp_path / "new", *small, "--dry-run").output
+    assert "bucket 64x64:" in text and "nothing was written" in text and "crop " in text
+    data = json.loads(
+        cli(db_path, "export", "-o", tmp_path / "new", *small, "--dry-run", "--json").output
+    )
+    assert data["images"] == summary.exported and data["histogram"]
+    assert not (tmp_path / "new").exists()
+
+
+def test_check_reports_what_spoils_training(scanned, db_path: Path, tmp_path: Path) -> None:
+    from curator.export import preview_export
+
+    out = tmp_path / "out"
+    # 256 px minimum: every corpus image is smaller and gets enlarged.
+    spec = {
+        "max_area": None,
+        "resolution": (256, 256),
+        "min_side": 256,
+        "max_side": 512,
+        "step": 64,
+    }
+    preview = preview_export(scanned, out, **spec, batch_size=64)
+    kinds = {f.kind: f for f in preview.findings}
+    assert {"uncaptioned", "small_bucket", "upscaled", "under_min_side"} <= set(kinds)
+    assert kinds["upscaled"].count == preview.selected
+    with pytest.raises(ExportError, match="strict"):
+        run_export(scanned, out, **spec, strict=True)
+    assert not out.exists()
+
+    # An existing kohya export whose caption files were renamed by hand.
+    run_export(scanned, out, instance="sks", class_word="dog")
+    sidecars = sorted(out.rglob("*.txt"))
+    sidecars[0].rename(sidecars[0].with_suffix(".caption"))
+    sidecars[1].unlink()
+    kinds = {f.kind: f for f in preview_export(scanned, out, instance="sks").findings}
+    assert kinds["caption_extension"].count == 1
+    assert kinds["no_caption_file"].count == 1
+    scanned.close()
+    text = cli(db_path, "export", "-o", out, "--instance-token", "sks", "--check").output
+    assert "caption files whose extension is not the one dataset.toml declares" in text
+    failed = cli(db_path, "export", "-o", out, "--check", "--strict", ok=False)
+    assert failed.exit_code == 1

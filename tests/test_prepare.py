@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from curator.cli import main
+from tests.corpus import pattern
 from tests.fixtures.tiny_models import build_wd14_model
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -88,3 +89,68 @@ def test_prepare_without_a_tagger_says_so_and_goes_on(tmp_path):
     assert "dropped 1: near-duplicate" in text
     assert sum(1 for p in out.rglob("*.png")) == 4
     assert fingerprint(src) == before  # the user's files are only ever read
+
+
+def test_prepare_drops_images_too_small_to_train_on_and_flattens_transparency(tmp_path):
+    src = tmp_path / "icons"
+    src.mkdir()
+    pattern(48, 48, seed=1).convert("RGBA").save(src / "icon.png")  # a 48 px icon
+    sticker = pattern(640, 640, seed=2).convert("RGBA")
+    sticker.paste((0, 0, 255, 0), (0, 0, 640, 320))  # top half transparent
+    sticker.save(src / "sticker.png")
+    pattern(400, 300, seed=3).save(src / "small_photo.png")
+    out = tmp_path / "train"
+    report = json.loads(
+        prepare(tmp_path, src, "-o", out, "--instance-token", "sks", "--class-word", "sticker",
+                "--no-tags", "--crop", "center", "--workers", "1", "--json")
+    )  # fmt: skip
+    assert report["kept"] == 2, report
+    assert report["dropped"] == {"short side under 256 px": 1}
+    [detail] = report["details"]
+    assert Path(detail["path"]).name == "icon.png" and "48x48" in detail["reason"]
+    [written] = [p for p in out.rglob("*.png") if "sticker" in p.name]
+    with Image.open(written) as image:
+        assert image.mode == "RGB"
+        assert image.getpixel((image.width // 2, 5)) == (255, 255, 255)  # white, not black
+
+    # --min-side lowers the floor; --no-upscale keeps small images at their own size;
+    # --background and the old --bucket spelling work too.
+    report = json.loads(
+        prepare(tmp_path, src, "-o", out, "--instance-token", "sks", "--class-word", "sticker",
+                "--no-tags", "--crop", "center", "--workers", "1", "--json", "--force",
+                "--min-side", "32", "--step", "16", "--no-upscale", "--bucket", "sd15",
+                "--background", "black")
+    )  # fmt: skip
+    assert report["kept"] == 3 and report["dropped"] == {}, report
+    sizes = {}
+    for path in out.rglob("*.png"):
+        with Image.open(path) as image:
+            sizes[path.stem] = image.size
+            if "sticker" in path.stem:
+                assert image.getpixel((image.width // 2, 5)) == (0, 0, 0)
+    assert sizes["icon"] == (48, 48) and sizes["small_photo"] == (400, 288)
+
+
+def test_prepare_and_export_spell_options_alike():
+    from click.testing import CliRunner
+
+    shared = {"--out", "--instance-token", "--class-word", "--preset", "--crop", "--repeats",
+              "--format", "--background", "--seed", "--workers", "--force", "--min-side",
+              "--no-upscale", "--max-area", "--resolution", "--step", "--max-side",
+              "--reg-query", "--layout", "--json", "--quiet"}  # fmt: skip
+    helps = {}
+    for command in ("prepare", "export"):
+        text = CliRunner().invoke(main, [command, "--help"], terminal_width=200).output
+        helps[command] = text
+        for option in shared:
+            assert f"{option} " in text or f"{option}," in text, (command, option)
+        # Old spellings are accepted but not shown.
+        for old in ("--bucket ", "--instance ", "--class ", "--trigger "):
+            assert old not in text
+    import click
+
+    for command in ("prepare", "export"):
+        cmd = main.get_command(None, command)
+        for param in cmd.params:
+            if isinstance(param, click.Option) and not param.hidden:
+                assert param.help, (command, param.name)
