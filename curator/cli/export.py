@@ -355,9 +355,15 @@ def crops_group() -> None:
 @click.argument("image")
 @click.argument("box", callback=_box, metavar="X,Y,W,H")
 @json_option
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing.")
 @pass_app
 def crops_set_cmd(
-    app: AppContext, export_id: int, image: str, box: tuple[float, ...], as_json: bool
+    app: AppContext,
+    export_id: int,
+    image: str,
+    box: tuple[float, ...],
+    as_json: bool,
+    quiet: bool,
 ) -> None:
     """Move IMAGE's crop in EXPORT_ID to the window X,Y,W,H (source pixels).
 
@@ -373,6 +379,8 @@ def crops_set_cmd(
     crop = set_crop(app.catalog, export_id, image, box)  # type: ignore[arg-type]
     if as_json:
         emit_json(crop)
+        return
+    if quiet:
         return
     click.echo(
         f"crop of {image} in export {export_id}: {crop['left']:.0f},{crop['top']:.0f},"

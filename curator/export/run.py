@@ -60,7 +60,10 @@ def run_export(
     target = Path(target_dir).expanduser().absolute()
     layout.check(layout_settings(opts, ""), has_reg=opts.reg_query is not None)
     summary = ExportSummary(target=str(target), layout=layout.name)
-    summary.recovered = recover(target)
+    try:
+        summary.recovered = recover(target)
+    except OSError as error:
+        raise ExportError(f"cannot tidy up beside {target}: {error.strerror or error}") from None
     state = inspect_target(target, opts.force, opts.overwrite)
     _check_cancel(opts.cancel, target)
 
@@ -70,7 +73,10 @@ def run_export(
     if opts.strict and (findings := plan_findings(planned, opts, spec)):
         raise ExportError(strict_message(findings))
 
-    staging = stage(target)
+    try:
+        staging = stage(target)
+    except OSError as error:
+        raise ExportError(_write_failure(target, error)) from error
     temp = staging.temp
     try:
         for folder in sorted({posix_dir(p.path) for p in planned}):

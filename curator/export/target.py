@@ -229,9 +229,13 @@ def commit(staging: Staging, state: str) -> str | None:
     """
     temp, target = staging.temp, staging.target
     if state in ("new", "empty"):
-        if state == "empty":
+        try:
+            os.rename(temp, target)  # POSIX renames over an empty folder in one step
+        except OSError:
+            if state != "empty":
+                raise
             target.rmdir()
-        os.rename(temp, target)
+            os.rename(temp, target)
         staging.release()
         return None
     foreign = state == "foreign"
