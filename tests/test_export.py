@@ -769,3 +769,52 @@ def test_check_reports_what_spoils_training(scanned, db_path: Path, tmp_path: Pa
     assert "caption files whose extension is not the one dataset.toml declares" in text
     failed = cli(db_path, "export", "-o", out, "--check", "--strict", ok=False)
     assert failed.exit_code == 1
+
+
+def test_an_export_killed_mid_render_leaves_nothing_after_the_next_run(
+    scanned, db_path: Path, tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    scanned.close()
+    out = tmp_path / "out"
+    script = f"""
+import time
+import curator.export.run as run
+from curator.export import export
+from db import open_catalog
+
+real = run.render
+def slow(job):
+    time.sleep(0.5)
+    return real(job)
+run.render = slow
+export(open_catalog({str(db_path)!r}), {str(out)!r}, workers=1, **{SMALL!r})
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    child = subprocess.Popen([sys.executable, "-c", script], env=env)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            staged = list(tmp_path.glob(".out.*.curator-tmp/*/*/*.png"))
+            if staged:
+                break
+            time.sleep(0.1)
+        assert staged, "the export never started writing"
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert not out.exists() and any(p.startswith(".out.") for p in entries(tmp_path))
+    from db import open_catalog
+
+    catalog = open_catalog(str(db_path))
+    try:
+        run_export(catalog, out)
+    finally:
+        catalog.close()
+    assert entries(tmp_path) == ["images", "out"]
