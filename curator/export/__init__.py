@@ -17,13 +17,19 @@ complete, so a target holds a whole export or none. A non-empty target is refuse
 unless ``force`` is given; even then it is replaced only if it is a previous Curator
 export that nobody has added files to (it has our ``manifest.json`` and nothing
 besides the files listed there). With ``overwrite``, any other folder is moved aside
-to ``NAME.old-N`` (never deleted) and the export takes its place.
+to ``NAME.old-N`` (never deleted) and the export takes its place. An image that cannot
+be *written* (a full disk, a file size limit, no permission) fails the whole export:
+nothing is moved into place or recorded. A replacement killed between its two renames
+is finished by the next export of that target, which also removes hidden folders left
+by exports that were killed. ``cancel`` stops between images and leaves no target.
 
 `preview_export` plans the same export without writing (``--dry-run``, ``--check``);
 with ``strict`` an export with findings is refused.
 
 Same catalog, options and seed give byte-identical files: names come from the source
-file name (or content hash), everything is sorted, and nothing written holds a time.
+file name (or content hash), everything is sorted, and nothing written holds a time
+(diffusers' ``dataset_name`` is the one absolute path written without ``absolute_paths``:
+`datasets` cannot load ``"."``).
 `manifest.json` lists every file with its SHA-256 and source image, the settings, the
 bucket histogram, counts and skipped images. The catalog records the export in
 ``exports`` and each image's bucket, crop, path and caption in ``export_items``; a
