@@ -228,3 +228,16 @@ def test_moved_to_clamps_and_marks_manual() -> None:
 def test_unknown_mode() -> None:
     with pytest.raises(CropError, match="focal"):
         compute_crop((100, 100), (64, 64), "smart")
+
+
+def test_a_crop_set_by_hand_frames_the_box_given() -> None:
+    crop = Crop.around((1000, 500), (256, 256), (600, 100, 300, 300))
+    left, top, width, height = crop.source_box
+    assert crop.mode == "manual" and crop.bucket == (256, 256)
+    assert abs(left - 600) < 2 and abs(top - 100) < 2 and abs(width - 300) < 2
+    # A box of another aspect: centred on the box, covering it on its tighter side.
+    wide = Crop.around((1000, 500), (256, 256), (100, 0, 400, 200))
+    left, top, width, height = wide.source_box
+    assert abs(left + width / 2 - 300) < 2 and width == pytest.approx(height, abs=2)
+    with pytest.raises(CropError, match="not inside"):
+        Crop.around((1000, 500), (256, 256), (900, 0, 200, 200))
