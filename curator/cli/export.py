@@ -71,7 +71,7 @@ def _print_findings(findings: list[Any]) -> None:
 def _print_preview(preview: Any) -> None:
     click.echo(render_histogram(preview.histogram))
     for (w, h), n in preview.histogram:
-        click.echo(f"bucket {w}x{h}: {n} images")
+        click.echo(f"bucket {w}x{h}: {n} image{'' if n == 1 else 's'}")
     for item in preview.items:
         crop = item.crop
         window = (
