@@ -5,7 +5,7 @@ export are written out here from its source (kohya-ss/sd-scripts ``main`` at
 48d368fa, 2026-02-16: ``library/train_util.py`` ``BucketManager``,
 ``FineTuningDataset`` and ``process_caption``, ``library/model_util.py``
 ``make_bucket_resolutions``; and the fine-tune loader as it was before the January
-2026 rewrite, at c6bc632e's parent). `datasets` is installed and loads the Hugging
+2026 rewrite, at f7f971f5). `datasets` is installed and loads the Hugging
 Face folders for real.
 """
 
