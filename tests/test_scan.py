@@ -17,7 +17,7 @@ from tests.corpus import pattern, write_bad, write_good
 
 
 def opts(**kw) -> ScanOptions:
-    kw.setdefault("workers", 1)
+    kw.setdefault("workers", 0)  # in this process: quick, and monkeypatching reaches it
     return ScanOptions(**kw)
 
 
@@ -142,12 +142,12 @@ def test_rescan_decodes_nothing(catalog, corpus, monkeypatch):
     kinds = write_bad(corpus / "bad")
     scan(catalog, [corpus], opts())
 
-    import curator.ingest.scan as scan_module
+    import curator.ingest.probing as probing
 
     def no_probe(*a, **k):
         raise AssertionError("an unchanged file was decoded again")
 
-    monkeypatch.setattr(scan_module, "probe", no_probe)
+    monkeypatch.setattr(probing, "probe", no_probe)
     summary = scan(catalog, [corpus], opts())
     assert summary.new_images == summary.new_files == summary.changed == 0
     assert summary.unchanged == summary.seen - summary.problems
@@ -214,7 +214,7 @@ import sys
 from db import open_catalog
 from curator.ingest.scan import ScanOptions, scan
 cat = open_catalog(sys.argv[1])
-scan(cat, [sys.argv[2]], ScanOptions(workers=1))
+scan(cat, [sys.argv[2]], ScanOptions(workers=0))
 """
 
 
@@ -255,17 +255,18 @@ def test_scan_missing_path_is_a_clear_error(catalog, tmp_path):
 
 SLOW_SCAN = """
 import sys, time
-import curator.ingest.scan as scan_module
+import curator.ingest.probing as probing
 from curator.ingest.probe import probe
+from curator.ingest.scan import ScanOptions, scan
 from db import open_catalog
 
 def slow_probe(path, **kw):
     time.sleep(0.01)
     return probe(path, **kw)
 
-scan_module.probe = slow_probe
+probing.probe = slow_probe
 cat = open_catalog(sys.argv[1])
-scan_module.scan(cat, [sys.argv[2]], scan_module.ScanOptions(workers=1))
+scan(cat, [sys.argv[2]], ScanOptions(workers=0))
 """
 
 
