@@ -144,6 +144,10 @@ class ProbeRunner:
             else:
                 yield other_outcome
         self._replace()
+        if len(suspects) == 1:  # alone in flight: no doubt which file it was
+            self.crashes += 1
+            yield crashed(cand)
+            return
         for suspect in suspects:
             outcome = self._outcome(suspect, self._submit(suspect))
             if outcome is None:
