@@ -69,7 +69,7 @@ class Image(Base):
     )
     added_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     # What the decoder warned about while reading it ("Corrupt EXIF data", ...), or None.
-    warnings: Mapped[list[Any] | None] = mapped_column(JSON)
+    warnings: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True))
 
     files: Mapped[list[File]] = relationship(back_populates="image")
 

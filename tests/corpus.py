@@ -317,3 +317,20 @@ def register_fault_decoder() -> None:
         return
     cls = _make_test_image_class()
     Image.register_open("CURTEST", cls, lambda prefix: prefix.startswith(TEST_MAGIC))
+
+
+def jpeg_with_corrupt_exif(path: Path, seed: int = 50) -> None:
+    """A JPEG whose EXIF points past its own end: Pillow reads it with a warning."""
+    exif = Image.Exif()
+    exif[0x010E] = "a description long enough to live outside the IFD"
+    raw = bytearray(exif.tobytes())
+    entry = raw.find(b"\x01\x0e\x00\x02")
+    raw[entry + 8 : entry + 12] = b"\x00\x00\x10\x00"  # its value offset: far past the end
+    pattern(48, 48, seed).save(path, "JPEG", exif=bytes(raw), quality=90)
+
+
+def jpeg_with_comment(path: Path, comment: str, seed: int = 51) -> None:
+    """A JPEG whose EXIF UserComment is ``comment`` (as cameras and screenshot tools write)."""
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9286] = b"ASCII\x00\x00\x00" + comment.encode()
+    pattern(48, 48, seed).save(path, "JPEG", exif=exif, quality=90)

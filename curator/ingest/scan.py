@@ -433,7 +433,7 @@ class Scanner:
                         .exists(),
                     )
                 ).all()
-            gone = [fid for fid, path in unseen if not self._kept(root, path) and _gone(path)]
+            gone = [fid for fid, path in unseen if _gone(path)]
             # Problems not met again were fixed, deleted or moved away.
             fixed = [pid for pid, path in stale if not self._kept(root, path)]
             with self.catalog.write() as s:
