@@ -8,6 +8,7 @@ it again is recorded as ``crashed`` and the rest are catalogued as usual.
 
 from __future__ import annotations
 
+import logging
 import signal
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -37,6 +38,9 @@ def _init_worker(setup: Callable[[], None] | None) -> None:
     # Ctrl-C reaches the whole process group: the scan itself stops and saves what is
     # done, so workers must not die mid-file and look like crashes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Pillow logs a few errors itself before raising; the raise becomes the problem
+    # row, so the log line must not reach the terminal through the progress bar.
+    logging.getLogger("PIL").addHandler(logging.NullHandler())
     if setup is not None:
         setup()
 

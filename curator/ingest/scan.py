@@ -54,6 +54,9 @@ __all__ = [
 WRITE_BATCH = 200  # files per transaction at most
 WRITE_SECONDS = 2.0  # and at least this often, so little is lost to a kill
 _CHUNK = 500  # paths per catalog lookup
+# Problems that depend on the moment, not the bytes (permissions change without
+# touching mtime): tried again on every scan. Every other bad file waits for a change.
+RETRY_KINDS = frozenset({"unreadable", "out_of_memory"})
 
 
 @dataclass(slots=True)
@@ -251,7 +254,11 @@ class Scanner:
                 bar.advance()
                 continue
             bad = known_bad.get(path)
-            if bad is not None and bad.size == st.st_size and bad.mtime_ns == st.st_mtime_ns:
+            if (
+                bad is not None
+                and bad.kind not in RETRY_KINDS
+                and (bad.size, bad.mtime_ns) == (st.st_size, st.st_mtime_ns)
+            ):
                 # The same broken bytes as last time (or a file that crashed a decoder):
                 # no need to read them again.
                 self._count_problem(bad.kind)
