@@ -254,6 +254,9 @@ FAULTS = {
     "SystemExit": "corrupt",
 }
 FAULT_MESSAGES = {"ValueError": "point operation not supported for this mode"}
+PALETTE_WARNING = (
+    "Palette images with Transparency expressed in bytes should be converted to RGBA images"
+)
 
 
 def fault_file(
@@ -263,8 +266,9 @@ def fault_file(
     data: bytes | None = None,
     log: Path | None = None,
 ) -> bytes:
-    """The bytes of a CURTEST file; ``behaviour`` is ``ok``, an exception name in
-    `FAULTS`, ``exit`` (os._exit) or ``kill`` (SIGKILL to its own process).
+    """The bytes of a CURTEST file; ``behaviour`` is ``ok``, ``warn`` (decodes with a
+    Pillow-style warning), an exception name in `FAULTS`, ``exit`` (os._exit) or
+    ``kill`` (SIGKILL to its own process).
 
     With ``log``, each decode appends a line to that file first, so a test can count
     how often a file was tried.
@@ -295,6 +299,10 @@ def _make_test_image_class():
             if self.log != "-":
                 with open(self.log, "a") as fh:
                     fh.write("decoded\n")
+            if self.behaviour == "warn":
+                import warnings
+
+                warnings.warn(PALETTE_WARNING, stacklevel=2)
             if self.behaviour == "exit":
                 os._exit(3)
             if self.behaviour == "kill":

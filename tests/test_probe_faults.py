@@ -105,3 +105,24 @@ def test_a_failing_decoder_setup_is_one_clear_error(catalog, tmp_path):
     pattern(16, 16, 1).save(tmp_path / "a.png")
     with pytest.raises(UsageError, match="decoder setup failed: No module named"):
         scan(catalog, [tmp_path], ScanOptions(workers=0, decoder_setup=broken_setup))
+
+
+def test_decoder_warnings_stay_off_the_terminal(catalog, tmp_path, capfd):
+    from curator.catalog.problems import list_problems
+    from tests.corpus import PALETTE_WARNING
+
+    root = tmp_path / "warns"
+    root.mkdir()
+    (root / "warns.png").write_bytes(fault_file("warn"))
+    pattern(16, 16, 1).save(root / "quiet.png")
+    for workers in (0, 2):
+        scan(catalog, [root], ScanOptions(workers=workers, decoder_setup=register_fault_decoder))
+        out, err = capfd.readouterr()
+        assert "Palette" not in out + err
+        listed = list_problems(catalog, warnings=True)
+        assert [(Path(e.path).name, e.kind, e.message) for e in listed] == [
+            ("warns.png", "warning", PALETTE_WARNING)
+        ]
+        with catalog.session() as s:  # start over: the next pass must decode again
+            s.execute(File.__table__.delete())
+            s.commit()
