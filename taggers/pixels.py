@@ -28,6 +28,11 @@ def has_alpha(image: Image.Image) -> bool:
 
 def _scaled_grey(image: Image.Image) -> Image.Image:
     """High-bit-depth grey (I;16*, I, F) scaled into 8-bit L rather than clipped."""
+    if image.mode.startswith("I;16"):
+        # Integer arithmetic: 4 bytes a pixel, where floats would take 8 on a huge scan.
+        # v/257 never lies halfway between integers, so this rounds as rint would.
+        wide = np.asarray(image).astype(np.uint32)
+        return Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), "L")
     values = np.asarray(image, dtype=np.float64)
     values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
     if image.mode == "F":
@@ -40,8 +45,6 @@ def _scaled_grey(image: Image.Image) -> Image.Image:
             scale = 1.0
         else:
             scale = 255.0 / 65535.0 if top <= 65535.0 else 255.0 / top
-    elif image.mode.startswith("I;16"):
-        scale = 255.0 / 65535.0
     else:  # "I": 8-bit or 16-bit data (16-bit PNGs open so), rarely the full 32 bits
         top = float(values.max(initial=0.0))
         scale = 1.0 if top <= 255.0 else 255.0 / 65535.0 if top <= 65535.0 else 255.0 / top
