@@ -126,3 +126,17 @@ def test_decoder_warnings_stay_off_the_terminal(catalog, tmp_path, capfd):
         with catalog.session() as s:  # start over: the next pass must decode again
             s.execute(File.__table__.delete())
             s.commit()
+
+
+def test_several_crashes_in_one_scan(catalog, tmp_path):
+    root = tmp_path / "crashy"
+    root.mkdir()
+    for i in range(40):
+        pattern(16, 16, 600 + i).save(root / f"{i:02d}.png")
+        if i % 10 == 3:
+            behaviour = "kill" if i % 2 else "exit"
+            (root / f"{i:02d}_crash.png").write_bytes(fault_file(behaviour))
+    summary = scan(catalog, [root], ScanOptions(workers=2, decoder_setup=register_fault_decoder))
+    assert summary.new_images == 40
+    assert summary.problem_kinds == {"crashed": 4}
+    assert set(problems(catalog)) == {f"{i}_crash.png" for i in ("03", "13", "23", "33")}

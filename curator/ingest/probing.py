@@ -103,7 +103,15 @@ class ProbeRunner:
         if self.workers == 0:
             yield probe(cand.path, pixel_limit=self.pixel_limit)
             return
-        self._inflight.append((cand, self._submit(cand)))
+        try:
+            future = self._submit(cand)
+        except BrokenProcessPool:
+            # A worker died since the last look: settle the files in flight first
+            # (that replaces the pool), then submit to a working one.
+            yield from self.drain()
+            self._replace()
+            future = self._submit(cand)
+        self._inflight.append((cand, future))
         while len(self._inflight) > self.workers * IN_FLIGHT_PER_WORKER:
             yield from self._next()
 
