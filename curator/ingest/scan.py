@@ -162,7 +162,7 @@ class Scanner:
         total = count_images(dir_roots, self.options.exclude, self._check) + len(files_roots)
         workers = self.options.workers
         runner = ProbeRunner(
-            os.cpu_count() or 1 if workers is None else workers,
+            (os.cpu_count() or 1) if workers is None else workers,
             self.options.pixel_limit,
             self.options.decoder_setup,
         )
