@@ -634,3 +634,26 @@ def test_problems_command(tmp_path):
     ]
     assert "exif.jpg: warning: " in run("problems", "--kind", "warning")
     assert run("problems", "--kind", "truncated").strip() == "no problems"
+
+
+def test_a_rescan_forgets_comments_older_scans_took_for_infotext(catalog, tmp_path):
+    from tests.corpus import INFOTEXT, jpeg_with_comment
+
+    root = tmp_path / "shots"
+    root.mkdir()
+    jpeg_with_comment(root / "screenshot.jpg", "Screenshot")
+    jpeg_with_comment(root / "a1111.jpg", INFOTEXT)
+    scan(catalog, [root], opts())
+    with catalog.session() as s:  # what a catalog made before the shape check holds
+        f = s.scalar(select(File).where(File.path.endswith("screenshot.jpg")))
+        s.add(
+            Generation(image_id=f.image_id, source="a1111", prompt="Screenshot", raw="Screenshot")
+        )
+        s.commit()
+    scan(catalog, [root], opts())
+    with catalog.session() as s:
+        kept = {
+            Path(f.path).name
+            for f in s.scalars(select(File).join(Generation, Generation.image_id == File.image_id))
+        }
+    assert kept == {"a1111.jpg"}

@@ -23,6 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from curator.errors import Cancelled, UsageError
+from curator.ingest.infotext import is_a1111_infotext
 from curator.ingest.probe import DEFAULT_PIXEL_LIMIT, ProbeProblem, ProbeResult
 from curator.ingest.probing import Candidate, Outcome, ProbeRunner
 from curator.ingest.sidecars import SidecarError, parse_sidecar_tags, read_sidecar, sidecar_paths
@@ -194,6 +195,7 @@ class Scanner:
                     self._flush()
             runner.close(wait=done)
         self._mark_missing(dir_roots, scan_started)
+        self._forget_plain_comments(dir_roots)
 
     def _folders(self, dir_roots: list[str], files_roots: list[str]) -> Iterator[Listing]:
         yield from walk(dir_roots, self.options.exclude, self.options.follow_symlinks)
@@ -451,6 +453,33 @@ class Scanner:
                     ids = fixed[i : i + _CHUNK]
                     s.execute(Problem.__table__.delete().where(Problem.id.in_(ids)))
             self.summary.missing += len(gone)
+
+    def _forget_plain_comments(self, dir_roots: list[str]) -> None:
+        """Drop generation parameters that older scans read from a plain EXIF comment.
+
+        Catalogs made before the shape check stored any UserComment ("Screenshot") as
+        a prompt; unchanged files are not read again, so the rows are removed here.
+        Only non-PNG images qualify (a PNG's parameters come from its own chunk).
+        """
+        for root in dir_roots:
+            root = root.rstrip(os.sep) or os.sep
+            prefix = root.rstrip(os.sep) + os.sep
+            under = (File.folder == root) | File.folder.startswith(prefix, autoescape=True)
+            with self.catalog.session() as s:
+                rows = s.execute(
+                    select(Generation.image_id, Generation.raw)
+                    .join(Image, Image.id == Generation.image_id)
+                    .where(
+                        Generation.source == "a1111",
+                        Generation.steps.is_(None),
+                        Image.format != "PNG",
+                        select(File.id).where(File.image_id == Image.id, under).exists(),
+                    )
+                ).all()
+            stale = [image_id for image_id, raw in rows if not is_a1111_infotext(raw)]
+            if stale:
+                with self.catalog.write() as s:
+                    s.execute(Generation.__table__.delete().where(Generation.image_id.in_(stale)))
 
 
 def _sidecar_stamp(sidecars: list[str]) -> int | None:
