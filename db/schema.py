@@ -68,6 +68,8 @@ class Image(Base):
         ForeignKey("images.id", ondelete="SET NULL"), index=True
     )
     added_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # What the decoder warned about while reading it ("Corrupt EXIF data", ...), or None.
+    warnings: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True))
 
     files: Mapped[list[File]] = relationship(back_populates="image")
 

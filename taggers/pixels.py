@@ -18,22 +18,36 @@ _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 
 
 def has_alpha(image: Image.Image) -> bool:
-    """Whether ``image`` carries transparency (an alpha band or a transparent colour)."""
-    return image.mode in _ALPHA_MODES or "transparency" in image.info
+    """Whether ``image`` carries transparency (an alpha band, a transparent colour, or
+    a palette with alpha)."""
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        return True
+    palette = image.palette if image.mode == "P" else None
+    return palette is not None and palette.mode == "RGBA"
 
 
 def _scaled_grey(image: Image.Image) -> Image.Image:
     """High-bit-depth grey (I;16*, I, F) scaled into 8-bit L rather than clipped."""
+    if image.mode.startswith("I;16"):
+        # Integer arithmetic: 4 bytes a pixel, where floats would take 8 on a huge scan.
+        # v/257 never lies halfway between integers, so this rounds as rint would.
+        wide = np.asarray(image).astype(np.uint32)
+        return Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), "L")
     values = np.asarray(image, dtype=np.float64)
     values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
     if image.mode == "F":
         top = float(values.max(initial=0.0))
-        # Float images are 0..1 by convention; larger ones are read as 8 or 16 bit.
-        scale = 255.0 if top <= 1.0 else (1.0 if top <= 255.0 else 255.0 / 65535.0)
-    elif image.mode.startswith("I;16") or float(values.max(initial=0.0)) > 255.0:
-        scale = 255.0 / 65535.0  # 16-bit data, also when it opens as 32-bit "I"
-    else:
-        scale = 1.0
+        # Float images are 0..1 by convention; larger ones are read as 8 or 16 bit, and
+        # beyond that scaled to their own maximum rather than clipped to white.
+        if top <= 1.0:
+            scale = 255.0
+        elif top <= 255.0:
+            scale = 1.0
+        else:
+            scale = 255.0 / 65535.0 if top <= 65535.0 else 255.0 / top
+    else:  # "I": 8-bit or 16-bit data (16-bit PNGs open so), rarely the full 32 bits
+        top = float(values.max(initial=0.0))
+        scale = 1.0 if top <= 255.0 else 255.0 / 65535.0 if top <= 65535.0 else 255.0 / top
     grey = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
     return Image.fromarray(grey, "L")
 
@@ -47,11 +61,20 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = WHITE) -> Imag
     if mode == "RGB" and "transparency" not in image.info:
         return image
     if mode.startswith("I") or mode == "F":
-        return _scaled_grey(image).convert("RGB")
+        grey = _scaled_grey(image)
+        key = image.info.get("transparency")
+        if not isinstance(key, int | float):
+            return grey.convert("RGB")
+        # A 16-bit PNG's tRNS names one grey value (in the file's own range) as clear.
+        alpha = np.where(np.asarray(image) == key, 0, 255).astype(np.uint8)
+        image, mode = Image.merge("LA", (grey, Image.fromarray(alpha, "L"))), "LA"
     if not has_alpha(image):
         return image.convert("RGB")
-    if mode == "La":  # premultiplied grey+alpha: Pillow converts it only through LA
-        image = Image.merge("LA", image.split())
+    if mode == "La":  # premultiplied grey+alpha, which Pillow cannot convert: undo it here
+        grey, alpha = (np.asarray(band, dtype=np.float64) for band in image.split())
+        straight = np.where(alpha > 0, grey * 255.0 / np.maximum(alpha, 1), 0)
+        grey_band = Image.fromarray(np.clip(np.rint(straight), 0, 255).astype(np.uint8), "L")
+        image = Image.merge("LA", (grey_band, image.split()[1]))
     rgba = image.convert("RGBA")
     canvas = Image.new("RGBA", rgba.size, (*background, 255))
     canvas.alpha_composite(rgba)

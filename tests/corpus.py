@@ -151,3 +151,194 @@ def png_with_text_chunk(key: bytes, size: int) -> bytes:
         + _chunk(b"IDAT", idat)
         + _chunk(b"IEND", b"")
     )
+
+
+# --- every mode Pillow opens ------------------------------------------------------------
+
+
+def grey_pattern(w: int, h: int, seed: int) -> np.ndarray:
+    """An 8-bit grey picture as an array (distinct per seed)."""
+    return np.asarray(pattern(w, h, seed, "L"), dtype=np.uint8)
+
+
+def write_modes(root: Path) -> dict[str, tuple[str, Image.Image]]:
+    """One file per image mode; returns name -> (mode as opened, the 8-bit RGB it shows).
+
+    The expected picture is computed here from the source pixels, independently of the
+    conversion under test: 16-bit values are the 8-bit ones times 257, floats the 8-bit
+    ones over 255, alpha is composited on white by its formula.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    out: dict[str, tuple[str, Image.Image]] = {}
+    w, h = 64, 48
+
+    def grey_rgb(values: np.ndarray) -> Image.Image:
+        return Image.fromarray(np.repeat(values[..., None], 3, axis=2).astype(np.uint8), "RGB")
+
+    def on_white(rgb: np.ndarray, alpha: np.ndarray) -> Image.Image:
+        a = alpha[..., None].astype(np.float64) / 255
+        return Image.fromarray(np.rint(rgb * a + 255 * (1 - a)).astype(np.uint8), "RGB")
+
+    def save(name: str, img: Image.Image, expected: Image.Image, **kw) -> None:
+        img.save(root / name, **kw)
+        out[name] = (img.mode, expected)
+
+    colour = pattern(w, h, 31)
+    rgb = np.asarray(colour, dtype=np.float64)
+    grey = grey_pattern(w, h, 32)
+    alpha = np.tile(np.linspace(40, 255, w), (h, 1)).astype(np.uint8)
+
+    bilevel = pattern(w, h, 33).convert("1")
+    save("mode_1.png", bilevel, bilevel.convert("RGB"))
+    save("mode_L.png", Image.fromarray(grey, "L"), grey_rgb(grey))
+    la = Image.merge("LA", (Image.fromarray(grey, "L"), Image.fromarray(alpha, "L")))
+    save("mode_LA.png", la, on_white(np.repeat(grey[..., None], 3, axis=2), alpha))
+    pal = pattern(w, h, 34).convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+    save("mode_P.png", pal, pal.convert("RGB"))
+    pa = pal.convert("PA")
+    pa.putalpha(Image.fromarray(alpha, "L"))
+    save("mode_PA.tif", pa, on_white(np.asarray(pal.convert("RGB"), dtype=np.float64), alpha))
+    save("mode_RGB.png", colour, colour)
+    rgba = colour.copy()
+    rgba.putalpha(Image.fromarray(alpha, "L"))
+    save("mode_RGBA.png", rgba, on_white(rgb, alpha))
+    # CMYK, YCbCr and LAB from the colour picture: Pillow's inverse conversions are what
+    # a reader of those files shows (CMYK exactly, the others within rounding).
+    save("mode_CMYK.tif", colour.convert("CMYK"), colour)
+    save("mode_YCbCr.tif", colour.convert("YCbCr"), colour)
+    save("mode_LAB.tif", colour.convert("LAB"), colour)
+    wide = grey.astype(np.uint16) * 257  # 8-bit values spread over the 16-bit range
+    save("mode_I;16.png", Image.fromarray(wide), grey_rgb(grey))
+    save(
+        "mode_I;16B.tif",
+        Image.frombytes("I;16B", (w, h), wide.astype(">u2").tobytes()),
+        grey_rgb(grey),
+    )
+    save("mode_I.tif", Image.fromarray(wide.astype(np.int32), "I"), grey_rgb(grey))
+    save(
+        "mode_F.tif",
+        Image.fromarray(grey.astype(np.float32) / 255, "F"),
+        grey_rgb(grey),
+    )
+    frames = [pattern(w, h, 35 + i) for i in range(3)]
+    frames[0].save(root / "frames.tif", save_all=True, append_images=frames[1:])
+    out["frames.tif"] = ("RGB", frames[0])
+    frames[0].save(root / "frames.png", save_all=True, append_images=frames[1:])  # APNG
+    out["frames.png"] = ("RGB", frames[0])
+    frames[0].save(root / "frames.webp", save_all=True, append_images=frames[1:], lossless=True)
+    out["frames.webp"] = ("RGB", frames[0])
+    # HSV has no file format; the test decoder below opens it from raw bytes.
+    hsv = colour.convert("HSV")
+    (root / "mode_HSV.png").write_bytes(fault_file("ok", "HSV", hsv.size, hsv.tobytes()))
+    out["mode_HSV.png"] = ("HSV", hsv.convert("RGB"))
+    return out
+
+
+# --- a Pillow plugin for fault injection --------------------------------------------------
+#
+# A file starting with TEST_MAGIC opens as a "CURTEST" image (mode and size from its
+# header, pixels raw); its behaviour word decides what loading it does: decode fine,
+# raise an exception of a given type, or end the process. Scans register it in every
+# decoding process through `ScanOptions(decoder_setup=register_fault_decoder)`.
+
+TEST_MAGIC = b"CURTEST\n"
+FAULTS = {
+    "ValueError": "unsupported",  # "point operation not supported for this mode"
+    "NotImplementedError": "unsupported",
+    "TypeError": "corrupt",
+    "SyntaxError": "corrupt",
+    "OSError": "corrupt",
+    "KeyError": "corrupt",
+    "RecursionError": "corrupt",
+    "MemoryError": "out_of_memory",
+    "SystemExit": "corrupt",
+}
+FAULT_MESSAGES = {"ValueError": "point operation not supported for this mode"}
+PALETTE_WARNING = (
+    "Palette images with Transparency expressed in bytes should be converted to RGBA images"
+)
+
+
+def fault_file(
+    behaviour: str,
+    mode: str = "L",
+    size: tuple[int, int] = (8, 8),
+    data: bytes | None = None,
+    log: Path | None = None,
+) -> bytes:
+    """The bytes of a CURTEST file; ``behaviour`` is ``ok``, ``warn`` (decodes with a
+    Pillow-style warning), an exception name in `FAULTS`, ``exit`` (os._exit) or
+    ``kill`` (SIGKILL to its own process).
+
+    With ``log``, each decode appends a line to that file first, so a test can count
+    how often a file was tried.
+    """
+    if data is None:
+        data = bytes(Image.new(mode, size).tobytes())
+    header = f"{behaviour} {mode} {size[0]} {size[1]} {log or '-'}\n".encode()
+    return TEST_MAGIC + header + data
+
+
+def _make_test_image_class():
+    from PIL import ImageFile
+
+    class CurTestImageFile(ImageFile.ImageFile):
+        format = "CURTEST"
+        format_description = "Curator test decoder"
+
+        def _open(self) -> None:
+            self.fp.read(len(TEST_MAGIC))
+            behaviour, mode, width, height, log = self.fp.readline().decode().split(" ", 4)
+            self.behaviour, self.log = behaviour, log.strip()
+            self._mode = mode
+            self._size = (int(width), int(height))
+            offset = self.fp.tell()
+            self.tile = [ImageFile._Tile("raw", (0, 0, *self._size), offset, (mode, 0, 1))]
+
+        def load(self):
+            if self.log != "-":
+                with open(self.log, "a") as fh:
+                    fh.write("decoded\n")
+            if self.behaviour == "warn":
+                import warnings
+
+                warnings.warn(PALETTE_WARNING, stacklevel=2)
+            if self.behaviour == "exit":
+                os._exit(3)
+            if self.behaviour == "kill":
+                import signal
+
+                os.kill(os.getpid(), signal.SIGKILL)
+            if self.behaviour in FAULTS:
+                import builtins
+
+                message = FAULT_MESSAGES.get(self.behaviour, f"injected {self.behaviour}")
+                raise getattr(builtins, self.behaviour)(message)
+            return super().load()
+
+    return CurTestImageFile
+
+
+def register_fault_decoder() -> None:
+    """Register the CURTEST format with Pillow in this process (idempotent)."""
+    if "CURTEST" in Image.OPEN:
+        return
+    cls = _make_test_image_class()
+    Image.register_open("CURTEST", cls, lambda prefix: prefix.startswith(TEST_MAGIC))
+
+
+def jpeg_with_corrupt_exif(path: Path, seed: int = 50) -> None:
+    """A JPEG whose EXIF points past its own end: Pillow reads it with a warning."""
+    exif = Image.Exif()
+    exif[0x010E] = "a description long enough to live outside the IFD"
+    raw = bytearray(exif.tobytes())
+    entry = raw.find(b"\x01\x0e\x00\x02")
+    raw[entry + 8 : entry + 12] = b"\x00\x00\x10\x00"  # its value offset: far past the end
+    pattern(48, 48, seed).save(path, "JPEG", exif=bytes(raw), quality=90)
+
+
+def jpeg_with_comment(path: Path, comment: str, seed: int = 51) -> None:
+    """A JPEG whose EXIF UserComment is ``comment`` (as cameras and screenshot tools write)."""
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9286] = b"ASCII\x00\x00\x00" + comment.encode()
+    pattern(48, 48, seed).save(path, "JPEG", exif=exif, quality=90)

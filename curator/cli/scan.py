@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import click
-from sqlalchemy import select
 
+from curator.catalog.problems import WARNING, list_problems
 from curator.cli.context import AppContext, emit_json, json_option, pass_app, quiet_option
 from curator.cli.progress import RichReporter
 from curator.ingest.probe import DEFAULT_PIXEL_LIMIT
 from curator.ingest.scan import ScanOptions, scan
-from db.schema import Problem
 
 
 @click.command("scan")
@@ -18,9 +17,14 @@ from db.schema import Problem
     "--exclude",
     multiple=True,
     metavar="GLOB",
-    help="Skip names or paths matching GLOB (repeatable).",
+    help="Skip names or paths matching GLOB (repeatable); skipped files keep their state.",
 )
-@click.option("--workers", type=click.IntRange(1), help="Decoding processes [default: all cores].")
+@click.option(
+    "--workers",
+    type=click.IntRange(0),
+    help="Decoding processes [default: all cores]; 0 decodes in this process, "
+    "where a crashing decoder would end the scan.",
+)
 @click.option(
     "--pixel-limit",
     type=click.IntRange(1),
@@ -35,7 +39,10 @@ from db.schema import Problem
 def scan_cmd(
     app: AppContext, paths, exclude, workers, pixel_limit, no_follow_symlinks, quiet, as_json
 ):
-    """Record every image under PATHS in the catalog (incremental; safe to re-run)."""
+    """Record every image under PATHS in the catalog (incremental; safe to re-run).
+
+    Ctrl-C stops the scan and keeps what is done; running it again resumes.
+    """
     summary = scan(
         app.catalog,
         paths,
@@ -61,27 +68,41 @@ def scan_cmd(
     if summary.problems:
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(summary.problem_kinds.items()))
         click.echo(f"{summary.problems} problems ({kinds}); see `curator problems`")
+    if summary.warnings:
+        click.echo(
+            f"{summary.warnings} images read with decoder warnings; "
+            "see `curator problems --warnings`"
+        )
 
 
 @click.command("problems")
-@click.option("--kind", help="Only problems of this kind.")
+@click.option("--kind", help=f"Only problems of this kind (`{WARNING}`: only warnings).")
+@click.option(
+    "--warnings",
+    "with_warnings",
+    is_flag=True,
+    help="Also list what decoders warned about catalogued images (e.g. corrupt EXIF).",
+)
+@click.option(
+    "--folder",
+    type=click.Path(file_okay=False),
+    help="Only files under this folder.",
+)
 @json_option
 @pass_app
-def problems_cmd(app: AppContext, kind: str | None, as_json: bool) -> None:
+def problems_cmd(
+    app: AppContext, kind: str | None, with_warnings: bool, folder: str | None, as_json: bool
+) -> None:
     """List files that could not be catalogued, and why."""
-    stmt = select(Problem).order_by(Problem.path)
-    if kind:
-        stmt = stmt.where(Problem.kind == kind)
-    with app.catalog.session() as s:
-        rows = s.scalars(stmt).all()
+    entries = list_problems(app.catalog, kind=kind, warnings=with_warnings, folder=folder)
     if as_json:
-        emit_json([{"path": p.path, "kind": p.kind, "message": p.message} for p in rows])
+        emit_json([e.as_dict() for e in entries])
         return
-    if not rows:
+    if not entries:
         click.echo("no problems")
         return
-    for p in rows:
-        click.echo(f"{p.path}: {p.kind}: {p.message}")
+    for e in entries:
+        click.echo(f"{e.path}: {e.kind}: {e.message}")
 
 
 def register(main: click.Group) -> None:

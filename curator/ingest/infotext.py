@@ -211,6 +211,16 @@ def parse_infotext(text: str) -> Infotext:
     )
 
 
+def is_a1111_infotext(text: str) -> bool:
+    """Whether ``text`` has the shape A1111 writes: a last line of parameters with Steps.
+
+    A1111's `create_infotext` always writes ``Steps`` first among at least a sampler,
+    CFG scale, seed and size; a bare comment such as ``Screenshot`` has no such line.
+    """
+    info = parse_infotext(text)
+    return _get(info.params, "Steps") is not None
+
+
 def format_infotext(info: Infotext) -> str:
     """Write infotext exactly as A1111's `create_infotext` does."""
     texts = ((key, str(value)) for key, value in info.params.items())

@@ -2,7 +2,9 @@
 
 Runs in scan worker processes, so it takes a path and returns plain data. Every
 way a file can be bad ends as a `ProbeProblem` with a kind and one-line message;
-nothing here raises for a bad file.
+nothing here raises for a bad file, whatever a decoder throws. Pillow's warnings
+about a file ("Corrupt EXIF data", "Palette images with Transparency...") are kept
+with the result, never printed.
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ import imagehash
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from curator.errors import CuratorError
-from curator.ingest.infotext import generation_fields, parse_infotext, parse_novelai_comment
+from curator.ingest.infotext import (
+    generation_fields,
+    is_a1111_infotext,
+    parse_infotext,
+    parse_novelai_comment,
+)
+from taggers.pixels import to_rgb
 
 DEFAULT_PIXEL_LIMIT = 178_956_970  # Pillow's own default decompression-bomb bound
 MAX_SIDE = 65_535  # wider or taller than any real training image format allows
@@ -78,6 +86,31 @@ def probe(path: str, *, pixel_limit: int = DEFAULT_PIXEL_LIMIT, max_bytes: int =
         return _probe_bytes(path, data, size, mtime, pixel_limit)
     except _Bad as bad:
         return problem(bad.kind, bad.message)
+    except MemoryError:
+        return problem("out_of_memory", "decoding ran out of memory")
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - no decoder may end a scan
+        return problem(failure_kind(exc), failure_message(exc))
+
+
+def failure_kind(exc: BaseException) -> str:
+    """The problem kind for an exception a decoder raised after the file was identified."""
+    text = str(exc).lower()
+    if isinstance(exc, NotImplementedError) or (
+        isinstance(exc, ValueError | TypeError)
+        and any(word in text for word in ("not supported", "unsupported", "unknown", "mode"))
+    ):
+        return "unsupported"
+    if isinstance(exc, EOFError) or "truncated" in text:
+        return "truncated"
+    return "corrupt"
+
+
+def failure_message(exc: BaseException) -> str:
+    """One line naming the exception, e.g. ``ValueError: point operation not supported``."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, OSError) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class _Bad(Exception):
@@ -152,9 +185,6 @@ def _inspect(
         img.draft("RGB", (max(64, raw_w // 8), max(64, raw_h // 8)))
     try:
         img.load()
-    except (OSError, ValueError, SyntaxError, zlib.error, EOFError) as exc:
-        kind = "truncated" if "truncated" in str(exc) or isinstance(exc, EOFError) else "corrupt"
-        raise _Bad(kind, _message(exc)) from None
     except Image.DecompressionBombError as exc:
         raise _Bad("decompression_bomb", _message(exc)) from None
     shown = ImageOps.exif_transpose(img) if orientation != 1 else img
@@ -176,24 +206,14 @@ def _inspect(
 
 
 def perceptual_hash(img: Image.Image) -> int:
-    """64-bit DCT perceptual hash (ImageHash's `phash`, so values match its tools)."""
-    if img.mode not in ("L", "RGB"):
-        img = flatten(img)
+    """64-bit DCT perceptual hash (ImageHash's `phash`, so values match its tools).
+
+    Any mode goes through `to_rgb` first (16-bit and float scaled, transparency on
+    white): ImageHash's own ``convert("L")`` would clip a 16-bit image to white.
+    """
+    if img.mode != "L" or "transparency" in img.info:
+        img = to_rgb(img)
     return int(str(imagehash.phash(img)), 16)
-
-
-def flatten(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
-    """Any mode to RGB; transparency composited onto `background`."""
-    if img.mode == "I;16" or img.mode.startswith("I"):
-        img = img.point(lambda v: v / 256).convert("L") if img.mode != "I" else img.convert("L")
-    if img.mode == "P":
-        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
-    if img.mode in ("RGBA", "LA", "PA"):
-        rgba = img.convert("RGBA")
-        canvas = Image.new("RGB", rgba.size, background)
-        canvas.paste(rgba, mask=rgba.getchannel("A"))
-        return canvas
-    return img.convert("RGB")
 
 
 def _generation(img: Image.Image, exif: Image.Exif) -> dict[str, Any] | None:
@@ -223,8 +243,10 @@ def _a1111_text(img: Image.Image, exif: Image.Exif) -> str | None:
         comment = None
     if comment is None:
         comment = exif.get(EXIF_USER_COMMENT)
-    text = decode_user_comment(comment) if comment is not None else None
-    return text if text and text.strip() else None
+    text = decode_user_comment(comment) if isinstance(comment, bytes | str) else None
+    # Cameras and screenshot tools write their own comments ("Screenshot"): only text
+    # with A1111's parameter line counts as generation parameters.
+    return text if text and is_a1111_infotext(text) else None
 
 
 def decode_user_comment(value: bytes | str) -> str | None:

@@ -1,48 +1,78 @@
 """`curator scan`: walk folders and record every image in the catalog.
 
 Incremental by design: a file whose size and mtime match the catalog costs one
-`stat` and no decode. Decoding runs in a process pool; this process is the one
-writer, committing a batch per transaction, so a killed scan resumes where it
-stopped. Memory stays flat: the walk goes one folder at a time and the pool has
-a bounded number of files in flight.
+`stat` and no decode. Decoding runs in worker processes (`curator.ingest.probing`),
+so no file can end a scan; this process is the one writer, committing a batch per
+transaction (every 200 files or 2 seconds), so a killed scan resumes where it
+stopped and an interrupted or cancelled one first saves what is done. Memory stays
+flat: the walk goes one folder at a time and a bounded number of files is in flight.
 """
 
 from __future__ import annotations
 
-import fnmatch
+import contextlib
+import copy
+import errno
 import os
 import time
-from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from curator.ingest.probe import DEFAULT_PIXEL_LIMIT, ProbeProblem, ProbeResult, probe
-from curator.ingest.sidecars import parse_sidecar_tags, read_sidecar, sidecar_paths
+from curator.errors import Cancelled, UsageError
+from curator.ingest.infotext import is_a1111_infotext
+from curator.ingest.probe import DEFAULT_PIXEL_LIMIT, ProbeProblem, ProbeResult
+from curator.ingest.probing import Candidate, Outcome, ProbeRunner
+from curator.ingest.sidecars import SidecarError, parse_sidecar_tags, read_sidecar, sidecar_paths
+from curator.ingest.walk import (
+    IMAGE_EXTENSIONS,
+    Listing,
+    count_images,
+    excluded_below,
+    is_image_name,
+    printable_path,
+    walk,
+)
 from curator.progress import CancelToken, Reporter, phase
 from curator.tags.store import replace_source_tags, set_caption
-from curator.workers import process_pool
 from db.engine import Catalog
 from db.schema import File, Generation, Image, Problem, Run, to_signed64, utcnow
 
-IMAGE_EXTENSIONS = frozenset(
-    ".png .jpg .jpeg .jpe .jfif .webp .gif .bmp .dib .tif .tiff .avif .heic".split()
-)
-WRITE_BATCH = 200
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ScanOptions",
+    "ScanSummary",
+    "Scanner",
+    "count_images",
+    "is_image_name",
+    "printable_path",
+    "scan",
+]
+
+WRITE_BATCH = 200  # files per transaction at most
+WRITE_SECONDS = 2.0  # and at least this often, so little is lost to a kill
+_CHUNK = 500  # paths per catalog lookup
+# Problems that depend on the moment, not the bytes (permissions change without
+# touching mtime): tried again on every scan. Every other bad file waits for a change.
+RETRY_KINDS = frozenset({"unreadable", "out_of_memory"})
 
 
 @dataclass(slots=True)
 class ScanOptions:
     exclude: Sequence[str] = ()
-    workers: int | None = None  # None: all cores
+    # Decoding processes: None for all cores; 0 decodes in this process, which is
+    # quicker for a few files but lets a crashing decoder end the scan.
+    workers: int | None = None
     pixel_limit: int = DEFAULT_PIXEL_LIMIT
     follow_symlinks: bool = True
     reporter: Reporter | None = None  # progress events (see curator.progress)
     cancel: CancelToken | None = None
+    # Called once in every decoding process before any file is read, to register Pillow
+    # plugins (e.g. `pillow_heif.register_heif_opener`); a module-level function.
+    decoder_setup: Callable[[], None] | None = None
 
 
 @dataclass(slots=True)
@@ -57,6 +87,7 @@ class ScanSummary:
     problems: int = 0
     sidecars: int = 0
     with_parameters: int = 0
+    warnings: int = 0  # images read with decoder warnings (see `list_problems(warnings=True)`)
     problem_kinds: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     run_id: int | None = None
@@ -65,86 +96,13 @@ class ScanSummary:
         return asdict(self)
 
 
-@dataclass(slots=True)
-class _Candidate:
-    path: str
-    size: int
-    mtime_ns: int
-    sidecars: list[str]
-
-
-# --- walking ---------------------------------------------------------------------------
-
-
-def _excluded(path: str, name: str, patterns: Sequence[str]) -> bool:
-    return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(path, p) for p in patterns)
-
-
-def walk_folders(
-    roots: Sequence[str], exclude: Sequence[str] = (), follow_symlinks: bool = True
-) -> Iterator[tuple[str, list[os.DirEntry[str]]]]:
-    """Yield (folder, entries) for every folder under roots, each folder once.
-
-    Symlinked folders are followed but each real folder is visited once, so a
-    link back to a parent cannot loop.
-    """
-    visited: set[tuple[int, int]] = set()
-    stack = [os.path.abspath(r) for r in reversed(roots)]
-    while stack:
-        folder = stack.pop()
-        try:
-            st = os.stat(folder)
-        except OSError:
-            continue
-        key = (st.st_dev, st.st_ino)
-        if key in visited:
-            continue
-        visited.add(key)
-        try:
-            with os.scandir(folder) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError:
-            continue
-        files: list[os.DirEntry[str]] = []
-        subfolders: list[str] = []
-        for entry in entries:
-            if _excluded(entry.path, entry.name, exclude):
-                continue
-            try:
-                if entry.is_dir(follow_symlinks=follow_symlinks):
-                    subfolders.append(entry.path)
-                elif entry.is_file(follow_symlinks=follow_symlinks):
-                    files.append(entry)
-            except OSError:
-                continue
-        yield folder, files
-        stack.extend(reversed(subfolders))
-
-
-def is_image_name(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
-def count_images(roots: Sequence[str], exclude: Sequence[str] = ()) -> int:
-    return sum(
-        1 for _, files in walk_folders(roots, exclude) for e in files if is_image_name(e.name)
-    )
-
-
-def _has_surrogates(path: str) -> bool:
+def _gone(path: str) -> bool:
+    """True only when ``path`` no longer exists (not when it cannot be reached)."""
     try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno in (errno.ENOENT, errno.ENOTDIR)
     return False
-
-
-def printable_path(path: str) -> str:
-    """A path that can be stored and printed even when its bytes are not UTF-8."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
-# --- the scan --------------------------------------------------------------------------
 
 
 class Scanner:
@@ -154,17 +112,22 @@ class Scanner:
         self.catalog = catalog
         self.options = options
         self.summary = ScanSummary()
-        self._results: list[ProbeResult | ProbeProblem] = []
+        self._results: list[Outcome] = []
+        self._last_write = time.monotonic()
         self._sidecars_for: dict[str, list[str]] = {}
+        self._unlisted: list[str] = []  # folders this scan could not list
 
     def run(self, roots: Sequence[str]) -> ScanSummary:
         start = time.monotonic()
         roots = [os.path.abspath(r) for r in roots]
         for root in roots:
             if not os.path.isdir(root) and not os.path.isfile(root):
-                from curator.errors import UsageError
-
                 raise UsageError(f"no such folder or file: {root}")
+        if self.options.decoder_setup is not None:
+            try:
+                self.options.decoder_setup()
+            except Exception as exc:  # noqa: BLE001 - the user's hook; say which and why
+                raise UsageError(f"decoder setup failed: {exc}") from exc
         scan_started = utcnow()
         with self.catalog.write() as s:
             run = Run(kind="scan", params={"roots": roots, "exclude": list(self.options.exclude)})
@@ -174,6 +137,9 @@ class Scanner:
         try:
             self._scan(roots, scan_started)
             status = "finished"
+        except Cancelled:
+            status = "cancelled"
+            raise
         except KeyboardInterrupt:
             status = "interrupted"
             raise
@@ -187,136 +153,175 @@ class Scanner:
                 row.counts = {k: v for k, v in self.summary.as_dict().items() if k != "run_id"}
         return self.summary
 
+    def _check(self) -> None:
+        if self.options.cancel is not None:
+            self.options.cancel.check()
+
     def _scan(self, roots: list[str], scan_started) -> None:  # noqa: ANN001
         files_roots = [r for r in roots if os.path.isfile(r)]
         dir_roots = [r for r in roots if os.path.isdir(r)]
-        total = count_images(dir_roots, self.options.exclude) + len(files_roots)
-        workers = self.options.workers or os.cpu_count() or 1
-        pool = process_pool(workers) if workers > 1 else None
-        inflight: deque[Future] = deque()
-        cap = workers * 16
+        total = count_images(dir_roots, self.options.exclude, self._check) + len(files_roots)
+        workers = self.options.workers
+        runner = ProbeRunner(
+            (os.cpu_count() or 1) if workers is None else workers,
+            self.options.pixel_limit,
+            self.options.decoder_setup,
+        )
+        done = False
         try:
             with phase(self.options.reporter, "scan", total) as bar:
-                for folder, entries in self._folders(dir_roots, files_roots):
-                    for cand in self._classify(folder, entries, bar):
+                for listing in self._folders(dir_roots, files_roots):
+                    self._check()
+                    if not listing.listed:
+                        self._unlisted.append(listing.folder)
+                    for problem in listing.problems:
+                        self._collect(problem, bar, advance=False)
+                    for cand in self._classify(listing, bar):
+                        self._check()
                         self._sidecars_for[cand.path] = cand.sidecars
-                        if pool is None:
-                            self._collect(
-                                probe(cand.path, pixel_limit=self.options.pixel_limit), bar
-                            )
-                            continue
-                        inflight.append(
-                            pool.submit(probe, cand.path, pixel_limit=self.options.pixel_limit)
-                        )
-                        while len(inflight) > cap:
-                            self._collect(inflight.popleft().result(), bar)
-                while inflight:
-                    self._collect(inflight.popleft().result(), bar)
+                        for outcome in runner.submit(cand):
+                            self._collect(outcome, bar)
+                for outcome in runner.drain():
+                    self._check()
+                    self._collect(outcome, bar)
                 self._flush()
+            done = True
         finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
-        self._mark_missing(dir_roots, files_roots, scan_started)
+            if not done:
+                # Interrupted, cancelled or failed: keep what is finished, then stop. If
+                # the catalog itself failed, this fails too: the first error is the one told.
+                with contextlib.suppress(Exception):
+                    self._results.extend(runner.finished())
+                    self._flush()
+            runner.close(wait=done)
+        self._mark_missing(dir_roots, scan_started)
+        self._forget_plain_comments(dir_roots)
 
-    def _folders(self, dir_roots: list[str], files_roots: list[str]):
-        yield from walk_folders(dir_roots, self.options.exclude, self.options.follow_symlinks)
+    def _folders(self, dir_roots: list[str], files_roots: list[str]) -> Iterator[Listing]:
+        yield from walk(dir_roots, self.options.exclude, self.options.follow_symlinks)
         for path in files_roots:
             folder = os.path.dirname(path)
-            with os.scandir(folder) as it:
-                entries = [e for e in it if e.path == path]
-            yield folder, entries
+            try:
+                with os.scandir(folder) as it:
+                    entries = [e for e in it if e.path == path]
+            except OSError as exc:
+                problem = ProbeProblem(printable_path(path), "unreadable", exc.strerror or str(exc))
+                yield Listing(folder, problems=[problem], listed=False)
+                continue
+            yield Listing(folder, files=entries)
 
-    def _classify(
-        self, folder: str, entries: list[os.DirEntry[str]], bar: Reporter
-    ) -> Iterator[_Candidate]:
+    def _classify(self, listing: Listing, bar: Reporter) -> Iterator[Candidate]:
         """Split a folder's images into unchanged (touched here) and to-probe (yielded)."""
-        names = {e.name for e in entries}
-        images = [e for e in entries if is_image_name(e.name)]
-        for i in range(0, len(images), 500):
-            chunk = images[i : i + 500]
-            bad_names = [e for e in chunk if _has_surrogates(e.path)]
-            chunk = [e for e in chunk if not _has_surrogates(e.path)]
-            for e in bad_names:
-                self._collect(
-                    ProbeProblem(
-                        printable_path(e.path), "bad_filename", "file name is not valid UTF-8"
-                    ),
-                    bar,
-                )
-            stats: dict[str, os.stat_result] = {}
-            for e in chunk:
-                try:
-                    stats[e.path] = e.stat()
-                except OSError as exc:
-                    self._collect(ProbeProblem(e.path, "unreadable", str(exc)), bar)
-            with self.catalog.session() as s:
-                known = {
-                    f.path: f for f in s.scalars(select(File).where(File.path.in_(list(stats))))
-                }
-                known_bad = {
-                    p.path: p
-                    for p in s.scalars(select(Problem).where(Problem.path.in_(list(stats))))
-                }
-            touch: list[int] = []
-            still_bad: list[int] = []
-            resync: list[tuple[int, int, list[str], int | None]] = []
-            for path, st in stats.items():
-                self.summary.seen += 1
-                sidecars = sidecar_paths(path, names)
-                f = known.get(path)
-                if f is not None and f.size == st.st_size and f.mtime_ns == st.st_mtime_ns:
-                    self.summary.unchanged += 1
-                    touch.append(f.id)
-                    stamp = _sidecar_stamp(sidecars)
-                    if stamp != f.sidecar_mtime_ns:
-                        resync.append((f.id, f.image_id, sidecars, stamp))
-                    bar.advance()
-                    continue
-                bad = known_bad.get(path)
-                if bad is not None and bad.size == st.st_size and bad.mtime_ns == st.st_mtime_ns:
-                    # The same broken bytes as last time: no need to read them again.
-                    self.summary.problems += 1
-                    self.summary.problem_kinds[bad.kind] = (
-                        self.summary.problem_kinds.get(bad.kind, 0) + 1
-                    )
-                    still_bad.append(bad.id)
-                    bar.advance()
-                    continue
-                yield _Candidate(path, st.st_size, st.st_mtime_ns, sidecars)
-            if touch or resync or still_bad:
-                with self.catalog.write() as s:
-                    s.execute(
-                        update(Problem).where(Problem.id.in_(still_bad)).values(seen_at=utcnow())
-                    )
-                    s.execute(
-                        update(File)
-                        .where(File.id.in_(touch))
-                        .values(present=True, last_seen=utcnow())
-                    )
-                    for file_id, image_id, sidecars, stamp in resync:
-                        self._import_sidecars(s, image_id, sidecars)
-                        s.get(File, file_id).sidecar_mtime_ns = stamp
+        names = {e.name for e in listing.files}
+        images = [e for e in listing.files if is_image_name(e.name)]
+        for i in range(0, len(images), _CHUNK):
+            yield from self._classify_chunk(images[i : i + _CHUNK], names, bar)
 
-    def _collect(self, result: ProbeResult | ProbeProblem, bar: Reporter) -> None:
+    def _classify_chunk(
+        self, chunk: list[os.DirEntry[str]], names: set[str], bar: Reporter
+    ) -> Iterator[Candidate]:
+        stats: dict[str, os.stat_result] = {}
+        for e in chunk:
+            try:
+                e.path.encode("utf-8")
+            except UnicodeEncodeError:
+                message = "file name is not valid UTF-8"
+                self._collect(ProbeProblem(printable_path(e.path), "bad_filename", message), bar)
+                continue
+            try:
+                stats[e.path] = e.stat()
+            except OSError as exc:
+                self._collect(ProbeProblem(e.path, "unreadable", exc.strerror or str(exc)), bar)
+        with self.catalog.session() as s:
+            known = {f.path: f for f in s.scalars(select(File).where(File.path.in_(list(stats))))}
+            known_bad = {
+                p.path: p for p in s.scalars(select(Problem).where(Problem.path.in_(list(stats))))
+            }
+        touch: list[int] = []
+        still_bad: list[int] = []
+        kept_sidecars: list[str] = []  # of unchanged files: their problems still stand
+        resync: list[tuple[int, int, list[str], int | None]] = []
+        for path, st in stats.items():
+            self.summary.seen += 1
+            sidecars = sidecar_paths(path, names)
+            f = known.get(path)
+            if f is not None and f.size == st.st_size and f.mtime_ns == st.st_mtime_ns:
+                self.summary.unchanged += 1
+                touch.append(f.id)
+                stamp = _sidecar_stamp(sidecars)
+                if stamp != f.sidecar_mtime_ns:
+                    resync.append((f.id, f.image_id, sidecars, stamp))
+                else:
+                    kept_sidecars.extend(sidecars)
+                bar.advance()
+                continue
+            bad = known_bad.get(path)
+            if (
+                bad is not None
+                and bad.kind not in RETRY_KINDS
+                and (bad.size, bad.mtime_ns) == (st.st_size, st.st_mtime_ns)
+            ):
+                # The same broken bytes as last time (or a file that crashed a decoder):
+                # no need to read them again.
+                self._count_problem(bad.kind)
+                still_bad.append(bad.id)
+                bar.advance()
+                continue
+            yield Candidate(path, st.st_size, st.st_mtime_ns, sidecars)
+        if touch or resync or still_bad or kept_sidecars:
+            now = utcnow()
+            with self.catalog.write() as s:
+                if still_bad or kept_sidecars:
+                    s.execute(
+                        update(Problem)
+                        .where(Problem.id.in_(still_bad) | Problem.path.in_(kept_sidecars))
+                        .values(seen_at=now)
+                    )
+                s.execute(
+                    update(File).where(File.id.in_(touch)).values(present=True, last_seen=now)
+                )
+                for file_id, image_id, sidecars, stamp in resync:
+                    self._import_sidecars(s, image_id, sidecars)
+                    s.get(File, file_id).sidecar_mtime_ns = stamp
+
+    # --- writing -----------------------------------------------------------------------
+
+    def _collect(self, result: Outcome, bar: Reporter, advance: bool = True) -> None:
         self._results.append(result)
-        bar.advance()
-        if len(self._results) >= WRITE_BATCH:
+        if advance:
+            bar.advance()
+        if (
+            len(self._results) >= WRITE_BATCH
+            or time.monotonic() - self._last_write >= WRITE_SECONDS
+        ):
             self._flush()
 
     def _flush(self) -> None:
+        """Write the collected outcomes in one transaction; on failure, nothing is counted."""
+        self._last_write = time.monotonic()
         if not self._results:
             return
-        batch, self._results = self._results, []
-        with self.catalog.write() as s:
-            for result in batch:
-                if isinstance(result, ProbeProblem):
-                    self._record_problem(s, result)
-                else:
-                    self._record_image(s, result)
+        before = copy.deepcopy(self.summary)
+        try:
+            with self.catalog.write() as s:
+                for result in self._results:
+                    if isinstance(result, ProbeProblem):
+                        self._record_problem(s, result)
+                    else:
+                        self._record_image(s, result)
+        except BaseException:
+            self.summary = before  # rolled back: keep the batch for a retry, count it once
+            raise
+        for result in self._results:
+            self._sidecars_for.pop(result.path, None)
+        self._results = []
+
+    def _count_problem(self, kind: str) -> None:
+        self.summary.problems += 1
+        self.summary.problem_kinds[kind] = self.summary.problem_kinds.get(kind, 0) + 1
 
     def _record_problem(self, s: Session, p: ProbeProblem) -> None:
-        self.summary.problems += 1
-        self.summary.problem_kinds[p.kind] = self.summary.problem_kinds.get(p.kind, 0) + 1
+        self._count_problem(p.kind)
         row = s.scalar(select(Problem).where(Problem.path == p.path))
         if row is None:
             s.add(
@@ -350,10 +355,13 @@ class Scanner:
             select(File.id).where(File.image_id == image.id, File.path != r.path).limit(1)
         ):
             self.summary.relinked += 1  # known content at a new path: moved, renamed or copied
+        image.warnings = list(r.warnings) or None
+        if r.warnings:
+            self.summary.warnings += 1
         if r.generation and s.get(Generation, image.id) is None:
             self.summary.with_parameters += 1
             s.add(Generation(image_id=image.id, **_generation_columns(r.generation)))
-        sidecars = self._sidecars_for.pop(r.path, [])
+        sidecars = self._sidecars_for.get(r.path, [])
         f = s.scalar(select(File).where(File.path == r.path))
         now = utcnow()
         if f is None:
@@ -380,36 +388,98 @@ class Scanner:
         s.execute(Problem.__table__.delete().where(Problem.path == r.path))
 
     def _import_sidecars(self, s: Session, image_id: int, sidecars: list[str]) -> None:
-        texts = [t for t in (read_sidecar(p) for p in sidecars) if t]
+        texts = []
+        for path in sidecars:
+            try:
+                text = read_sidecar(path)
+            except SidecarError as exc:
+                self._record_problem(s, ProbeProblem(path, exc.kind, exc.message))
+                continue
+            s.execute(Problem.__table__.delete().where(Problem.path == path))
+            if text:
+                texts.append(text)
         if not texts:
             return
         self.summary.sidecars += 1
-        text = texts[0]
-        set_caption(s, image_id, text, kind="sidecar", source="sidecar")
+        set_caption(s, image_id, texts[0], kind="sidecar", source="sidecar")
         tags = [tag for t in texts for tag in parse_sidecar_tags(t)]
         replace_source_tags(s, image_id, "sidecar", [(t, "general", None) for t in tags])
 
-    def _mark_missing(self, dir_roots: list[str], files_roots: list[str], scan_started) -> None:  # noqa: ANN001
-        """Files under the scanned roots that this scan did not see are now missing."""
-        with self.catalog.write() as s:
-            for root in dir_roots:
-                prefix = root.rstrip(os.sep) + os.sep
-                under = (File.folder == root.rstrip(os.sep)) | File.folder.startswith(
-                    prefix, autoescape=True
-                )
-                result = s.execute(
-                    update(File)
-                    .where(under, File.present.is_(True), File.last_seen < scan_started)
-                    .values(present=False)
-                )
-                self.summary.missing += result.rowcount or 0
-                # Problems not met again were fixed, deleted or moved away.
-                s.execute(
-                    Problem.__table__.delete().where(
+    # --- after the walk ----------------------------------------------------------------
+
+    def _kept(self, root: str, path: str) -> bool:
+        """Whether a row this scan did not meet keeps its state: the walk skipped it."""
+        if excluded_below(root, path, self.options.exclude):
+            return True
+        return any(
+            path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+            for folder in self._unlisted
+        )
+
+    def _mark_missing(self, dir_roots: list[str], scan_started) -> None:  # noqa: ANN001
+        """Files under the scanned roots that are gone are now missing.
+
+        Only gone: a file that was excluded, lies under a folder that could not be
+        listed, or cannot be reached right now keeps its state.
+        """
+        for root in dir_roots:
+            root = root.rstrip(os.sep) or os.sep
+            prefix = root.rstrip(os.sep) + os.sep
+            under = (File.folder == root) | File.folder.startswith(prefix, autoescape=True)
+            with self.catalog.session() as s:
+                unseen = s.execute(
+                    select(File.id, File.path).where(
+                        under, File.present.is_(True), File.last_seen < scan_started
+                    )
+                ).all()
+                stale = s.execute(
+                    select(Problem.id, Problem.path).where(
                         Problem.path.startswith(prefix, autoescape=True),
                         Problem.seen_at < scan_started,
+                        # Problems a model run recorded on a catalogued file are its own.
+                        ~select(File.id)
+                        .where(File.path == Problem.path, File.present.is_(True))
+                        .exists(),
                     )
-                )
+                ).all()
+            gone = [fid for fid, path in unseen if _gone(path)]
+            # Problems not met again were fixed, deleted or moved away.
+            fixed = [pid for pid, path in stale if not self._kept(root, path)]
+            with self.catalog.write() as s:
+                for i in range(0, len(gone), _CHUNK):
+                    ids = gone[i : i + _CHUNK]
+                    s.execute(update(File).where(File.id.in_(ids)).values(present=False))
+                for i in range(0, len(fixed), _CHUNK):
+                    ids = fixed[i : i + _CHUNK]
+                    s.execute(Problem.__table__.delete().where(Problem.id.in_(ids)))
+            self.summary.missing += len(gone)
+
+    def _forget_plain_comments(self, dir_roots: list[str]) -> None:
+        """Drop generation parameters that older scans read from a plain EXIF comment.
+
+        Catalogs made before the shape check stored any UserComment ("Screenshot") as
+        a prompt; unchanged files are not read again, so the rows are removed here.
+        Only non-PNG images qualify (a PNG's parameters come from its own chunk).
+        """
+        for root in dir_roots:
+            root = root.rstrip(os.sep) or os.sep
+            prefix = root.rstrip(os.sep) + os.sep
+            under = (File.folder == root) | File.folder.startswith(prefix, autoescape=True)
+            with self.catalog.session() as s:
+                rows = s.execute(
+                    select(Generation.image_id, Generation.raw)
+                    .join(Image, Image.id == Generation.image_id)
+                    .where(
+                        Generation.source == "a1111",
+                        Generation.steps.is_(None),
+                        Image.format != "PNG",
+                        select(File.id).where(File.image_id == Image.id, under).exists(),
+                    )
+                ).all()
+            stale = [image_id for image_id, raw in rows if not is_a1111_infotext(raw)]
+            if stale:
+                with self.catalog.write() as s:
+                    s.execute(Generation.__table__.delete().where(Generation.image_id.in_(stale)))
 
 
 def _sidecar_stamp(sidecars: list[str]) -> int | None:
@@ -432,5 +502,10 @@ def _generation_columns(gen: dict) -> dict:
 def scan(
     catalog: Catalog, roots: Sequence[str | Path], options: ScanOptions | None = None
 ) -> ScanSummary:
-    """Scan folders (or single files) into the catalog; returns counts."""
+    """Scan folders (or single files) into the catalog; returns counts.
+
+    Cancelling through ``options.cancel`` (or Ctrl-C) saves what is finished, records
+    the run as cancelled (interrupted) and raises `Cancelled` (`KeyboardInterrupt`);
+    the next scan resumes. Nothing is marked missing by a scan that did not finish.
+    """
     return Scanner(catalog, options or ScanOptions()).run([os.fspath(r) for r in roots])

@@ -21,14 +21,46 @@ def sidecar_paths(image_path: str, names_in_folder: set[str]) -> list[str]:
     ]
 
 
-def read_sidecar(path: str) -> str | None:
+class SidecarError(Exception):
+    """A sidecar that cannot be imported; ``kind`` and ``message`` become a problem row."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind, self.message = kind, message
+
+
+# C0 and C1 control characters except tab and newline, and U+FFFD (what undecodable
+# bytes turn into): none belongs in a caption, and NUL ends C strings in trainers.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ufffd]")
+
+
+def clean_text(text: str) -> str:
+    """Caption text without control characters or binary debris; line ends as ``\\n``."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return _CONTROL.sub("", text).strip()
+
+
+def _decode(data: bytes) -> str:
+    # Windows editors write UTF-16 with a byte-order mark, and UTF-8 with one.
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16", "replace")
+    return data.decode("utf-8-sig", "replace")
+
+
+def read_sidecar(path: str, max_bytes: int = MAX_SIDECAR_BYTES) -> str:
+    """A sidecar's text, cleaned; raises `SidecarError` when it cannot be imported."""
     try:
-        if os.path.getsize(path) > MAX_SIDECAR_BYTES:
-            return None
+        size = os.path.getsize(path)
+        if size > max_bytes:
+            raise SidecarError(
+                "sidecar_too_large",
+                f"caption sidecar is {size} bytes, over the {max_bytes}-byte limit; not imported",
+            )
         with open(path, "rb") as fh:
-            return fh.read().decode("utf-8", "replace").strip()
-    except OSError:
-        return None
+            data = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise SidecarError("unreadable_sidecar", exc.strerror or str(exc)) from None
+    return clean_text(_decode(data))
 
 
 def parse_sidecar_tags(text: str) -> list[str]:
