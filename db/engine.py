@@ -19,8 +19,19 @@ def database_url(spec: str | os.PathLike[str] | None = None) -> str:
     """A path or URL from `--db`, else `$CURATOR_DB`, else `./curator.db`."""
     spec = os.fspath(spec) if spec is not None else os.environ.get("CURATOR_DB") or DEFAULT_DB
     if "://" in spec:
-        return spec
+        return _with_installed_driver(spec)
     return f"sqlite:///{Path(spec).expanduser().resolve()}"
+
+
+def _with_installed_driver(url: str) -> str:
+    """`postgresql://` means psycopg2 to SQLAlchemy; use psycopg (3) when only it is here."""
+    import importlib.util
+
+    scheme, rest = url.split("://", 1)
+    if scheme == "postgresql" and importlib.util.find_spec("psycopg2") is None:
+        if importlib.util.find_spec("psycopg") is not None:
+            return f"postgresql+psycopg://{rest}"
+    return url
 
 
 def is_sqlite(url: str) -> bool:

@@ -68,6 +68,7 @@ def test_errors_are_one_line(tmp_path):
 def test_every_command_has_help():
     runner = CliRunner()
     assert runner.invoke(main, ["--help"]).exit_code == 0
+    main.load_all()
     for name in main.commands:
         result = runner.invoke(main, [name, "--help"])
         assert result.exit_code == 0 and "Usage:" in result.output, name

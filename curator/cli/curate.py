@@ -8,7 +8,15 @@ import re
 
 import click
 
-from curator.cli.context import AppContext, emit_json, json_option, pass_app, quiet_option
+from curator.cli import FullHelpGroup
+from curator.cli.context import (
+    AppContext,
+    Int64Range,
+    emit_json,
+    json_option,
+    pass_app,
+    quiet_option,
+)
 from curator.cli.progress import RichReporter
 from curator.curation import dedup as dedup_lib
 from curator.curation import edits, review
@@ -51,7 +59,7 @@ def _check_tags(tags: tuple[str, ...]) -> None:
 
 # --- tags ------------------------------------------------------------------------------
 
-tags_group = click.Group(
+tags_group = FullHelpGroup(
     "tags",
     help=(
         "Show and edit tags: add, remove, rename, replace, alias, imply, prune, "
@@ -260,12 +268,19 @@ tags_group.add_command(
 
 
 @click.command("history")
-@click.option("--limit", type=click.IntRange(1), default=20, show_default=True)
+@click.option(
+    "--limit",
+    type=Int64Range(1),
+    default=20,
+    show_default=True,
+    help="How many edits to list, newest first.",
+)
+@click.option("--mine", is_flag=True, help="Only edits made by this user on this host.")
 @json_option
 @pass_app
-def history_cmd(app: AppContext, limit: int, as_json: bool) -> None:
-    """List recent edits (tags, rules, review, dedup), newest first."""
-    rows = edits.history(app.catalog, limit)
+def history_cmd(app: AppContext, limit: int, mine: bool, as_json: bool) -> None:
+    """List recent edits (tags, rules, review, dedup), newest first, with who made them."""
+    rows = edits.history(app.catalog, limit, author=edits.Author.current() if mine else None)
     if as_json:
         emit_json(rows)
         return
@@ -273,23 +288,65 @@ def history_cmd(app: AppContext, limit: int, as_json: bool) -> None:
         click.echo("no edits")
     for r in rows:
         mark = " (undone)" if r["undone"] else ""
-        click.echo(f"{r['id']:>5}  {r['at']}  {r['op']:<22} {r['summary']}{mark}")
+        who = f"{r['user']}@{r['host']}" if r["user"] else "-"
+        click.echo(f"{r['id']:>5}  {r['at']}  {who:<20} {r['op']:<16} {r['summary']}{mark}")
+
+
+_edit_option = click.option(
+    "--edit",
+    "edit_id",
+    type=Int64Range(1),
+    metavar="ID",
+    help="This edit (an id from `curator history`), whoever made it.",
+)
+_any_user_option = click.option(
+    "--any-user",
+    is_flag=True,
+    help="The newest edit of anyone, not only of this user on this host.",
+)
 
 
 @click.command("undo")
-@click.argument("count", type=click.IntRange(1), default=1, required=False)
+@click.argument("count", type=Int64Range(1), default=1, required=False)
+@_edit_option
+@_any_user_option
 @json_option
 @pass_app
-def undo_cmd(app: AppContext, count: int, as_json: bool) -> None:
-    """Undo the last COUNT edits (default 1) not yet undone, newest first."""
-    rows = edits.undo(app.catalog, count)
+def undo_cmd(
+    app: AppContext, count: int, edit_id: int | None, any_user: bool, as_json: bool
+) -> None:
+    """Undo your last COUNT edits (default 1) not yet undone, newest first.
+
+    Edits made by other users (or on other hosts) are left alone unless --any-user.
+    An edit that a later edit still in effect depends on is refused, naming that edit.
+    """
+    if edit_id is not None and count != 1:
+        raise UsageError("give COUNT or --edit, not both")
+    rows = edits.undo(app.catalog, count, edit_id=edit_id, any_user=any_user)
     if as_json:
         emit_json(rows)
         return
     if not rows:
-        click.echo("nothing to undo")
+        click.echo("nothing to undo" + ("" if any_user else " of yours (--any-user: anyone's)"))
     for r in rows:
         click.echo(f"undid edit {r['id']}: {r['summary']}")
+
+
+@click.command("redo")
+@_edit_option
+@_any_user_option
+@json_option
+@pass_app
+def redo_cmd(app: AppContext, edit_id: int | None, any_user: bool, as_json: bool) -> None:
+    """Apply again the edit you undid most recently (or --edit ID)."""
+    rows = edits.redo(app.catalog, edit_id=edit_id, any_user=any_user)
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo("nothing to redo")
+    for r in rows:
+        click.echo(f"redid edit {r['id']}: {r['summary']}")
 
 
 # --- review ----------------------------------------------------------------------------
@@ -492,6 +549,7 @@ def register(main: click.Group) -> None:
     for command in (
         history_cmd,
         undo_cmd,
+        redo_cmd,
         accept_cmd,
         reject_cmd,
         unreview_cmd,
