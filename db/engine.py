@@ -87,6 +87,10 @@ class Catalog:
         if not self.is_sqlite:
             return None
         db = make_url(self.url).database
+        if db and db.startswith("file:"):  # a SQLite URI filename (`?mode=ro&uri=true`)
+            from urllib.parse import unquote, urlparse
+
+            db = unquote(urlparse(db).path) or None
         return Path(db) if db and db != ":memory:" else None
 
     def session(self) -> Session:

@@ -188,7 +188,8 @@ class CuratorGroup(FullHelpGroup):
         except UnicodeError as exc:
             _fail(f"text that is not valid UTF-8: {exc}", 2)
         except Exception as exc:
-            message = _foreign_message(exc)
+            app = ctx.obj if isinstance(ctx.obj, AppContext) else None
+            message = _foreign_message(exc, app.where if app else "the catalog")
             if message is None:
                 raise
             _fail(message, 1)
@@ -213,13 +214,13 @@ def _stdout_to_devnull() -> None:
         pass
 
 
-def _foreign_message(exc: BaseException) -> str | None:
+def _foreign_message(exc: BaseException, where: str) -> str | None:
     """One line for errors from the other layers that are meant for the user."""
     module = type(exc).__module__
     if module.startswith(("sqlalchemy", "sqlite3")):
         from db.errors import database_error_message
 
-        return database_error_message(exc)
+        return database_error_message(exc, where)
     from db.migrate import CatalogOpenError
 
     if isinstance(exc, CatalogOpenError):

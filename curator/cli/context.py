@@ -29,6 +29,16 @@ class AppContext:
             self._catalog = open_catalog(self.db_spec)
         return self._catalog
 
+    @property
+    def where(self) -> str:
+        """The catalog, named for error messages (password redacted)."""
+        if self._catalog is None:
+            return "the catalog"
+        from db.errors import redact
+
+        path = self._catalog.path
+        return f"the catalog {path if path is not None else redact(self._catalog.url)}"
+
     def __enter__(self) -> AppContext:
         return self
 
