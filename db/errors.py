@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 
-from db.engine import BUSY_TIMEOUT_MS
+from db import engine
 
-_PASSWORD = re.compile(r"(://[^:/@\s]*:)([^@\s]*)(@)")
+# Greedy to the last `@`: a password may hold `@` itself.
+_PASSWORD = re.compile(r"(://[^:/@\s]*:)(\S*)(@)")
 
 # Missing database drivers: what to install for a URL that names no driver.
 DRIVERS = {
@@ -61,7 +62,7 @@ def database_error_message(exc: BaseException, where: str = "the catalog") -> st
     unchanged = "nothing was changed"
     if "locked" in text:
         return (
-            f"{where} is locked by another program (waited {BUSY_TIMEOUT_MS // 1000} s): "
+            f"{where} is locked by another program (waited {engine.BUSY_TIMEOUT_MS / 1000:g} s): "
             f"close the program holding it, or wait for it to finish, and run again; {unchanged}"
         )
     if "disk is full" in text or "no space" in text:
