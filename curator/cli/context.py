@@ -64,6 +64,32 @@ def emit_json(data: Any) -> None:
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+QUIET = "curator.quiet"
+
+
+def _remember_quiet(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    ctx.meta[QUIET] = value
+    return value
+
+
+def edit_output(f):  # noqa: ANN001, ANN201
+    """`--json` and `--quiet` for a command that changes the catalog and says what it did."""
+    f = click.option(
+        "--quiet",
+        "-q",
+        is_flag=True,
+        expose_value=False,
+        callback=_remember_quiet,
+        help="Print nothing but errors.",
+    )(f)
+    return json_option(f)
+
+
+def say(message: str) -> None:
+    """A status line, unless the command was given --quiet."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or not ctx.meta.get(QUIET):
+        click.echo(message)
 
 
 def workers_option(what: str = "Decoding"):  # noqa: ANN201

@@ -12,10 +12,12 @@ from curator.cli import FullHelpGroup
 from curator.cli.context import (
     AppContext,
     Int64Range,
+    edit_output,
     emit_json,
     json_option,
     pass_app,
     quiet_option,
+    say,
 )
 from curator.cli.progress import RichReporter
 from curator.curation import dedup as dedup_lib
@@ -43,9 +45,9 @@ def _report(result: EditResult, as_json: bool) -> None:
     if as_json:
         emit_json(result.as_dict())
     elif result.edit_id is None:
-        click.echo(f"nothing to change: {result.summary}")
+        say(f"nothing to change: {result.summary}")
     else:
-        click.echo(f"{result.summary} (edit {result.edit_id}; `curator undo` reverts it)")
+        say(f"{result.summary} (edit {result.edit_id}; `curator undo` reverts it)")
 
 
 def _check_tags(tags: tuple[str, ...]) -> None:
@@ -71,7 +73,7 @@ tags_group = FullHelpGroup(
 @tags_group.command("add", epilog=QUERY_HELP)
 @click.argument("query")
 @click.argument("tags", nargs=-1, required=True)
-@json_option
+@edit_output
 @pass_app
 def tags_add(app: AppContext, query: str, tags: tuple[str, ...], as_json: bool) -> None:
     """Add TAGS to every image QUERY selects, as tags set by hand.
@@ -87,7 +89,7 @@ def tags_add(app: AppContext, query: str, tags: tuple[str, ...], as_json: bool) 
 @tags_group.command("remove", epilog=QUERY_HELP)
 @click.argument("query")
 @click.argument("tags", nargs=-1, required=True)
-@json_option
+@edit_output
 @pass_app
 def tags_remove(app: AppContext, query: str, tags: tuple[str, ...], as_json: bool) -> None:
     """Remove TAGS from every image QUERY selects.
@@ -103,7 +105,7 @@ def tags_remove(app: AppContext, query: str, tags: tuple[str, ...], as_json: boo
 @tags_group.command("rename")
 @click.argument("old")
 @click.argument("new")
-@json_option
+@edit_output
 @pass_app
 def tags_rename(app: AppContext, old: str, new: str, as_json: bool) -> None:
     """Rename tag OLD to NEW on every image, whatever set it.
@@ -118,7 +120,7 @@ def tags_rename(app: AppContext, old: str, new: str, as_json: bool) -> None:
 @click.argument("query")
 @click.argument("old")
 @click.argument("new")
-@json_option
+@edit_output
 @pass_app
 def tags_replace(app: AppContext, query: str, old: str, new: str, as_json: bool) -> None:
     """On images QUERY selects that have OLD: remove OLD and add NEW.
@@ -132,7 +134,7 @@ def tags_replace(app: AppContext, query: str, old: str, new: str, as_json: bool)
 @tags_group.command("alias")
 @click.argument("old")
 @click.argument("canonical")
-@json_option
+@edit_output
 @pass_app
 def tags_alias(app: AppContext, old: str, canonical: str, as_json: bool) -> None:
     """Make OLD another spelling of CANONICAL: rewrite existing OLD tags and write
@@ -142,7 +144,7 @@ def tags_alias(app: AppContext, old: str, canonical: str, as_json: bool) -> None
 
 @tags_group.command("unalias")
 @click.argument("old")
-@json_option
+@edit_output
 @pass_app
 def tags_unalias(app: AppContext, old: str, as_json: bool) -> None:
     """Forget the alias OLD (tags already rewritten keep the canonical name)."""
@@ -152,7 +154,7 @@ def tags_unalias(app: AppContext, old: str, as_json: bool) -> None:
 @tags_group.command("imply")
 @click.argument("tag")
 @click.argument("implied")
-@json_option
+@edit_output
 @pass_app
 def tags_imply(app: AppContext, tag: str, implied: str, as_json: bool) -> None:
     """Images with TAG also get IMPLIED in exports and the effective view.
@@ -167,7 +169,7 @@ def tags_imply(app: AppContext, tag: str, implied: str, as_json: bool) -> None:
 @tags_group.command("unimply")
 @click.argument("tag")
 @click.argument("implied")
-@json_option
+@edit_output
 @pass_app
 def tags_unimply(app: AppContext, tag: str, implied: str, as_json: bool) -> None:
     """Drop the rule that TAG implies IMPLIED."""
@@ -181,7 +183,7 @@ def tags_unimply(app: AppContext, tag: str, implied: str, as_json: bool) -> None
     is_flag=True,
     help="Also prune tags whose words appear anywhere in another tag (hair by hair_ornament).",
 )
-@json_option
+@edit_output
 @pass_app
 def tags_prune(app: AppContext, query: str, subset: bool, as_json: bool) -> None:
     """Remove general tags a more specific tag on the same image contains.
@@ -216,7 +218,7 @@ def _word_list_group(name: str, kind: str, help_text: str, add, remove) -> click
 
     @group.command("add")
     @click.argument("words", nargs=-1, required=True)
-    @json_option
+    @edit_output
     @pass_app
     def add_cmd(app: AppContext, words: tuple[str, ...], as_json: bool) -> None:
         """Add WORDS."""
@@ -224,7 +226,7 @@ def _word_list_group(name: str, kind: str, help_text: str, add, remove) -> click
 
     @group.command("remove")
     @click.argument("words", nargs=-1, required=True)
-    @json_option
+    @edit_output
     @pass_app
     def remove_cmd(app: AppContext, words: tuple[str, ...], as_json: bool) -> None:
         """Remove WORDS."""
@@ -310,7 +312,7 @@ _any_user_option = click.option(
 @click.argument("count", type=Int64Range(1), default=1, required=False)
 @_edit_option
 @_any_user_option
-@json_option
+@edit_output
 @pass_app
 def undo_cmd(
     app: AppContext, count: int, edit_id: int | None, any_user: bool, as_json: bool
@@ -327,15 +329,15 @@ def undo_cmd(
         emit_json(rows)
         return
     if not rows:
-        click.echo("nothing to undo" + ("" if any_user else " of yours (--any-user: anyone's)"))
+        say("nothing to undo" + ("" if any_user else " of yours (--any-user: anyone's)"))
     for r in rows:
-        click.echo(f"undid edit {r['id']}: {r['summary']}")
+        say(f"undid edit {r['id']}: {r['summary']}")
 
 
 @click.command("redo")
 @_edit_option
 @_any_user_option
-@json_option
+@edit_output
 @pass_app
 def redo_cmd(app: AppContext, edit_id: int | None, any_user: bool, as_json: bool) -> None:
     """Apply again the edit you undid most recently (or --edit ID)."""
@@ -344,9 +346,9 @@ def redo_cmd(app: AppContext, edit_id: int | None, any_user: bool, as_json: bool
         emit_json(rows)
         return
     if not rows:
-        click.echo("nothing to redo")
+        say("nothing to redo")
     for r in rows:
-        click.echo(f"redid edit {r['id']}: {r['summary']}")
+        say(f"redid edit {r['id']}: {r['summary']}")
 
 
 # --- review ----------------------------------------------------------------------------
@@ -355,7 +357,7 @@ def redo_cmd(app: AppContext, edit_id: int | None, any_user: bool, as_json: bool
 def _review_command(name: str, status: str, doc: str) -> click.Command:
     @click.command(name, help=doc, epilog=QUERY_HELP)
     @click.argument("query")
-    @json_option
+    @edit_output
     @pass_app
     def command(app: AppContext, query: str, as_json: bool) -> None:
         _report(review.set_status(app.catalog, query, status), as_json)
@@ -410,7 +412,7 @@ unreview_cmd = _review_command(
 @click.option("--where", "query", default="", metavar="QUERY", help="Only images matching QUERY.")
 @click.option("--report", is_flag=True, help="Print the groups without marking anything.")
 @click.option("--clear", is_flag=True, help="Forget duplicate markings (of --where images).")
-@json_option
+@edit_output
 @pass_app
 def dedup_cmd(
     app: AppContext,
@@ -453,24 +455,24 @@ def dedup_cmd(
         line += f"; marked {result.marked}" + (
             f" (edit {result.edit_id}; `curator undo` reverts it)" if result.edit_id else ""
         )
-    click.echo(line)
+    say(line)
 
 
 def _print_group(group: dedup_lib.DuplicateGroup) -> None:
     k = group.keeper
     if group.method == dedup_lib.EXACT:
-        click.echo(f"exact: image {k.image_id} at {len(k.paths)} paths")
+        say(f"exact: image {k.image_id} at {len(k.paths)} paths")
         for path in k.paths:
-            click.echo(f"    {path}")
+            say(f"    {path}")
         return
-    click.echo(f"{group.method}: keep {_where(k)}  {k.width}x{k.height}")
+    say(f"{group.method}: keep {_where(k)}  {k.width}x{k.height}")
     for m in group.duplicates:
         how = []
         if m.distance is not None:
             how.append(f"distance {m.distance}")
         if m.similarity is not None:
             how.append(f"similarity {m.similarity:.3f}")
-        click.echo(f"  dup {_where(m)}  {m.width}x{m.height}  {', '.join(how)}")
+        say(f"  dup {_where(m)}  {m.width}x{m.height}  {', '.join(how)}")
 
 
 def _where(m: dedup_lib.Member) -> str:

@@ -10,11 +10,14 @@ from curator.catalog.imageinfo import image_report, resolve_image, top_tags
 from curator.cli import FullHelpGroup
 from curator.cli.context import (
     AppContext,
+    Int64Range,
+    edit_output,
     emit_json,
     escape_path,
     json_option,
     pass_app,
     quiet_option,
+    say,
 )
 from curator.cli.progress import RichReporter
 from curator.runs.loop import RunOptions, RunSummary, run_models
@@ -160,7 +163,7 @@ def detect_cmd(
 
 @click.group("models", cls=FullHelpGroup)
 def models_group() -> None:
-    """Tagger presets and locally available model files."""
+    """Tagger presets, imported models and bundled detectors, and which are available."""
 
 
 @models_group.command("list")
@@ -248,12 +251,16 @@ def _importable(package: str) -> bool:
 @click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--name", required=True, help="Name to use it by, e.g. a preset name.")
 @click.option("--overwrite", is_flag=True, help="Replace a model already imported as NAME.")
-def models_import(src: Path, name: str, overwrite: bool) -> None:
+@edit_output
+def models_import(src: Path, name: str, overwrite: bool, as_json: bool) -> None:
     """Copy a downloaded model folder (model.onnx + selected_tags.csv) into the models folder."""
     from taggers.registry import default_models_dir, import_model
 
     target = import_model(src, name=name, models_dir=default_models_dir(), overwrite=overwrite)
-    click.echo(f"imported {name} into {target}")
+    if as_json:
+        emit_json({"name": name, "path": str(target)})
+    else:
+        say(f"imported {name} into {target}")
 
 
 @click.command("show")
@@ -310,7 +317,13 @@ def image_report_lines(report: dict) -> list[str]:
 @click.command("top")
 @click.option("--category", help="general, character, rating, copyright, artist or meta.")
 @click.option("--where", metavar="QUERY", help="Only images matching QUERY.")
-@click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
+@click.option(
+    "--limit",
+    type=Int64Range(1),
+    default=50,
+    show_default=True,
+    help="How many tags to list, most frequent first.",
+)
 @json_option
 @pass_app
 def tags_top(app: AppContext, category, where, limit, as_json) -> None:
