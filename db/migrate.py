@@ -138,7 +138,7 @@ def check_sqlite_file(path: Path) -> None:
             f"{where} is another program's SQLite database (tables: {shown}), not a Curator "
             "catalog; give --db a new file name; nothing was changed"
         )
-    if version is not None and not known_revision(version):
+    if version is not None and version != quick_head() and not known_revision(version):
         raise CatalogOpenError(newer_message(where, version))
 
 

@@ -243,3 +243,10 @@ def test_models_list_shows_imported_models(tmp_path, monkeypatch):
     assert mine and mine[0]["available"] and mine[0]["kind"] == "wd14"
     text = CliRunner().invoke(main, ["models", "list"]).output
     assert "my-tagger" in text and "imported (model.onnx)" in text
+
+
+def test_stats_uses_the_query_languages_square_bounds():
+    from curator.catalog import stats
+    from curator.query import compile as query
+
+    assert (stats.SQUARE_LOW, stats.SQUARE_HIGH) == (query.SQUARE_LOW, query.SQUARE_HIGH)

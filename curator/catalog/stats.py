@@ -6,7 +6,6 @@ from typing import Any
 
 from sqlalchemy import case, func, select
 
-from curator.query.compile import SQUARE_HIGH, SQUARE_LOW
 from db.engine import Catalog
 from db.schema import File, Image, Problem, Run
 
@@ -19,7 +18,10 @@ SIZE_CLASSES = [
     (2048, ">=2048"),
 ]
 # The query language's shapes (`aspect:portrait`), with the same bounds, so a count
-# here is what that query selects.
+# here is what that query selects. The bounds are curator.query.compile's (a test
+# holds them equal); not imported from there, so `curator stats` starts without
+# loading the query compiler.
+SQUARE_LOW, SQUARE_HIGH = 95, 105
 ASPECT_CLASSES = [
     (0, "portrait"),
     (SQUARE_LOW, "square"),  # width/height in hundredths, as the query compares them
