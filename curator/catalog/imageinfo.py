@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, aliased
 from curator.errors import UsageError
 from curator.query.compile import compile_query
 from curator.tags.view import USER_REMOVED, effective_tags
+from db.engine import Catalog
 from db.schema import Caption, Detection, File, Generation, Image, ImageTag, Score, Tag
 
 MIN_PREFIX = 4  # sha256 hex digits a prefix needs, as short git hashes
@@ -37,6 +38,12 @@ def resolve_image(s: Session, ref: str) -> int:
         f"no catalogued image at {ref!r} (give a path, a sha256 or a prefix of "
         f"{MIN_PREFIX}+ of its digits, or an id)"
     )
+
+
+def show_image(catalog: Catalog, ref: str) -> dict[str, Any]:
+    """Everything known about the image `ref` names (path, sha256 prefix or id)."""
+    with catalog.session() as s:
+        return image_report(s, resolve_image(s, ref))
 
 
 def image_report(s: Session, image_id: int) -> dict[str, Any]:
@@ -121,4 +128,4 @@ def top_tags(
     return [{"name": n, "category": c, "images": k} for n, c, k in s.execute(stmt).all()]
 
 
-__all__ = ["image_report", "resolve_image", "top_tags"]
+__all__ = ["image_report", "resolve_image", "show_image", "top_tags"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from curator.catalog.imageinfo import image_report, resolve_image, top_tags
+from curator.catalog.imageinfo import top_tags
 from curator.cli import FullHelpGroup
 from curator.cli.context import (
     AppContext,
@@ -270,9 +270,9 @@ def models_import(src: Path, name: str, overwrite: bool, as_json: bool) -> None:
 def tags_show(app: AppContext, image: str, as_json: bool) -> None:
     """Everything known about one image: IMAGE is a path, a sha256 prefix (4+) or an id."""
 
-    with app.catalog.session() as s:
-        image_id = resolve_image(s, image)
-        report = image_report(s, image_id)
+    from curator.catalog.imageinfo import show_image
+
+    report = show_image(app.catalog, image)
     if as_json:
         emit_json(report)
         return
