@@ -26,6 +26,15 @@ DRIVERS = {
 }
 
 
+# Modules whose package has another name.
+PACKAGES = {
+    "psycopg": '"psycopg[binary]"',
+    "psycopg2": "psycopg2-binary",
+    "MySQLdb": "mysqlclient",
+    "cx_Oracle": "oracledb",
+}
+
+
 def redact(text: str) -> str:
     """`text` with the password of any URL in it replaced by `***`."""
     return _PASSWORD.sub(r"\1***\3", text)
@@ -34,7 +43,7 @@ def redact(text: str) -> str:
 def missing_driver_message(url: str, exc: ImportError) -> str:
     scheme = url.split("://", 1)[0].lower()
     module = exc.name or str(exc)
-    install = DRIVERS.get(scheme, f"pip install {module}")
+    install = DRIVERS.get(scheme, f"pip install {PACKAGES.get(module, module)}")
     return (
         f"the catalog {redact(url)} needs a database driver ({module} is not installed): {install}"
     )

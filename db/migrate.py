@@ -107,6 +107,10 @@ def newer_message(where: str, revision: str) -> str:
 
 def check_sqlite_file(path: Path) -> None:
     """Refuse a file that is not empty and not a Curator catalog, reading it only."""
+    if path.is_dir():
+        raise CatalogOpenError(
+            f"{path} is a folder; give --db a file name, such as {path / 'curator.db'}"
+        )
     if not path.exists() or path.stat().st_size == 0:
         return
     where = f"{path}"
