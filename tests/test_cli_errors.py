@@ -97,6 +97,15 @@ def test_a_read_only_catalog_is_one_line(scanned):
     assert digest(scanned) == before
 
 
+def test_a_read_only_catalog_outside_wal_mode_can_still_be_read(scanned):
+    conn = sqlite3.connect(scanned)
+    conn.execute("PRAGMA journal_mode=DELETE")
+    conn.close()
+    url = f"sqlite:///file:{scanned}?mode=ro&uri=true"
+    assert json.loads(run(url, "stats", "--json").output)["images"] > 0
+    one_line_error(run(url, "accept", "", ok=False), "is read-only")
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX file size limits")
 def test_a_file_size_limit_is_one_line_and_the_catalog_stays_whole(scanned):
     import resource
