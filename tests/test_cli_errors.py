@@ -320,3 +320,25 @@ def test_tags_show_takes_a_huge_id_or_a_short_prefix(scanned):
     assert by_prefix["sha256"] == sha
     result = run(scanned, "tags", "show", sha[:3], ok=False)
     one_line_error(result, "prefix of 4+", code=2)
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        ("database or disk is full", "is full: free some space"),
+        ("database is locked", "locked by another program"),
+        ("attempt to write a readonly database", "is read-only"),
+        ("file is not a database", "is damaged"),
+        ("database disk image is malformed", "is damaged"),
+        ("unable to open database file", "cannot open"),
+    ],
+)
+def test_each_sqlite_failure_reads_as_one_line(raw, says):
+    from sqlalchemy.exc import OperationalError
+
+    from db.errors import database_error_message
+
+    exc = OperationalError("INSERT INTO images ...", {"p": 1}, sqlite3.OperationalError(raw))
+    message = database_error_message(exc, "the catalog /x/c.db")
+    assert says in message and "\n" not in message and "INSERT" not in message
+    assert database_error_message(ValueError("no"), "x") is None
