@@ -30,7 +30,8 @@ from curator.tags.rules import BLACKLIST, RULE_KINDS, TRIGGER
 
 QUERY_HELP = (
     "QUERY selects images and is ONE argument: quote it in the shell, e.g. "
-    "'folder:cats/ width>=512' (an empty '' selects every image)."
+    "'folder:cats/ width>=512' (an empty '' selects every image). A QUERY that starts "
+    "with a negated term goes after `--`, e.g. curator reject -- '-has:tags'."
 )
 # A word that reads as a query term: a forgotten pair of quotes around QUERY.
 _QUERY_TERM = re.compile(
