@@ -123,10 +123,27 @@ class CuratorGroup(FullHelpGroup):
     """Loads command modules on demand; prints any error a user can act on as one line."""
 
     def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
+        self._loaded: dict[str, click.Command] = {}
         self._registered: set[str] = set()
+        super().__init__(*args, **kwargs)
 
     # --- lazy commands ---
+
+    @property
+    def commands(self) -> dict[str, click.Command]:
+        """Every command: code that reads the whole table gets every module loaded."""
+        self.load_all()
+        return self._loaded
+
+    @commands.setter
+    def commands(self, value: dict[str, click.Command]) -> None:
+        self._loaded = dict(value)
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        name = name or cmd.name
+        if name is None:
+            raise TypeError("Command has no name.")
+        self._loaded[name] = cmd
 
     def _register(self, module: str) -> None:
         if module not in self._registered:
@@ -138,17 +155,13 @@ class CuratorGroup(FullHelpGroup):
             self._register(module)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(COMMANDS) | set(self.commands))
+        return sorted(set(COMMANDS) | set(self._loaded))
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in self.commands:
-            modules = COMMANDS[name][0] if name in COMMANDS else COMMAND_MODULES
-            for module in modules:
-                self._register(module)
-        elif name in COMMANDS:  # e.g. `tags`, completed by a second module
-            for module in COMMANDS[name][0]:
-                self._register(module)
-        return self.commands.get(name)
+        modules = COMMANDS[name][0] if name in COMMANDS else COMMAND_MODULES
+        for module in modules:  # `tags` needs both of its modules
+            self._register(module)
+        return self._loaded.get(name)
 
     def summary(self, ctx: click.Context, name: str) -> str | None:
         if name in COMMANDS:
