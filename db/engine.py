@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,8 +20,19 @@ def database_url(spec: str | os.PathLike[str] | None = None) -> str:
     """A path or URL from `--db`, else `$CURATOR_DB`, else `./curator.db`."""
     spec = os.fspath(spec) if spec is not None else os.environ.get("CURATOR_DB") or DEFAULT_DB
     if "://" in spec:
-        return spec
+        return _with_installed_driver(spec)
     return f"sqlite:///{Path(spec).expanduser().resolve()}"
+
+
+def _with_installed_driver(url: str) -> str:
+    """`postgresql://` means psycopg2 to SQLAlchemy; use psycopg (3) when only it is here."""
+    import importlib.util
+
+    scheme, rest = url.split("://", 1)
+    if scheme == "postgresql" and importlib.util.find_spec("psycopg2") is None:
+        if importlib.util.find_spec("psycopg") is not None:
+            return f"postgresql+psycopg://{rest}"
+    return url
 
 
 def is_sqlite(url: str) -> bool:
@@ -38,7 +50,10 @@ def make_engine(url: str) -> Engine:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        cur.execute("PRAGMA journal_mode=WAL")
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            pass  # a read-only catalog keeps its journal mode and can still be read
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
@@ -76,6 +91,10 @@ class Catalog:
         if not self.is_sqlite:
             return None
         db = make_url(self.url).database
+        if db and db.startswith("file:"):  # a SQLite URI filename (`?mode=ro&uri=true`)
+            from urllib.parse import unquote, urlparse
+
+            db = unquote(urlparse(db).path) or None
         return Path(db) if db and db != ":memory:" else None
 
     def session(self) -> Session:

@@ -257,6 +257,11 @@ class Edit(Base):
     summary: Mapped[str] = mapped_column(Text, default="")
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     undone: Mapped[bool] = mapped_column(Boolean, default=False)
+    undone_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # Who made it: `undo` and `redo` take the caller's own edits unless told otherwise.
+    user: Mapped[str | None] = mapped_column(String(128))
+    host: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None] = mapped_column(Integer)
 
 
 class Export(Base):

@@ -397,6 +397,7 @@ def test_cli_asks_for_a_quoted_query(catalog, folders, db_path):
 
 def test_cli_help_for_every_curation_command():
     runner = CliRunner()
+    main.load_all()
     groups = [["tags"], ["tags", "blacklist"], ["tags", "trigger"]]
     for path in groups:
         group = main

@@ -36,3 +36,35 @@ def test_python_api_example_runs(tmp_path):
         "coffee.png",
         "metadata.jsonl",
     ]
+
+
+def _bash_blocks(text: str) -> list[list[str]]:
+    return [
+        [line for line in block.splitlines() if line.strip()]
+        for block in re.findall(r"```bash\n(.*?)```", text, re.S)
+    ]
+
+
+def test_ci_runs_exactly_the_readmes_two_commands():
+    readme = (ROOT / "README.md").read_text()
+    quickstart = readme.split("## Quickstart")[1].split("##")[0]
+    tests = readme.split("## Tests")[1].split("##")[0]
+    [[install_and_run], *_] = _bash_blocks(quickstart)
+    [[install_and_test]] = _bash_blocks(tests)
+    assert install_and_run.startswith('pip install -e ".[cpu]" && curator prepare samples/')
+    assert install_and_test == 'pip install -e ".[all]" && python -m pytest -q'
+    ci = [
+        line
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.startswith(("#", "set ", "cd "))
+    ]
+    assert ci == [install_and_run, "curator stats", install_and_test]
+
+
+def test_the_quickstart_install_pulls_no_torch():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    light = project["dependencies"] + project["optional-dependencies"]["cpu"]
+    heavy = ("torch", "torchvision", "open_clip", "diffusers", "transformers", "nvidia")
+    assert not [d for d in light if d.lower().startswith(heavy)]

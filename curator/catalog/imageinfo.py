@@ -11,24 +11,39 @@ from sqlalchemy.orm import Session, aliased
 from curator.errors import UsageError
 from curator.query.compile import compile_query
 from curator.tags.view import USER_REMOVED, effective_tags
+from db.engine import Catalog
 from db.schema import Caption, Detection, File, Generation, Image, ImageTag, Score, Tag
+
+MIN_PREFIX = 4  # sha256 hex digits a prefix needs, as short git hashes
 
 
 def resolve_image(s: Session, ref: str) -> int:
-    """An image id from a path, a sha256 (or a unique prefix of 6+ hex digits) or an id."""
+    """An image id from a path, a sha256 (or a unique prefix of 4+ hex digits) or an id."""
     path = os.path.abspath(ref)
     image_id = s.scalar(select(File.image_id).where(File.path == path))
     if image_id is not None:
         return image_id
-    if ref.isdigit() and s.get(Image, int(ref)) is not None:
+    if ref.isdigit() and int(ref) < 2**63 and s.get(Image, int(ref)) is not None:
         return int(ref)
-    if len(ref) >= 6 and all(c in "0123456789abcdef" for c in ref.lower()):
-        ids = s.scalars(select(Image.id).where(Image.sha256.startswith(ref.lower())).limit(2)).all()
+    digits = ref.lower()
+    if len(digits) >= MIN_PREFIX and all(c in "0123456789abcdef" for c in digits):
+        if len(digits) > 64:
+            raise UsageError(f"{ref!r} is longer than a sha256 (64 hex digits)")
+        ids = s.scalars(select(Image.id).where(Image.sha256.startswith(digits)).limit(2)).all()
         if len(ids) == 1:
             return ids[0]
         if len(ids) > 1:
             raise UsageError(f"sha256 prefix {ref!r} matches several images; give more digits")
-    raise UsageError(f"no catalogued image at {ref!r} (give a path, a sha256 or an id)")
+    raise UsageError(
+        f"no catalogued image at {ref!r} (give a path, a sha256 or a prefix of "
+        f"{MIN_PREFIX}+ of its digits, or an id)"
+    )
+
+
+def show_image(catalog: Catalog, ref: str) -> dict[str, Any]:
+    """Everything known about the image `ref` names (path, sha256 prefix or id)."""
+    with catalog.session() as s:
+        return image_report(s, resolve_image(s, ref))
 
 
 def image_report(s: Session, image_id: int) -> dict[str, Any]:
@@ -113,4 +128,4 @@ def top_tags(
     return [{"name": n, "category": c, "images": k} for n, c, k in s.execute(stmt).all()]
 
 
-__all__ = ["image_report", "resolve_image", "top_tags"]
+__all__ = ["image_report", "resolve_image", "show_image", "top_tags"]

@@ -17,20 +17,21 @@ SIZE_CLASSES = [
     (1024, "1024-2047"),
     (2048, ">=2048"),
 ]
-# width / height; square within 5%.
+# The query language's shapes (`aspect:portrait`), with the same bounds, so a count
+# here is what that query selects. The bounds are curator.query.compile's (a test
+# holds them equal); not imported from there, so `curator stats` starts without
+# loading the query compiler.
+SQUARE_LOW, SQUARE_HIGH = 95, 105
 ASPECT_CLASSES = [
-    (0.0, "tall <1:2"),
-    (0.5, "portrait 1:2-3:4"),
-    (0.75, "portrait 3:4-1:1"),
-    (0.95, "square"),
-    (1.05, "landscape 1:1-4:3"),
-    (1.34, "landscape 4:3-2:1"),
-    (2.0, "wide >2:1"),
+    (0, "portrait"),
+    (SQUARE_LOW, "square"),  # width/height in hundredths, as the query compares them
+    (SQUARE_HIGH, "landscape"),
 ]
 
 
-def _classify(value: Any, classes: list[tuple[float, str]]):  # noqa: ANN202
-    whens = [(value >= lo, label) for lo, label in reversed(classes[1:])]
+def _classify(value: Any, classes: list[tuple[float, str]], per: Any = 1):  # noqa: ANN202
+    """`value >= per * bound` picks the class: for ratios, `per` is the denominator."""
+    whens = [(value >= per * lo, label) for lo, label in reversed(classes[1:])]
     return case(*whens, else_=classes[0][1])
 
 
@@ -39,9 +40,9 @@ def catalog_stats(catalog: Catalog) -> dict[str, Any]:
         short = func.min(Image.width, Image.height)
         if not catalog.is_sqlite:
             short = func.least(Image.width, Image.height)
-        aspect = Image.width * 1.0 / Image.height
+        aspect = Image.width * 100  # integer compare, as the query: no rounding at bounds
         size_bucket = _classify(short, SIZE_CLASSES).label("bucket")
-        aspect_bucket = _classify(aspect, ASPECT_CLASSES).label("bucket")
+        aspect_bucket = _classify(aspect, ASPECT_CLASSES, Image.height).label("bucket")
         sizes = dict(s.execute(select(size_bucket, func.count()).group_by(size_bucket)).all())
         aspects = dict(s.execute(select(aspect_bucket, func.count()).group_by(aspect_bucket)).all())
         return {

@@ -8,7 +8,17 @@ import re
 
 import click
 
-from curator.cli.context import AppContext, emit_json, json_option, pass_app, quiet_option
+from curator.cli import FullHelpGroup
+from curator.cli.context import (
+    AppContext,
+    Int64Range,
+    edit_output,
+    emit_json,
+    json_option,
+    pass_app,
+    quiet_option,
+    say,
+)
 from curator.cli.progress import RichReporter
 from curator.curation import dedup as dedup_lib
 from curator.curation import edits, review
@@ -20,7 +30,8 @@ from curator.tags.rules import BLACKLIST, RULE_KINDS, TRIGGER
 
 QUERY_HELP = (
     "QUERY selects images and is ONE argument: quote it in the shell, e.g. "
-    "'folder:cats/ width>=512' (an empty '' selects every image)."
+    "'folder:cats/ width>=512' (an empty '' selects every image). A QUERY that starts "
+    "with a negated term goes after `--`, e.g. curator reject -- '-has:tags'."
 )
 # A word that reads as a query term: a forgotten pair of quotes around QUERY.
 _QUERY_TERM = re.compile(
@@ -35,9 +46,9 @@ def _report(result: EditResult, as_json: bool) -> None:
     if as_json:
         emit_json(result.as_dict())
     elif result.edit_id is None:
-        click.echo(f"nothing to change: {result.summary}")
+        say(f"nothing to change: {result.summary}")
     else:
-        click.echo(f"{result.summary} (edit {result.edit_id}; `curator undo` reverts it)")
+        say(f"{result.summary} (edit {result.edit_id}; `curator undo` reverts it)")
 
 
 def _check_tags(tags: tuple[str, ...]) -> None:
@@ -51,7 +62,7 @@ def _check_tags(tags: tuple[str, ...]) -> None:
 
 # --- tags ------------------------------------------------------------------------------
 
-tags_group = click.Group(
+tags_group = FullHelpGroup(
     "tags",
     help=(
         "Show and edit tags: add, remove, rename, replace, alias, imply, prune, "
@@ -63,7 +74,7 @@ tags_group = click.Group(
 @tags_group.command("add", epilog=QUERY_HELP)
 @click.argument("query")
 @click.argument("tags", nargs=-1, required=True)
-@json_option
+@edit_output
 @pass_app
 def tags_add(app: AppContext, query: str, tags: tuple[str, ...], as_json: bool) -> None:
     """Add TAGS to every image QUERY selects, as tags set by hand.
@@ -79,7 +90,7 @@ def tags_add(app: AppContext, query: str, tags: tuple[str, ...], as_json: bool) 
 @tags_group.command("remove", epilog=QUERY_HELP)
 @click.argument("query")
 @click.argument("tags", nargs=-1, required=True)
-@json_option
+@edit_output
 @pass_app
 def tags_remove(app: AppContext, query: str, tags: tuple[str, ...], as_json: bool) -> None:
     """Remove TAGS from every image QUERY selects.
@@ -95,7 +106,7 @@ def tags_remove(app: AppContext, query: str, tags: tuple[str, ...], as_json: boo
 @tags_group.command("rename")
 @click.argument("old")
 @click.argument("new")
-@json_option
+@edit_output
 @pass_app
 def tags_rename(app: AppContext, old: str, new: str, as_json: bool) -> None:
     """Rename tag OLD to NEW on every image, whatever set it.
@@ -110,7 +121,7 @@ def tags_rename(app: AppContext, old: str, new: str, as_json: bool) -> None:
 @click.argument("query")
 @click.argument("old")
 @click.argument("new")
-@json_option
+@edit_output
 @pass_app
 def tags_replace(app: AppContext, query: str, old: str, new: str, as_json: bool) -> None:
     """On images QUERY selects that have OLD: remove OLD and add NEW.
@@ -124,7 +135,7 @@ def tags_replace(app: AppContext, query: str, old: str, new: str, as_json: bool)
 @tags_group.command("alias")
 @click.argument("old")
 @click.argument("canonical")
-@json_option
+@edit_output
 @pass_app
 def tags_alias(app: AppContext, old: str, canonical: str, as_json: bool) -> None:
     """Make OLD another spelling of CANONICAL: rewrite existing OLD tags and write
@@ -134,7 +145,7 @@ def tags_alias(app: AppContext, old: str, canonical: str, as_json: bool) -> None
 
 @tags_group.command("unalias")
 @click.argument("old")
-@json_option
+@edit_output
 @pass_app
 def tags_unalias(app: AppContext, old: str, as_json: bool) -> None:
     """Forget the alias OLD (tags already rewritten keep the canonical name)."""
@@ -144,7 +155,7 @@ def tags_unalias(app: AppContext, old: str, as_json: bool) -> None:
 @tags_group.command("imply")
 @click.argument("tag")
 @click.argument("implied")
-@json_option
+@edit_output
 @pass_app
 def tags_imply(app: AppContext, tag: str, implied: str, as_json: bool) -> None:
     """Images with TAG also get IMPLIED in exports and the effective view.
@@ -159,7 +170,7 @@ def tags_imply(app: AppContext, tag: str, implied: str, as_json: bool) -> None:
 @tags_group.command("unimply")
 @click.argument("tag")
 @click.argument("implied")
-@json_option
+@edit_output
 @pass_app
 def tags_unimply(app: AppContext, tag: str, implied: str, as_json: bool) -> None:
     """Drop the rule that TAG implies IMPLIED."""
@@ -173,7 +184,7 @@ def tags_unimply(app: AppContext, tag: str, implied: str, as_json: bool) -> None
     is_flag=True,
     help="Also prune tags whose words appear anywhere in another tag (hair by hair_ornament).",
 )
-@json_option
+@edit_output
 @pass_app
 def tags_prune(app: AppContext, query: str, subset: bool, as_json: bool) -> None:
     """Remove general tags a more specific tag on the same image contains.
@@ -208,7 +219,7 @@ def _word_list_group(name: str, kind: str, help_text: str, add, remove) -> click
 
     @group.command("add")
     @click.argument("words", nargs=-1, required=True)
-    @json_option
+    @edit_output
     @pass_app
     def add_cmd(app: AppContext, words: tuple[str, ...], as_json: bool) -> None:
         """Add WORDS."""
@@ -216,7 +227,7 @@ def _word_list_group(name: str, kind: str, help_text: str, add, remove) -> click
 
     @group.command("remove")
     @click.argument("words", nargs=-1, required=True)
-    @json_option
+    @edit_output
     @pass_app
     def remove_cmd(app: AppContext, words: tuple[str, ...], as_json: bool) -> None:
         """Remove WORDS."""
@@ -260,12 +271,19 @@ tags_group.add_command(
 
 
 @click.command("history")
-@click.option("--limit", type=click.IntRange(1), default=20, show_default=True)
+@click.option(
+    "--limit",
+    type=Int64Range(1),
+    default=20,
+    show_default=True,
+    help="How many edits to list, newest first.",
+)
+@click.option("--mine", is_flag=True, help="Only edits made by this user on this host.")
 @json_option
 @pass_app
-def history_cmd(app: AppContext, limit: int, as_json: bool) -> None:
-    """List recent edits (tags, rules, review, dedup), newest first."""
-    rows = edits.history(app.catalog, limit)
+def history_cmd(app: AppContext, limit: int, mine: bool, as_json: bool) -> None:
+    """List recent edits (tags, rules, review, dedup), newest first, with who made them."""
+    rows = edits.history(app.catalog, limit, author=edits.Author.current() if mine else None)
     if as_json:
         emit_json(rows)
         return
@@ -273,23 +291,65 @@ def history_cmd(app: AppContext, limit: int, as_json: bool) -> None:
         click.echo("no edits")
     for r in rows:
         mark = " (undone)" if r["undone"] else ""
-        click.echo(f"{r['id']:>5}  {r['at']}  {r['op']:<22} {r['summary']}{mark}")
+        who = f"{r['user']}@{r['host']}" if r["user"] else "-"
+        click.echo(f"{r['id']:>5}  {r['at']}  {who:<20} {r['op']:<16} {r['summary']}{mark}")
+
+
+_edit_option = click.option(
+    "--edit",
+    "edit_id",
+    type=Int64Range(1),
+    metavar="ID",
+    help="This edit (an id from `curator history`), whoever made it.",
+)
+_any_user_option = click.option(
+    "--any-user",
+    is_flag=True,
+    help="The newest edit of anyone, not only of this user on this host.",
+)
 
 
 @click.command("undo")
-@click.argument("count", type=click.IntRange(1), default=1, required=False)
-@json_option
+@click.argument("count", type=Int64Range(1), default=1, required=False)
+@_edit_option
+@_any_user_option
+@edit_output
 @pass_app
-def undo_cmd(app: AppContext, count: int, as_json: bool) -> None:
-    """Undo the last COUNT edits (default 1) not yet undone, newest first."""
-    rows = edits.undo(app.catalog, count)
+def undo_cmd(
+    app: AppContext, count: int, edit_id: int | None, any_user: bool, as_json: bool
+) -> None:
+    """Undo your last COUNT edits (default 1) not yet undone, newest first.
+
+    Edits made by other users (or on other hosts) are left alone unless --any-user.
+    An edit that a later edit still in effect depends on is refused, naming that edit.
+    """
+    if edit_id is not None and count != 1:
+        raise UsageError("give COUNT or --edit, not both")
+    rows = edits.undo(app.catalog, count, edit_id=edit_id, any_user=any_user)
     if as_json:
         emit_json(rows)
         return
     if not rows:
-        click.echo("nothing to undo")
+        say("nothing to undo" + ("" if any_user else " of yours (--any-user: anyone's)"))
     for r in rows:
-        click.echo(f"undid edit {r['id']}: {r['summary']}")
+        say(f"undid edit {r['id']}: {r['summary']}")
+
+
+@click.command("redo")
+@_edit_option
+@_any_user_option
+@edit_output
+@pass_app
+def redo_cmd(app: AppContext, edit_id: int | None, any_user: bool, as_json: bool) -> None:
+    """Apply again the edit you undid most recently (or --edit ID)."""
+    rows = edits.redo(app.catalog, edit_id=edit_id, any_user=any_user)
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        say("nothing to redo")
+    for r in rows:
+        say(f"redid edit {r['id']}: {r['summary']}")
 
 
 # --- review ----------------------------------------------------------------------------
@@ -298,7 +358,7 @@ def undo_cmd(app: AppContext, count: int, as_json: bool) -> None:
 def _review_command(name: str, status: str, doc: str) -> click.Command:
     @click.command(name, help=doc, epilog=QUERY_HELP)
     @click.argument("query")
-    @json_option
+    @edit_output
     @pass_app
     def command(app: AppContext, query: str, as_json: bool) -> None:
         _report(review.set_status(app.catalog, query, status), as_json)
@@ -353,7 +413,7 @@ unreview_cmd = _review_command(
 @click.option("--where", "query", default="", metavar="QUERY", help="Only images matching QUERY.")
 @click.option("--report", is_flag=True, help="Print the groups without marking anything.")
 @click.option("--clear", is_flag=True, help="Forget duplicate markings (of --where images).")
-@json_option
+@edit_output
 @pass_app
 def dedup_cmd(
     app: AppContext,
@@ -396,24 +456,24 @@ def dedup_cmd(
         line += f"; marked {result.marked}" + (
             f" (edit {result.edit_id}; `curator undo` reverts it)" if result.edit_id else ""
         )
-    click.echo(line)
+    say(line)
 
 
 def _print_group(group: dedup_lib.DuplicateGroup) -> None:
     k = group.keeper
     if group.method == dedup_lib.EXACT:
-        click.echo(f"exact: image {k.image_id} at {len(k.paths)} paths")
+        say(f"exact: image {k.image_id} at {len(k.paths)} paths")
         for path in k.paths:
-            click.echo(f"    {path}")
+            say(f"    {path}")
         return
-    click.echo(f"{group.method}: keep {_where(k)}  {k.width}x{k.height}")
+    say(f"{group.method}: keep {_where(k)}  {k.width}x{k.height}")
     for m in group.duplicates:
         how = []
         if m.distance is not None:
             how.append(f"distance {m.distance}")
         if m.similarity is not None:
             how.append(f"similarity {m.similarity:.3f}")
-        click.echo(f"  dup {_where(m)}  {m.width}x{m.height}  {', '.join(how)}")
+        say(f"  dup {_where(m)}  {m.width}x{m.height}  {', '.join(how)}")
 
 
 def _where(m: dedup_lib.Member) -> str:
@@ -492,6 +552,7 @@ def register(main: click.Group) -> None:
     for command in (
         history_cmd,
         undo_cmd,
+        redo_cmd,
         accept_cmd,
         reject_cmd,
         unreview_cmd,

@@ -6,17 +6,21 @@ from pathlib import Path
 
 import click
 
-from curator.catalog.imageinfo import image_report, resolve_image, top_tags
-from curator.cli.context import AppContext, emit_json, json_option, pass_app, quiet_option
+from curator.catalog.imageinfo import top_tags
+from curator.cli import FullHelpGroup
+from curator.cli.context import (
+    AppContext,
+    Int64Range,
+    edit_output,
+    emit_json,
+    escape_path,
+    json_option,
+    pass_app,
+    quiet_option,
+    say,
+)
 from curator.cli.progress import RichReporter
 from curator.runs.loop import RunOptions, RunSummary, run_models
-from taggers.registry import (
-    available_locally,
-    default_models_dir,
-    import_model,
-    list_detectors,
-    list_presets,
-)
 
 DEFAULT_TAGGER = "wd-vit-tagger-v3"
 
@@ -157,16 +161,24 @@ def detect_cmd(
     _report(run_models(app.catalog, models, opts, kind="detect"), as_json)
 
 
-@click.group("models")
+@click.group("models", cls=FullHelpGroup)
 def models_group() -> None:
-    """Tagger presets and locally available model files."""
+    """Tagger presets, imported models and bundled detectors, and which are available."""
 
 
 @models_group.command("list")
 @json_option
 def models_list(as_json: bool) -> None:
-    """Show the presets, the bundled detectors, and which are available offline."""
+    """Show the presets, imported models and bundled detectors, and which are available."""
+    from taggers.registry import (
+        available_locally,
+        default_models_dir,
+        list_detectors,
+        list_presets,
+    )
+
     models_dir = default_models_dir()
+    presets = list_presets()
     rows = [
         {
             "name": p.name,
@@ -175,8 +187,10 @@ def models_list(as_json: bool) -> None:
             "available": available_locally(p, models_dir),
             "description": p.description,
         }
-        for p in list_presets()
-    ] + [
+        for p in presets
+    ]
+    rows += _imported_models(models_dir, {p.name for p in presets})
+    rows += [
         {
             "name": d.name,
             "kind": "detector",
@@ -196,6 +210,37 @@ def models_list(as_json: bool) -> None:
         click.echo(f"{r['name']:<{width}}  {mark}  {r['kind']:<12}  {r['source']}")
 
 
+def _imported_models(models_dir: Path, presets: set[str]) -> list[dict]:
+    """Models `curator models import` copied in under a name that is not a preset's."""
+    from taggers.registry import inspect_dir
+
+    rows = []
+    if not models_dir.is_dir():
+        return rows
+    for folder in sorted(models_dir.iterdir()):
+        if folder.name.startswith(".") or folder.name in presets or not folder.is_dir():
+            continue
+        try:
+            found = inspect_dir(folder)
+        except Exception as exc:  # a folder the loader would refuse: say why
+            rows.append(_imported_row(folder, "unusable", False, str(exc)))
+            continue
+        if found is not None:
+            kind, model_file, _tags = found
+            rows.append(_imported_row(folder, kind, True, f"imported ({model_file.name})"))
+    return rows
+
+
+def _imported_row(folder: Path, kind: str, available: bool, source: str) -> dict:
+    return {
+        "name": folder.name,
+        "kind": kind,
+        "source": source if available else f"imported, unusable: {source}",
+        "available": available,
+        "description": f"imported into {folder}",
+    }
+
+
 def _importable(package: str) -> bool:
     import importlib.util
 
@@ -206,10 +251,16 @@ def _importable(package: str) -> bool:
 @click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--name", required=True, help="Name to use it by, e.g. a preset name.")
 @click.option("--overwrite", is_flag=True, help="Replace a model already imported as NAME.")
-def models_import(src: Path, name: str, overwrite: bool) -> None:
+@edit_output
+def models_import(src: Path, name: str, overwrite: bool, as_json: bool) -> None:
     """Copy a downloaded model folder (model.onnx + selected_tags.csv) into the models folder."""
+    from taggers.registry import default_models_dir, import_model
+
     target = import_model(src, name=name, models_dir=default_models_dir(), overwrite=overwrite)
-    click.echo(f"imported {name} into {target}")
+    if as_json:
+        emit_json({"name": name, "path": str(target)})
+    else:
+        say(f"imported {name} into {target}")
 
 
 @click.command("show")
@@ -217,32 +268,62 @@ def models_import(src: Path, name: str, overwrite: bool) -> None:
 @json_option
 @pass_app
 def tags_show(app: AppContext, image: str, as_json: bool) -> None:
-    """Everything known about one image: IMAGE is a path, a sha256 prefix or an id."""
-    with app.catalog.session() as s:
-        image_id = resolve_image(s, image)
-        report = image_report(s, image_id)
+    """Everything known about one image: IMAGE is a path, a sha256 prefix (4+) or an id."""
+
+    from curator.catalog.imageinfo import show_image
+
+    report = show_image(app.catalog, image)
     if as_json:
         emit_json(report)
         return
-    click.echo(f"{report['path']}  {report['width']}x{report['height']} {report['format']}")
-    click.echo(f"sha256 {report['sha256']}  status {report['status']}")
+    for line in image_report_lines(report):
+        click.echo(line)
+
+
+def image_report_lines(report: dict) -> list[str]:
+    """`tags show` as text: every field the JSON has, tags first."""
+    shown = report["path"] if report["path"] is not None else f"image {report['id']}"
+    lines = [
+        f"{escape_path(shown)}  {report['width']}x{report['height']} {report['format']} "
+        f"{report['mode']}",
+        f"id {report['id']}  sha256 {report['sha256']}  status {report['status']}"
+        + (f"  duplicate of {report['duplicate_of']}" if report["duplicate_of"] else ""),
+    ]
+    for f in report["files"][1:] if len(report["files"]) > 1 else []:
+        lines.append(f"also at {escape_path(f['path'])}" + ("" if f["present"] else " (missing)"))
+    if report["files"] and not any(f["present"] for f in report["files"]):
+        lines.append("no file of this image is on disk any more")
+    if not report["tags"]:
+        lines.append("tags: none")
     for t in report["tags"]:
-        click.echo(
-            f"  {t['score']:.3f}  {t['category']:<10} {t['name']}  [{', '.join(t['sources'])}]"
-        )
+        score = f"{t['score']:.3f}" if t["score"] is not None else "  -  "
+        lines.append(f"  {score}  {t['category']:<10} {t['name']}  [{', '.join(t['sources'])}]")
     for name, value in sorted(report["scores"].items()):
-        click.echo(f"  score {name} = {value:.4g}")
+        lines.append(f"  score {name} = {value:.4g}")
     for d in report["detections"]:
         text = f" {d['text']!r}" if d["text"] else ""
-        click.echo(f"  {d['detector']}: {d['label']} {d['score']:.2f} at {d['box']}{text}")
+        lines.append(f"  {d['detector']}: {d['label']} {d['score']:.2f} at {d['box']}{text}")
     for c in report["captions"]:
-        click.echo(f"  caption ({c['source']}): {c['text']}")
+        lines.append(f"  caption ({c['kind']}, {c['source']}): {c['text']}")
+    gen = report.get("generation")
+    if gen:
+        lines.append("generation:")
+        for key, value in gen.items():
+            if value not in (None, ""):
+                lines.append(f"  {key}: {value}")
+    return lines
 
 
 @click.command("top")
 @click.option("--category", help="general, character, rating, copyright, artist or meta.")
 @click.option("--where", metavar="QUERY", help="Only images matching QUERY.")
-@click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
+@click.option(
+    "--limit",
+    type=Int64Range(1),
+    default=50,
+    show_default=True,
+    help="How many tags to list, most frequent first.",
+)
 @json_option
 @pass_app
 def tags_top(app: AppContext, category, where, limit, as_json) -> None:
@@ -252,6 +333,8 @@ def tags_top(app: AppContext, category, where, limit, as_json) -> None:
     if as_json:
         emit_json(rows)
         return
+    if not rows:
+        click.echo("no tags" + (f" on images matching {where!r}" if where else ""))
     for r in rows:
         click.echo(f"{r['images']:>8}  {r['category']:<10} {r['name']}")
 

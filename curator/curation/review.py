@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from curator.curation.edits import ChangeSet, EditResult, chunks, selected_ids
+from curator.curation.changeset import ChangeSet, EditResult, chunks, selected_ids
 from curator.errors import UsageError
 from db.engine import Catalog
 from db.schema import Image
