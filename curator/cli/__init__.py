@@ -91,9 +91,14 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         ("curator.cli.export",),
         "Render export EXPORT_ID again with its settings and stored (maybe adjusted) crops.",
     ),
+    "exports": (
+        ("curator.cli.export",),
+        "List past exports, newest first, with the ids `reexport` and `crops set` take.",
+    ),
+    "crops": (("curator.cli.export",), "Stored crops of past exports."),
     "prepare": (
         ("curator.cli.prepare",),
-        "Scan SRC, drop duplicates, detect faces, tag, bucket, crop, caption and write a "
+        "Scan SRC, drop duplicates and images too small to train on, detect faces, tag, bucket, crop, caption and write a "
         "DreamBooth training set, then say what was kept and what was dropped and why.",
     ),
 }
