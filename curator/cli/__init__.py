@@ -98,8 +98,9 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "crops": (("curator.cli.export",), "Stored crops of past exports."),
     "prepare": (
         ("curator.cli.prepare",),
-        "Scan SRC, drop duplicates and images too small to train on, detect faces, tag, bucket, crop, caption and write a "
-        "DreamBooth training set, then say what was kept and what was dropped and why.",
+        "Scan SRC, drop duplicates and images too small to train on, detect faces, tag, "
+        "bucket, crop, caption and write a DreamBooth training set, then say what was kept "
+        "and what was dropped and why.",
     ),
 }
 
