@@ -35,6 +35,7 @@ MODEL = {
     7: [("smile", "general", 0.9), ("blue_sky", "general", 0.7)],
     8: [("watermark", "meta", 0.95), ("blue_eyes", "general", 0.3)],
     9: [],
+    10: [("hair", "general", 0.3), ("long_hair", "general", 0.8)],  # hair scores 0.8
 }
 
 
@@ -136,6 +137,7 @@ def test_the_catalog_went_through_every_rule(view):
     assert "long_hair" in view[5] and "hair" in view[5]  # the alias spelling, read canonically
     assert "hatsune_miku" in view[9]
     assert all("watermark" not in tags for tags in view.values())
+    assert view[10]["hair"].score == 0.8 and view[10]["hair"].sources == (WD,)
 
 
 @pytest.mark.parametrize(("query", "test"), QUERIES, ids=[q for q, _ in QUERIES])

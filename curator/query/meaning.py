@@ -91,6 +91,15 @@ class KnownRules(Meaning):
             or name in self.implying
         )
 
+    def touched_names(self) -> set[str]:
+        """Every tag name some rule changes the meaning of."""
+        return (
+            set(self.rules.aliases)
+            | set(self.alias_groups)
+            | set(self.rules.blacklist)
+            | set(self.implying)
+        )
+
     def spellings(self, canonical: str) -> list[str]:
         return sorted(self.alias_groups.get(canonical, {canonical}))
 
