@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from sqlalchemy import Connection, Select, and_, func, select
+from sqlalchemy import Connection, Select, func, select
 from sqlalchemy.orm import Session
 
 from curator.query.meaning import KnownRules
 from curator.query.parser import And, parse
-from curator.query.sets import Ids, Part, all_of, probe, to_expression
+from curator.query.sets import Ids, Part, all_of, all_true, probe, to_expression
 from curator.query.terms import Compiler, flatten
 from curator.tags.view import TagRules
 from db.schema import Image
@@ -28,6 +28,8 @@ SAMPLE_IMAGES = 400
 JOINT_HITS = 4  # matches of the whole query in the sample that make its own rate trustworthy
 # Reading one row into an id set, in units of one per-image index seek.
 SET_ROW_COST = 0.15
+# More terms than this are not sampled: one seek per term per image would not pay.
+MAX_PROBED = 40
 
 Strategy = Literal["auto", "probe", "sets"]
 
@@ -78,7 +80,7 @@ def page_statement(
     if strategy == "sets" and parts:
         where = [start, to_expression(all_of(parts))]
     else:
-        where = [start, *(probe(p) for p in parts)]
+        where = [start, all_true([probe(p) for p in parts])]
     return select(Image.id).where(*where).order_by(Image.id).limit(limit)
 
 
@@ -89,12 +91,14 @@ def _choose_plan(
     fail at the first seek), from how often each part holds on a sample of images."""
     if not any(isinstance(p, Ids) for p in parts):
         return "probe", parts  # plain conditions on `images`: both plans walk it
+    if len(parts) > MAX_PROBED:
+        return "sets", parts
     sample = select(Image.id).where(Image.id > after_id).order_by(Image.id).limit(SAMPLE_IMAGES)
     window = Image.id.in_(sample.scalar_subquery())
     tests = [probe(p) for p in parts]
     columns = [
         func.count(),
-        func.count().filter(and_(*tests)),
+        func.count().filter(all_true(tests)),
         *(func.count().filter(t) for t in tests),
     ]
     tested, joint, *hits = db.execute(select(*columns).where(window)).one()
