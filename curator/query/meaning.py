@@ -420,7 +420,10 @@ class StoredRules(Meaning):
             ]
             if category is not None:
                 target_ok.append(_category_is(pairs.c.target, category))
+            implying = select(pairs.c.tag).where(*matching(pairs.c.target))
+            implying_ids = select(Tag.id).where(Tag.name.in_(_spellings_of(implying)))
             implied = select(it.image_id).where(
+                it.tag_id.in_(implying_ids),
                 *common,
                 _kept_stored(it, select(Tag.id)),
                 ~_blacklisted(row_tag),
