@@ -25,6 +25,11 @@ Kaomoji tags that hold an operator after a letter, or start with `-`, need quote
 A tag may end in `@SOURCE` to count only that source's rows: `cat@user`,
 `cat@model:wd14`, `cat@model:wd14>=0.5`.
 
+A run of dashes negates as often as it is long (`--cat` is `cat`). Parentheses nest
+at most `MAX_DEPTH` deep and a query holds at most `MAX_TERMS` words; text that is
+not valid UTF-8 (bytes, or the surrogates a terminal leaves for undecodable bytes)
+is refused with the column of the first bad character.
+
 What the words mean (fields, tags, numbers) is decided by `curator.query.compile`.
 """
 
