@@ -116,12 +116,12 @@ class KnownRules(Meaning):
         if names == [tag]:
             return _single(tag, category, source, score)
         it = aliased(ImageTag)
-        where = [it.tag_id.in_(_ids_of(names)), it.source != USER_REMOVED_SQL]
+        where = [it.tag_id.in_(_ids_of(names))]
         where += _row_tests(it, source, score)
         if category is not None:
             where.append(_category_is(literal(tag), category))
         multi = [self.spellings(g) for g in groups if len(self.spellings(g)) > 1]
-        where.append(_kept(it, names, multi))
+        where.append(_kept(it, _ids_of(names), multi))
         return Ids(select(it.image_id).where(*where), _removed_rows(self.spellings(tag)))
 
     def pattern(
@@ -149,12 +149,12 @@ class KnownRules(Meaning):
             tag_select = tag_select.where(by_name)
         if category is not None:
             tag_select = tag_select.where(t.category == category)
-        where = [it.tag_id.in_(tag_select), it.source != USER_REMOVED_SQL]
+        where = [it.tag_id.in_(tag_select)]
         where += _row_tests(it, source, score)
         groups = [
             self.spellings(c) for c in self.alias_groups if matches(c) and c not in rules.blacklist
         ]
-        where.append(_kept(it, None, groups))
+        where.append(_kept(it, tag_select, groups))
         parts: list[Part] = [Ids(select(it.image_id).where(*where))]
         if source is None:  # images that imply a matching tag
             for target in sorted(self.implying):
@@ -175,7 +175,7 @@ class KnownRules(Meaning):
             if category is not None:
                 tags = tags.where(t.category == category)
             rows = select(it.image_id).where(
-                it.tag_id.in_(tags), it.source != USER_REMOVED_SQL, _kept(it, plain, [])
+                it.tag_id.in_(tags), _kept(it, _ids_of(plain), [])
             )
             parts.append(Ids(rows))
         parts += [self.exact(n, category=category, source=None, score=None) for n in touched]
@@ -184,7 +184,7 @@ class KnownRules(Meaning):
     def has_tags(self) -> ColumnElement[bool]:
         it = aliased(ImageTag)
         groups = [self.spellings(c) for c in self.alias_groups]
-        where = [it.image_id == Image.id, it.source != USER_REMOVED_SQL, _kept(it, None, groups)]
+        where = [it.image_id == Image.id, _kept(it, None, groups)]
         hidden = sorted({s for b in self.rules.blacklist for s in self.spellings(b)})
         if hidden:
             where.append(it.tag_id.not_in(_ids_of(hidden)))
@@ -198,9 +198,9 @@ def _single(tag: str, category: str | None, source: RowTest | None, score: RowTe
     if category is not None:
         tag_id = tag_id.where(t.category == category)
     it = aliased(ImageTag)
+    # A `user-removed` row is read with the others: `hidden` drops its image anyway, and
+    # the index (tag_id, image_id, score) answers without touching the table.
     where = [it.tag_id == tag_id.scalar_subquery(), *_row_tests(it, source, score)]
-    if source is None:
-        where.append(it.source != USER_REMOVED_SQL)
     removed = aliased(ImageTag)
     hidden = select(removed.image_id).where(
         removed.source == USER_REMOVED_SQL, removed.tag_id == tag_id.scalar_subquery()
@@ -235,16 +235,17 @@ def _removed_rows(names: list[str]) -> Select:
     )
 
 
-def _kept(it: Any, names: list[str] | None, groups: list[list[str]]) -> ColumnElement[bool]:
-    """No `user-removed` row hides this row's tag (under any of its spellings in `groups`).
+def _kept(it: Any, tag_ids: Select | None, groups: list[list[str]]) -> ColumnElement[bool]:
+    """Row `it` is no `user-removed` row, and none hides its tag (under any spelling in
+    `groups`); `tag_ids` holds every tag `it` may have.
 
     The cheap test first: most images have no removal among these tags at all, and only
-    those that do are probed row by row.
+    those that do are probed row by row (a removed row finds itself).
     """
     removed = aliased(ImageTag)
     candidates = select(removed.image_id).where(removed.source == USER_REMOVED_SQL)
-    if names is not None:
-        candidates = candidates.where(removed.tag_id.in_(_ids_of(names)))
+    if tag_ids is not None:
+        candidates = candidates.where(removed.tag_id.in_(tag_ids))
     pair = aliased(ImageTag)
     checks = [
         ~exists().where(
