@@ -172,6 +172,8 @@ def test_structured_queries_are_rows_or_one_query_error(catalog, text):
         ("-explicit", [1, 2, 4, 5, 6]),
         ('"explicit"', []),  # quoted: the tag, which no image has
         ("general", [4]),
+        ("explicit|general", [3, 4]),
+        ("explicit|cat", [1, 2, 3, 4, 5, 6]),
     ],
 )
 def test_nasty_queries(catalog, text, answer):

@@ -174,9 +174,7 @@ class KnownRules(Meaning):
             tags = select(t.id).where(t.name.in_(plain))
             if category is not None:
                 tags = tags.where(t.category == category)
-            rows = select(it.image_id).where(
-                it.tag_id.in_(tags), _kept(it, _ids_of(plain), [])
-            )
+            rows = select(it.image_id).where(it.tag_id.in_(tags), _kept(it, _ids_of(plain), []))
             parts.append(Ids(rows))
         parts += [self.exact(n, category=category, source=None, score=None) for n in touched]
         return any_of(parts)

@@ -380,7 +380,7 @@ class Compiler:
 def _plain_tag(node: Node) -> str | None:
     """The name of a bare exact tag term (`cat`, `"long hair"`), else None."""
     if isinstance(node, Term) and node.key is None and node.source is None:
-        if _is_plain(node.value):
+        if _is_plain(node.value) and _rating_word(node) is None:
             return node.value.text.replace(" ", "_")
     return None
 
