@@ -247,6 +247,6 @@ def test_models_list_shows_imported_models(tmp_path, monkeypatch):
 
 def test_stats_uses_the_query_languages_square_bounds():
     from curator.catalog import stats
-    from curator.query import compile as query
+    from curator.query import terms as query
 
     assert (stats.SQUARE_LOW, stats.SQUARE_HIGH) == (query.SQUARE_LOW, query.SQUARE_HIGH)

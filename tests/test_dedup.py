@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image as PILImage
+from PIL import ImageDraw
 from sqlalchemy import select, update
 
 from curator.cli import main
@@ -179,13 +180,15 @@ def test_semantic_dedup_with_hand_made_embeddings(catalog, near):
     with pytest.raises(UsageError):
         find_duplicates(catalog, "clip", model="missing")
 
-    # Marks from an earlier method join the group instead of being undone.
+    # Marks from an earlier method stay. Groups do not chain through `b` (close to `a` by
+    # embedding, a copy of `b_big` by phash): every member is close to its own keeper.
     dedup(catalog, "phash")
     dedup(catalog, "clip")
     m = marks(catalog)
-    merged = ["a.png", "a_small.png", "a_reencoded.jpg", "a_cropped.png", "b.png"]
-    assert {m[ids[name]] for name in merged} == {ids["b_big.jpg"]}  # the most pixels
-    assert m[ids["b_big.jpg"]] is None and m[ids["c.png"]] is None
+    for name in ["a_small.png", "a_reencoded.jpg", "a_cropped.png"]:
+        assert m[ids[name]] == ids["a.png"]
+    assert m[ids["b.png"]] == ids["b_big.jpg"]  # the most pixels
+    assert m[ids["a.png"]] is None and m[ids["b_big.jpg"]] is None and m[ids["c.png"]] is None
 
 
 def test_clip_without_embeddings_is_a_clear_error(catalog, near):
@@ -231,3 +234,93 @@ def test_marking_is_recorded_per_image(catalog, near):
     [entry] = edits.history(catalog)
     assert entry["op"] == "dedup.mark" and entry["images_changed"] == 4
     assert datetime.fromisoformat(entry["at"]) > datetime.now() - timedelta(days=2)
+
+
+def _clipart(colour) -> PILImage.Image:
+    image = PILImage.new("RGB", (256, 256), "white")
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((40, 40, 216, 216), fill=colour, outline="black", width=6)
+    draw.rectangle((100, 20, 156, 60), fill="black")
+    return image
+
+
+def _folder_icon(emblem: str) -> PILImage.Image:
+    """One folder shape; the emblem in its middle is what tells the icons apart."""
+    image = PILImage.new("RGB", (256, 256), "white")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((20, 40, 110, 70), fill=(230, 180, 40))
+    draw.rectangle((20, 60, 236, 220), fill=(240, 190, 50), outline=(150, 110, 20), width=4)
+    if emblem == "circle":
+        draw.ellipse((98, 100, 158, 160), fill=(60, 60, 200))
+    elif emblem == "cross":
+        draw.rectangle((120, 90, 136, 170), fill=(200, 40, 40))
+        draw.rectangle((88, 122, 168, 138), fill=(200, 40, 40))
+    elif emblem == "triangle":
+        draw.polygon([(128, 95), (165, 165), (91, 165)], fill=(40, 160, 40))
+    return image
+
+
+@pytest.fixture
+def variants(catalog, tmp_path) -> Path:
+    root = tmp_path / "variants"
+    root.mkdir()
+    for name, colour in [("red", "red"), ("green", (0, 160, 0)), ("blue", "blue")]:
+        _clipart(colour).save(root / f"clip_{name}.png")
+    for emblem in ("circle", "cross", "triangle"):
+        _folder_icon(emblem).save(root / f"folder_{emblem}.png")
+    # Real copies: resized and recompressed, which must still group with their original.
+    _clipart("red").resize((180, 180)).save(root / "clip_red_small.jpg", quality=60)
+    _folder_icon("circle").resize((128, 128)).save(root / "folder_circle_small.jpg", quality=75)
+    pattern(256, 256, 101).save(root / "photo.png")
+    pattern(256, 256, 101).save(root / "photo_recompressed.jpg", quality=70)
+    scan(catalog, [root], ScanOptions(workers=1))
+    return root
+
+
+def test_colour_and_detail_variants_are_not_copies(catalog, variants):
+    """Variants a grayscale hash confuses stay apart; real copies still group."""
+    ids = by_name(catalog)
+    with catalog.session() as s:
+        hashes = {i: to_unsigned64(h) for i, h in s.execute(select(Image.id, Image.phash))}
+    close = [
+        ("clip_red.png", "clip_green.png"),
+        ("clip_red.png", "clip_blue.png"),
+        ("folder_circle.png", "folder_cross.png"),
+        ("folder_circle.png", "folder_triangle.png"),
+    ]
+    for x, y in close:  # the hash alone would call these copies
+        assert (hashes[ids[x]] ^ hashes[ids[y]]).bit_count() <= 6, (x, y)
+    groups = {
+        frozenset(m.image_id for m in [g.keeper, *g.duplicates])
+        for g in find_duplicates(catalog, "phash").groups
+    }
+    expected = {
+        frozenset({ids["clip_red.png"], ids["clip_red_small.jpg"]}),
+        frozenset({ids["folder_circle.png"], ids["folder_circle_small.jpg"]}),
+        frozenset({ids["photo.png"], ids["photo_recompressed.jpg"]}),
+    }
+    assert groups == expected
+
+
+def test_groups_do_not_chain_past_the_distance(catalog, tmp_path):
+    """Hashes 6 apart in a row: no member is farther than 6 from its keeper."""
+    root = tmp_path / "chain"
+    root.mkdir()
+    picture = pattern(300, 300, 7)
+    for i, size in enumerate((300, 290, 280, 270)):
+        picture.resize((size, size)).save(root / f"{i}.png")
+    scan(catalog, [root], ScanOptions(workers=1))
+    ids = by_name(catalog)
+    base = 0x0123_4567_89AB_CDEF
+    with catalog.write() as s:
+        for i, bits in enumerate((0, 6, 12, 18)):  # a chain 0-1-2-3, each step 6 apart
+            flips = (1 << bits) - 1
+            value = base ^ flips
+            signed = value - (1 << 64) if value >= 1 << 63 else value
+            s.execute(update(Image).where(Image.id == ids[f"{i}.png"]).values(phash=signed))
+    groups = find_duplicates(catalog, "phash", distance=6).groups
+    assert groups, "neighbours 6 apart are copies"
+    for group in groups:
+        assert all(m.distance is not None and m.distance <= 6 for m in group.duplicates)
+    pairs = [(g.keeper.image_id, [m.image_id for m in g.duplicates]) for g in groups]
+    assert pairs == [(ids["0.png"], [ids["1.png"]]), (ids["2.png"], [ids["3.png"]])]

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from curator.cli import main
 from curator.errors import QueryError
 from curator.query.compile import compile_query, page_ids, select_images
-from curator.tags.view import USER, USER_REMOVED
+from curator.tags.view import USER, USER_REMOVED, TagRules
 from db import open_catalog
 from db.schema import (
     Caption,
@@ -485,7 +485,10 @@ def test_expression_works_in_counts_joins_and_tag_subqueries(filled):
 
 def test_tag_queries_use_the_covering_index(filled):
     """A tag term is answered from image_tags(tag_id, image_id, score), not a table scan."""
-    stmt = select(Image.id).where(compile_query("cat>=0.5 -dog")).order_by(Image.id).limit(100)
+    with filled.session() as s:
+        rules = TagRules.load(s)
+    where = compile_query("cat>=0.5 -dog", rules=rules)
+    stmt = select(Image.id).where(where).order_by(Image.id).limit(100)
     with filled.engine.connect() as conn:
         sql = str(stmt.compile(conn, compile_kwargs={"literal_binds": True}))
         plan = " | ".join(r[-1] for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))

@@ -10,7 +10,9 @@ from sqlalchemy.orm import Session, aliased
 
 from curator.errors import UsageError
 from curator.query.compile import compile_query
-from curator.tags.view import USER_REMOVED, effective_tags
+from curator.query.meaning import KnownRules
+from curator.query.sets import to_expression
+from curator.tags.view import USER_REMOVED, TagRules, effective_tags
 from db.engine import Catalog
 from db.schema import Caption, Detection, File, Generation, Image, ImageTag, Score, Tag
 
@@ -105,7 +107,18 @@ def image_report(s: Session, image_id: int) -> dict[str, Any]:
 def top_tags(
     s: Session, *, category: str | None = None, where: str | None = None, limit: int = 50
 ) -> list[dict[str, Any]]:
-    """Tags by the number of images that effectively have them."""
+    """Tags by the number of images that effectively have them (as the query `T` counts).
+
+    Tags no rule touches are counted from their rows in one GROUP BY; each tag a rule
+    touches (an alias's canonical tag, an implied tag) is counted like the query `T`;
+    aliases and blacklisted tags are not listed.
+    """
+    rules = TagRules.load(s)
+    meaning = KnownRules(rules)
+    selected = compile_query(where, rules=rules) if where else None
+    canonical = set(meaning.alias_groups) | set(meaning.implying)
+    touched = sorted(canonical - rules.blacklist)
+    skip = sorted(meaning.touched_names() | set(rules.aliases) | _spellings(meaning))
     removed = aliased(ImageTag)
     hidden = exists().where(
         removed.image_id == ImageTag.image_id,
@@ -121,11 +134,30 @@ def top_tags(
         .order_by(images.desc(), Tag.name)
         .limit(limit)
     )
+    if skip:
+        stmt = stmt.where(Tag.name.not_in(skip))
     if category:
         stmt = stmt.where(Tag.category == category)
-    if where:
-        stmt = stmt.where(ImageTag.image_id.in_(select(Image.id).where(compile_query(where))))
-    return [{"name": n, "category": c, "images": k} for n, c, k in s.execute(stmt).all()]
+    if selected is not None:
+        stmt = stmt.where(ImageTag.image_id.in_(select(Image.id).where(selected)))
+    rows = [(n, c, k) for n, c, k in s.execute(stmt).all()]
+    categories = dict(s.execute(select(Tag.name, Tag.category).where(Tag.name.in_(touched))).all())
+    for name in touched:
+        tag_category = categories.get(name, "general")
+        if category and tag_category != category:
+            continue
+        has = to_expression(meaning.exact(name, category=None, source=None, score=None))
+        count = select(func.count()).select_from(Image).where(has)
+        if selected is not None:
+            count = count.where(selected)
+        if n := s.scalar(count):
+            rows.append((name, tag_category, n))
+    rows.sort(key=lambda r: (-r[2], r[0]))
+    return [{"name": n, "category": c, "images": k} for n, c, k in rows[:limit]]
+
+
+def _spellings(meaning: KnownRules) -> set[str]:
+    return {n for group in meaning.alias_groups.values() for n in group}
 
 
 __all__ = ["image_report", "resolve_image", "show_image", "top_tags"]

@@ -18,7 +18,7 @@ SIZE_CLASSES = [
     (2048, ">=2048"),
 ]
 # The query language's shapes (`aspect:portrait`), with the same bounds, so a count
-# here is what that query selects. The bounds are curator.query.compile's (a test
+# here is what that query selects. The bounds are curator.query.terms's (a test
 # holds them equal); not imported from there, so `curator stats` starts without
 # loading the query compiler.
 SQUARE_LOW, SQUARE_HIGH = 95, 105

@@ -8,24 +8,20 @@ would exceed k). So each substring is indexed in a table, candidates are the has
 substring lies within r bits of the query's (r = 0 is an exact lookup, the case
 m = k + 1), and every candidate is verified with a popcount.
 
-`HammingIndex` answers one query at a time (pure Python, incremental); `near_pairs` finds
-every close pair of a whole collection at once with numpy.
-
-Hashes are unsigned 64-bit ints. SQLite stores signed 64-bit integers, so convert with
-`to_signed64` before writing and `to_unsigned64` after reading.
+`near_pairs` finds every close pair of a whole collection at once with numpy. Hashes
+are unsigned 64-bit ints (`db.schema.to_unsigned64` converts what SQLite stores).
 """
 
 from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Sequence
 from itertools import combinations
 
 import numpy as np
 
 from curator.errors import CuratorError
-from db import schema as db_schema
 
 HASH_BITS = 64
 _MASK64 = (1 << HASH_BITS) - 1
@@ -35,23 +31,6 @@ _CHUNK_CANDIDATES = 1 << 22  # candidate pairs expanded at once, to bound memory
 
 class InvalidHashError(CuratorError, ValueError):
     """A hash was not an unsigned 64-bit integer."""
-
-
-def to_signed64(value: int) -> int:
-    """Unsigned 64-bit hash -> the signed integer SQLite can store."""
-    return db_schema.to_signed64(_check_hash(value))
-
-
-def to_unsigned64(value: int) -> int:
-    """Signed 64-bit integer read back from SQLite -> the unsigned hash."""
-    value = operator.index(value)
-    if not -(1 << (HASH_BITS - 1)) <= value < 1 << HASH_BITS:
-        raise InvalidHashError(f"{value} does not fit in 64 bits")
-    return db_schema.to_unsigned64(value)
-
-
-def hamming_distance(a: int, b: int) -> int:
-    return (_check_hash(a) ^ _check_hash(b)).bit_count()
 
 
 def _check_hash(value: int) -> int:
@@ -94,67 +73,6 @@ def _flip_masks(width: int, radius: int) -> list[int]:
 
 def _ball_size(width: int, radius: int) -> int:
     return sum(math.comb(width, bits) for bits in range(min(radius, width) + 1))
-
-
-class HammingIndex:
-    """Incremental index of 64-bit hashes answering "which stored hashes are within k?".
-
-    `substrings` sets the split: 16-bit substrings (the default 4) suit collections of
-    about 10^4 to 10^6 hashes. A query with distance k probes every substring value
-    within k // substrings bits; when that would touch more slots than there are hashes,
-    it scans them all instead. Ids are opaque labels and are not deduplicated.
-    """
-
-    def __init__(self, substrings: int = 4):
-        substrings = operator.index(substrings)
-        if not 1 <= substrings <= HASH_BITS:
-            raise InvalidHashError(f"substrings must be 1..{HASH_BITS}, got {substrings}")
-        self._bounds = _substring_bounds(substrings)
-        self._tables: list[dict[int, list[int]]] = [{} for _ in self._bounds]
-        self._ids: list[Hashable] = []
-        self._hashes: list[int] = []
-        self._masks: dict[tuple[int, int], list[int]] = {}
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def add(self, id: Hashable, hash: int) -> None:
-        value = _check_hash(hash)
-        entry = len(self._ids)
-        self._ids.append(id)
-        self._hashes.append(value)
-        for table, (shift, width) in zip(self._tables, self._bounds, strict=True):
-            table.setdefault((value >> shift) & ((1 << width) - 1), []).append(entry)
-
-    def query(self, hash: int, k: int) -> list[tuple[Hashable, int]]:
-        """(id, distance) of every stored hash within distance k, nearest first."""
-        value, k = _check_hash(hash), _check_distance(k)
-        radius = k // len(self._bounds)
-        probes = sum(_ball_size(width, radius) for _, width in self._bounds)
-        if probes >= len(self._hashes):
-            entries: Iterable[int] = range(len(self._hashes))
-        else:
-            found: set[int] = set()
-            for table, (shift, width) in zip(self._tables, self._bounds, strict=True):
-                key = (value >> shift) & ((1 << width) - 1)
-                for mask in self._flip_masks(width, radius):
-                    bucket = table.get(key ^ mask)
-                    if bucket:
-                        found.update(bucket)
-            entries = sorted(found)
-        hits = []
-        for entry in entries:
-            distance = (self._hashes[entry] ^ value).bit_count()
-            if distance <= k:
-                hits.append((distance, entry))
-        hits.sort()
-        return [(self._ids[entry], distance) for distance, entry in hits]
-
-    def _flip_masks(self, width: int, radius: int) -> list[int]:
-        key = (width, radius)
-        if key not in self._masks:
-            self._masks[key] = _flip_masks(width, radius)
-        return self._masks[key]
 
 
 if hasattr(np, "bitwise_count"):  # numpy >= 2.0
@@ -309,38 +227,3 @@ def near_pairs(
             a[order].tolist(), b[order].tolist(), distance[order].tolist(), strict=True
         )
     ]
-
-
-def group_pairs(pairs: Iterable[tuple]) -> list[set[Hashable]]:
-    """Connected components (union-find) of the pairs' first two elements, ids as given.
-
-    Groups come in the order their first member first appears; ids that are in no pair
-    are in no group.
-    """
-    parent: dict[Hashable, Hashable] = {}
-    size: dict[Hashable, int] = {}
-
-    def root(node: Hashable) -> Hashable:
-        top = node
-        while parent[top] != top:
-            top = parent[top]
-        while parent[node] != top:  # path compression
-            parent[node], node = top, parent[node]
-        return top
-
-    for pair in pairs:
-        a, b = pair[0], pair[1]
-        for node in (a, b):
-            if node not in parent:
-                parent[node], size[node] = node, 1
-        ra, rb = root(a), root(b)
-        if ra != rb:
-            if size[ra] < size[rb]:
-                ra, rb = rb, ra
-            parent[rb] = ra
-            size[ra] += size[rb]
-
-    groups: dict[Hashable, set[Hashable]] = {}
-    for node in parent:  # dicts keep first-seen order
-        groups.setdefault(root(node), set()).add(node)
-    return list(groups.values())

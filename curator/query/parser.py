@@ -25,6 +25,11 @@ Kaomoji tags that hold an operator after a letter, or start with `-`, need quote
 A tag may end in `@SOURCE` to count only that source's rows: `cat@user`,
 `cat@model:wd14`, `cat@model:wd14>=0.5`.
 
+A run of dashes negates as often as it is long (`--cat` is `cat`). Parentheses nest
+at most `MAX_DEPTH` deep and a query holds at most `MAX_TERMS` words; text that is
+not valid UTF-8 (bytes, or the surrogates a terminal leaves for undecodable bytes)
+is refused with the column of the first bad character.
+
 What the words mean (fields, tags, numbers) is decided by `curator.query.compile`.
 """
 
@@ -38,6 +43,9 @@ from typing import Literal
 from curator.errors import QueryError
 
 OPERATORS = (">=", "<=", "!=", ">", "<", "=", "~", ":")
+# Limits that keep a hostile query a one-line error rather than a stack or SQLite overflow.
+MAX_DEPTH = 64  # nested parentheses
+MAX_TERMS = 256  # words in one query: each costs a few ms to compile
 COMPARISONS = (">=", "<=", "!=", ">", "<", "=")
 # Keys whose values may hold a colon, so `source:user|model:wd14` carries the key over.
 VALUES_WITH_COLONS = ("source",)
@@ -196,13 +204,37 @@ def _read_quoted(text: str, start: int) -> tuple[str, int]:
 
 def parse(text: str) -> Node | None:
     """The query's tree, or None for an empty query."""
-    return _Parser(tokenize(text)).parse()
+    text = _as_text(text)
+    tokens = tokenize(text)
+    words = sum(t.kind == "word" for t in tokens)
+    if words > MAX_TERMS:
+        raise QueryError(f"a query holds at most {MAX_TERMS} terms, this one {words}")
+    return _Parser(tokens).parse()
+
+
+def _as_text(text: str | bytes) -> str:
+    """Text that can be bound as UTF-8: undecodable bytes are an error, not a crash later."""
+    if isinstance(text, bytes):
+        try:
+            return text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise QueryError("the query is not UTF-8 text", column=e.start + 1) from None
+    if not isinstance(text, str):
+        raise QueryError(f"a query is text, not {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:  # surrogates: bytes a terminal could not decode
+        raise QueryError(
+            "the query holds bytes that are not UTF-8 text", column=e.start + 1
+        ) from None
+    return text
 
 
 class _Parser:
     def __init__(self, tokens: list[Token]):
         self.tokens = tokens
         self.pos = 0
+        self.depth = 0
 
     def peek(self, ahead: int = 0) -> Token:
         return self.tokens[min(self.pos + ahead, len(self.tokens) - 1)]
@@ -241,21 +273,27 @@ class _Parser:
         return nodes[0] if len(nodes) == 1 else Or(tuple(nodes))
 
     def unary(self) -> Node:
-        token = self.peek()
-        if token.kind == "-":
+        """`-x`; a run of dashes is read in a loop (`--x` is `x`), not by recursion."""
+        first, negations = self.peek(), 0
+        while self.peek().kind == "-":
             self.take()
-            return Not(self.unary(), token.column)
-        return self.atom()
+            negations += 1
+        node = self.atom()
+        return Not(node, first.column) if negations % 2 else node
 
     def atom(self) -> Node:
         token = self.take()
         if token.kind == "(":
             if self.peek().kind == ")":
                 raise QueryError("empty parentheses", column=token.column)
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise QueryError(f"parentheses nest at most {MAX_DEPTH} deep", column=token.column)
             node = self.and_()
             if self.peek().kind != ")":
                 raise QueryError("unbalanced parenthesis: '(' is never closed", token.column)
             self.take()
+            self.depth -= 1
             return node
         if token.kind == ")":
             raise QueryError("unbalanced parenthesis: ')' without '('", column=token.column)

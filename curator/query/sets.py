@@ -28,11 +28,13 @@ from sqlalchemy import (
     and_,
     except_,
     exists,
+    false,
     intersect,
     literal_column,
     not_,
     or_,
     select,
+    true,
     union,
 )
 from sqlalchemy.orm import aliased
@@ -40,6 +42,11 @@ from sqlalchemy.orm import aliased
 from curator.tags.view import USER_REMOVED
 from db.schema import Image, ImageTag, Tag
 
+# SQLite refuses a compound SELECT of more than 500 arms; longer ANDs and ORs are split.
+MAX_ARMS = 200
+# SQLite parses `a AND b AND ...` into a tree as deep as the list, and refuses depth 1000:
+# long lists go in parenthesised groups.
+GROUP = 50
 # Written into the SQL, not bound, so SQLite sees it matches the partial index's WHERE.
 USER_REMOVED_SQL = literal_column(f"'{USER_REMOVED}'")
 
@@ -93,9 +100,9 @@ def _exists(selectable: Selectable) -> ColumnElement[bool]:
         arms = [_exists(s) for s in selectable.selects]
         keyword = selectable.keyword.value
         if keyword == "UNION":
-            return or_(*arms)
+            return any_true(arms)
         if keyword == "INTERSECT":
-            return and_(*arms)
+            return all_true(arms)
         raise AssertionError(keyword)  # pragma: no cover: the compiler makes no other
     return selectable.where(selectable.selected_columns[0] == Image.id).exists()
 
@@ -105,21 +112,47 @@ def all_of(parts: list[Part]) -> Part:
     positive = [p for p in parts if isinstance(p, Ids) and not p.negated]
     others = [to_expression(p) for p in parts if not (isinstance(p, Ids) and not p.negated)]
     if not positive:
-        return and_(*others)
+        return all_true(others)
+    if len(positive) > MAX_ARMS:  # several INTERSECTs, each within SQLite's limit
+        chunks = [positive[i : i + MAX_ARMS] for i in range(0, len(positive), MAX_ARMS)]
+        return all_true([*(to_expression(all_of(c)) for c in chunks), *others])
     if len(positive) == 1:
         ids = positive[0]
     else:
         merged = intersect(*(arm(p.select) for p in positive)).order_by(literal_column("1"))
         hidden = [p.hidden for p in positive if p.hidden is not None]
         ids = Ids(merged, _union(hidden))
-    return ids if not others else and_(to_expression(ids), *others)
+    return ids if not others else all_true([to_expression(ids), *others])
 
 
 def any_of(parts: list[Part]) -> Part:
     """OR: plain id sets become one UNION; anything else an OR of expressions."""
+    if len(parts) > MAX_ARMS:  # several UNIONs, each within SQLite's limit
+        chunks = [parts[i : i + MAX_ARMS] for i in range(0, len(parts), MAX_ARMS)]
+        return any_true([to_expression(any_of(c)) for c in chunks])
     if all(isinstance(p, Ids) and not p.negated and p.hidden is None for p in parts):
         return Ids(_union([p.select for p in parts]))  # type: ignore[union-attr]
-    return or_(*(to_expression(p) for p in parts))
+    return any_true([to_expression(p) for p in parts])
+
+
+def all_true(conditions: list[ColumnElement[bool]]) -> ColumnElement[bool]:
+    """AND of many conditions, nested so SQLite's expression tree stays shallow."""
+    if not conditions:
+        return true()
+    while len(conditions) > GROUP:
+        groups = [conditions[i : i + GROUP] for i in range(0, len(conditions), GROUP)]
+        conditions = [and_(*g).self_group() for g in groups]
+    return and_(*conditions)
+
+
+def any_true(conditions: list[ColumnElement[bool]]) -> ColumnElement[bool]:
+    """OR of many conditions, nested so SQLite's expression tree stays shallow."""
+    if not conditions:
+        return false()
+    while len(conditions) > GROUP:
+        groups = [conditions[i : i + GROUP] for i in range(0, len(conditions), GROUP)]
+        conditions = [or_(*g).self_group() for g in groups]
+    return or_(*conditions)
 
 
 def negate(part: Part) -> Part:

@@ -8,7 +8,8 @@ by hand counts as score 1.0).
 Curation rules (`curator.tags.rules`) apply on top: a row under an alias reads as its
 canonical tag, blacklisted tags are dropped, and with `implied=True` tags implied by
 the image's tags are added (source `implied`) unless the user removed or blacklisted
-them.
+them; an implied tag scores as the best tag implying it, so a tag that is also there
+on its own scores at least that (the query language compares the same score).
 """
 
 from __future__ import annotations
@@ -196,7 +197,8 @@ def _add_implied(
     merged: dict[int, dict[str, list]],
     removed: set[tuple[int, str]],
 ) -> None:
-    """Add implied tags, scored as the best tag implying them, in place."""
+    """Add implied tags, scored as the best tag implying them, in place; a tag both present
+    and implied keeps the higher of its own score and theirs."""
     wanted: dict[int, dict[str, float]] = {}
     for image_id, tags in merged.items():
         kept = {
@@ -207,7 +209,11 @@ def _add_implied(
         extra: dict[str, float] = {}
         for name, score in kept.items():
             for target in rules.implied_by(name):
-                if target not in kept and (image_id, target) not in removed:
+                if (image_id, target) in removed:
+                    continue
+                if target in kept:  # `long_hair` at 0.8 makes `hair` at least 0.8 likely
+                    tags[target][1] = max(tags[target][1], score)
+                else:
                     extra[target] = max(extra.get(target, 0.0), score)
         if extra:
             wanted[image_id] = extra
