@@ -16,3 +16,34 @@ class ModelNotFoundError(TaggerError):
 
 class ModelLoadError(TaggerError):
     """A model's files exist but cannot be loaded or do not match each other."""
+
+
+class MissingDependencyError(TaggerError):
+    """A package the model needs is not installed; the message names what to install."""
+
+
+# Which install extra brings each optional module (see pyproject.toml).
+EXTRAS: dict[str, str] = {
+    "onnxruntime": "cpu",
+    "onnx": "dev",
+    "cv2": "cpu",
+    "nudenet": "cpu",
+    "rapidocr_onnxruntime": "cpu",
+    "torch": "clip",
+    "open_clip": "clip",
+}
+
+
+def require(module: str, *, purpose: str) -> None:
+    """Raise `MissingDependencyError` unless ``module`` can be imported (without importing it)."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        extra = EXTRAS.get(module, "all")
+        raise MissingDependencyError(
+            f'{purpose} needs {module}, which is not installed: pip install -e ".[{extra}]"'
+        )

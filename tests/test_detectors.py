@@ -128,8 +128,9 @@ def test_nudenet_letterbox_pads_right_and_bottom() -> None:
     wide = Image.new("RGB", (640, 320), (255, 0, 0))
     item = nudenet_preprocess(wide)
     assert item.array.shape == (3, 320, 320)
-    assert item.array[:, 10, 10].tolist() == [1.0, 0.0, 0.0]  # RGB, top-left is content
-    assert item.array[:, 300, 10].tolist() == [0.0, 0.0, 0.0]  # bottom is black padding
+    assert item.array.dtype == np.uint8  # workers send pixels; the model scales them
+    assert item.array[:, 10, 10].tolist() == [255, 0, 0]  # RGB, top-left is content
+    assert item.array[:, 300, 10].tolist() == [0, 0, 0]  # bottom is black padding
     assert (item.width, item.height) == (640, 320)
 
 

@@ -86,8 +86,13 @@ def test_tag_through_cli_stores_thresholded_tags_and_rating(tmp_path, colours, t
                 )
             }
             run = s.scalar(select(Run).where(Run.kind == "tag"))
-    # Every rating row is kept; general tags above 0.35, characters above 0.85.
-    assert {"general", "sensitive", "questionable", "explicit"} <= set(tags["red"])
+    # One rating tag per image (the top one); general tags above 0.35, characters above 0.85.
+    ratings_tagged = {
+        stem: {"general", "sensitive", "questionable", "explicit"} & set(names)
+        for stem, names in tags.items()
+    }
+    assert ratings_tagged["red"] == {"sensitive"} and ratings_tagged["blue"] == {"questionable"}
+    assert all(len(found) == 1 for found in ratings_tagged.values())
     assert {"red", "red_hero"} <= set(tags["red"]) and "blue" not in tags["red"]
     assert {"blue", "blue_hero"} <= set(tags["blue"]) and "red_hero" not in tags["blue"]
     assert "green" in tags["green"] and "red_hero" not in tags["green"]
@@ -95,6 +100,10 @@ def test_tag_through_cli_stores_thresholded_tags_and_rating(tmp_path, colours, t
     assert tags["red"]["red"] == pytest.approx(1 / (1 + pow(2.718281828, -5)), abs=1e-3)
     # The rating is the highest of the four rows: red → sensitive, blue → questionable.
     assert ratings["red"] == 1.0 and ratings["blue"] == 2.0 and ratings["black"] == 0.0
+    # ... and all four ratings' scores are kept as scores.
+    with open_catalog(str(db)) as cat, cat.session() as s:
+        names = set(s.scalars(select(Score.name).where(Score.name.startswith("rating:"))))
+    assert names == {"rating:general", "rating:sensitive", "rating:questionable", "rating:explicit"}
     assert run.status == "finished" and run.model == "tiny-tagger" and run.revision
     assert run.params["general_threshold"] == 0.35 and run.counts["done"] == len(COLOURS)
 
@@ -123,7 +132,7 @@ def test_thresholds_and_mcut_change_what_is_kept(tmp_path, colours, tagger_dir):
     with open_catalog(str(db)) as cat:
         tags = tags_by_file(cat)
     assert "red" not in tags["red"] and "red_hero" not in tags["red"]
-    assert "general" in tags["red"]  # ratings are always kept
+    assert set(tags["red"]) == {"sensitive"}  # the top rating is always kept
 
 
 def test_rerun_does_only_new_images_and_redo_forces(tmp_path, colours, tagger_dir):
