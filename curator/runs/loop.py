@@ -131,21 +131,30 @@ def draft_size(width: int, height: int, side: int) -> tuple[int, int]:
     return max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))
 
 
-def decode(path: str, draft_side: int | None = None) -> DecodedImage:
+def needs_pixels(model: Model) -> bool:
+    """False for models that read only what the header says (size, JPEG tables)."""
+    return bool(getattr(model, "needs_pixels", True))
+
+
+def decode(path: str, draft_side: int | None = None, *, pixels: bool = True) -> DecodedImage:
     """Open and decode one image, upright, with what format-specific models need.
 
     With `draft_side`, a JPEG is decoded in the DCT domain at the smallest scale that
     still covers a square of that side: a fraction of the cost of a full decode.
+    Without `pixels`, only the header is read: the record's image must not be used.
     """
     with PILImage.open(path) as img:
         original = img.size
         fmt = img.format
         quantization = getattr(img, "quantization", None) if fmt == "JPEG" else None
-        if fmt == "JPEG" and draft_side:
-            img.draft("RGB", draft_size(*img.size, draft_side))
-        img.load()
         orientation = img.getexif().get(0x0112)
-        upright = ImageOps.exif_transpose(img)
+        if not pixels:
+            upright = img
+        else:
+            if fmt == "JPEG" and draft_side:
+                img.draft("RGB", draft_size(*img.size, draft_side))
+            img.load()
+            upright = ImageOps.exif_transpose(img)
     if orientation in _QUARTER_TURNS:
         original = (original[1], original[0])
     tables = {int(k): list(v) for k, v in quantization.items()} if quantization else None
@@ -154,8 +163,8 @@ def decode(path: str, draft_side: int | None = None) -> DecodedImage:
 
 def decode_for_models(path: str, models: Sequence[Model], needs: Sequence[int]) -> dict[int, Any]:
     """Decode an image once and preprocess it for each model that needs it."""
-    sizes = [models[i].input_size for i in needs]
-    decoded = decode(path, max(sizes) if sizes and all(sizes) else None)
+    sizes = [models[i].input_size for i in needs if needs_pixels(models[i])]
+    decoded = decode(path, max(sizes) if sizes and all(sizes) else None, pixels=bool(sizes))
     return {i: models[i].preprocess(decoded) for i in needs}
 
 

@@ -110,6 +110,11 @@ def tag_ids(s: Session, categories: dict[str, str]) -> dict[str, int]:
     return found
 
 
+def source_of(model: Model) -> str:
+    """The `source` a model's rows carry: its own `source`, else ``model:NAME``."""
+    return getattr(model, "source", None) or model_source(model.name)
+
+
 def _finite(value: Any) -> bool:
     try:
         return math.isfinite(float(value))
@@ -163,7 +168,7 @@ def write_batch(
     processed_rows: list[dict[str, Any]] = []
     for item in items:
         i, model, result = item.model, models[item.model], item.result
-        source, run_id, image_id = model_source(model.name), run_ids[item.model], item.image_id
+        source, run_id, image_id = source_of(model), run_ids[item.model], item.image_id
         if model.kind == "tagger" or result.tags:
             replace_tags.setdefault(i, []).append(image_id)
             tags = []
@@ -248,7 +253,7 @@ def write_batch(
 
     if replace_tags:
         for i, ids in replace_tags.items():
-            source = model_source(models[i].name)
+            source = source_of(models[i])
             for chunk in _chunks(ids):
                 s.execute(
                     delete(ImageTag).where(ImageTag.source == source, ImageTag.image_id.in_(chunk))
@@ -259,7 +264,7 @@ def write_batch(
         ids_by_name = tag_ids(s, categories)
         rows: dict[tuple[int, int, str], dict[str, Any]] = {}
         for i, image_id, name, _, score in tag_rows:
-            source = model_source(models[i].name)
+            source = source_of(models[i])
             key = (image_id, ids_by_name[name], source)
             if key not in rows:
                 rows[key] = {
