@@ -346,3 +346,142 @@ def test_deepdanbooru_through_the_run_loop(tmp_path, colours):
     assert "blue" in tags["blue"] and "red" not in tags["blue"]
     assert "red_hero" in tags["red"]
     assert blue_rating == 0.0  # DeepDanbooru's rating:safe is the general rating
+
+
+# --- the batch writer, cancellation, the decoded record ---------------------------------
+
+
+def _many(root: Path, n: int) -> Path:
+    root.mkdir()
+    for i in range(n):
+        Image.new("RGB", (24, 24), (i * 3 % 256, 255 - i * 3 % 256, 90)).save(root / f"{i:03d}.png")
+    return root
+
+
+def _statements_per_batch(tmp_path, tagger_dir, batch_size: int) -> list[int]:
+    from sqlalchemy import event
+
+    with open_catalog(str(tmp_path / f"s{batch_size}.db")) as cat:
+        scan(cat, [_many(tmp_path / f"img{batch_size}", 3 * batch_size)], ScanOptions(workers=1))
+        model = load_model(str(tagger_dir), models_dir=tmp_path / "m")
+        counts: list[int] = []
+        state = {"n": 0}
+
+        def count(*_args):
+            state["n"] += 1
+
+        class Counting:
+            def start(self, description, total=None):
+                pass
+
+            def set_total(self, total):
+                pass
+
+            def advance(self, n=1):
+                counts.append(state["n"])
+                state["n"] = 0
+
+            def finish(self):
+                pass
+
+        event.listen(cat.engine, "before_cursor_execute", count)
+        run_models(cat, [model], RunOptions(workers=0, batch_size=batch_size, reporter=Counting()))
+        event.remove(cat.engine, "before_cursor_execute", count)
+    return counts
+
+
+def test_the_writer_issues_the_same_number_of_statements_for_any_batch_size(tmp_path, tagger_dir):
+    small = _statements_per_batch(tmp_path, tagger_dir, 2)
+    large = _statements_per_batch(tmp_path, tagger_dir, 32)
+    # After the first (which also selects the work), a batch costs a bounded number of
+    # statements, two more only when it brings tag names the catalog has not seen,
+    # whether it holds 2 images or 32 (per-row writing took hundreds for 32).
+    assert len(small) == len(large) == 3
+    assert max(small[1:]) <= 8 and max(large[1:]) <= 8, (small, large)
+
+
+def test_a_cancelled_run_is_recorded_and_resumes(tmp_path, tagger_dir):
+    from curator.errors import Cancelled
+    from curator.progress import CancelToken
+
+    token = CancelToken()
+
+    class CancelAfterFirstBatch:
+        def start(self, description, total=None):
+            pass
+
+        def set_total(self, total):
+            pass
+
+        def advance(self, n=1):
+            token.cancel()
+
+        def finish(self):
+            pass
+
+    with open_catalog(str(tmp_path / "c.db")) as cat:
+        scan(cat, [_many(tmp_path / "img", 10)], ScanOptions(workers=1))
+        model = load_model(str(tagger_dir), models_dir=tmp_path / "m")
+        options = RunOptions(
+            workers=0, batch_size=4, reporter=CancelAfterFirstBatch(), cancel=token
+        )
+        with pytest.raises(Cancelled):
+            run_models(cat, [model], options)
+        with cat.session() as s:
+            run = s.scalar(select(Run).where(Run.kind == "tag"))
+            assert run.status == "cancelled" and run.counts["done"] == 4
+            assert s.scalar(select(func.count(Processed.id))) == 4
+        (again,) = run_models(cat, [model], RunOptions(workers=0, batch_size=4))
+        assert (again.done, again.skipped, again.status) == (6, 4, "finished")
+
+
+def test_models_receive_the_decoded_record(tmp_path):
+    from taggers.base import DecodedImage, Result
+
+    class Recorder:
+        name, kind, revision, input_size = "recorder", "measure", "r1", 64
+
+        def preprocess(self, decoded):
+            assert isinstance(decoded, DecodedImage)
+            return (decoded.format, decoded.original_size, decoded.image.size, decoded.quantization)
+
+        def predict(self, batch):
+            self.seen = batch
+            return [Result() for _ in batch]
+
+        def params(self):
+            return {}
+
+    root = tmp_path / "img"
+    root.mkdir()
+    Image.new("RGB", (1600, 800), (20, 120, 220)).save(root / "big.jpg", quality=70)
+    recorder = Recorder()
+    with open_catalog(str(tmp_path / "c.db")) as cat:
+        scan(cat, [root], ScanOptions(workers=1))
+        run_models(cat, [recorder], RunOptions(workers=0))
+    ((fmt, original, decoded_size, tables),) = recorder.seen
+    assert fmt == "JPEG" and original == (1600, 800)
+    assert decoded_size[0] < 1600 and max(decoded_size) >= 64  # draft-decoded, still covers 64
+    assert tables and len(tables[0]) == 64
+
+
+def test_quality_measures_transparent_icons_as_seen(tmp_path):
+    from curator.runs.quality_run import compute_quality
+
+    root = tmp_path / "icons"
+    root.mkdir()
+    icon = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    for x in range(16, 48):
+        for y in range(16, 48):
+            icon.putpixel((x, y), (0, 0, 0, 255 if (x // 4 + y // 4) % 2 else 0))
+    icon.save(root / "icon.png")
+    with open_catalog(str(tmp_path / "c.db")) as cat:
+        scan(cat, [root], ScanOptions(workers=1))
+        summary = compute_quality(cat, workers=0)
+        assert summary.measured == 1
+        with cat.session() as s:
+            value = s.scalar(select(Score.value).where(Score.name == "sharpness"))
+            runs = s.scalars(select(Run.revision).where(Run.kind == "quality")).all()
+    # Black squares on transparent black: flattened onto white they are a sharp pattern.
+    assert value > 1000
+    assert runs and all(runs)  # every quality run has a revision
