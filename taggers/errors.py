@@ -34,6 +34,19 @@ EXTRAS: dict[str, str] = {
 }
 
 
+def install_hint(module: str) -> str:
+    """What to install for ``module`` (its top-level name), as a user types it."""
+    return f'pip install -e ".[{EXTRAS.get(module.split(".")[0], "all")}]"'
+
+
+def missing_dependency(exc: ImportError, *, purpose: str) -> MissingDependencyError:
+    """A one-line error for an import that failed while `purpose` ran."""
+    module = (exc.name or str(exc)).split(".")[0]
+    return MissingDependencyError(
+        f"{purpose} needs {module}, which is not installed: {install_hint(module)}"
+    )
+
+
 def require(module: str, *, purpose: str) -> None:
     """Raise `MissingDependencyError` unless ``module`` can be imported (without importing it)."""
     import importlib.util
@@ -43,7 +56,6 @@ def require(module: str, *, purpose: str) -> None:
     except (ImportError, ValueError):
         found = False
     if not found:
-        extra = EXTRAS.get(module, "all")
         raise MissingDependencyError(
-            f'{purpose} needs {module}, which is not installed: pip install -e ".[{extra}]"'
+            f"{purpose} needs {module}, which is not installed: {install_hint(module)}"
         )

@@ -173,8 +173,9 @@ def prepare_model_file(model_path: Path, *, quantize: str | None, cache_dir: Pat
     """The file to load: `model_path` itself, or its quantised copy in `cache_dir`."""
     if quantize is None:
         return Path(model_path)
-    if quantize != "int8":
-        raise TaggerError(f"unknown quantisation {quantize!r}; use one of: int8")
+    if quantize not in QUANTIZE_CHOICES:
+        choices = ", ".join(QUANTIZE_CHOICES)
+        raise TaggerError(f"unknown quantisation {quantize!r}; use one of: {choices}")
     return quantize_int8(model_path, cache_dir)
 
 

@@ -15,7 +15,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from taggers.errors import ModelLoadError, ModelNotFoundError, TaggerError
+from taggers.errors import (
+    MissingDependencyError,
+    ModelLoadError,
+    ModelNotFoundError,
+    TaggerError,
+    install_hint,
+)
 
 WD14 = "wd14"
 DEEPDANBOORU = "deepdanbooru"
@@ -180,9 +186,9 @@ def detector_files(name: str) -> tuple[Path, ...]:
     try:
         root = importlib.resources.files(detector.package)
     except ModuleNotFoundError as exc:
-        raise ModelNotFoundError(
-            f"detector {name!r} needs the {detector.pip_name} package: "
-            f"pip install {detector.pip_name}"
+        raise MissingDependencyError(
+            f"detector {name!r} needs the {detector.pip_name} package, which is not "
+            f"installed: {install_hint(detector.package)}"
         ) from exc
     paths = tuple(Path(str(root / resource)) for resource in detector.resources)
     for path in paths:

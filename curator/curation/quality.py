@@ -201,7 +201,8 @@ def _load_state_dict(path: Path) -> dict[str, np.ndarray]:
             from safetensors.numpy import load_file
         except ImportError as error:
             raise AestheticHeadError(
-                f"reading {path} needs the safetensors package: pip install safetensors"
+                f"reading {path} needs safetensors, which is not installed: "
+                'pip install -e ".[clip]"'
             ) from error
         return dict(load_file(str(path)))
     if suffix in (".pth", ".pt", ".bin", ".ckpt"):
@@ -209,7 +210,8 @@ def _load_state_dict(path: Path) -> dict[str, np.ndarray]:
             import torch
         except ImportError as error:
             raise AestheticHeadError(
-                f"reading {path} needs torch; or convert it to .safetensors"
+                f'reading {path} needs torch, which is not installed: pip install -e ".[clip]" '
+                "(or convert the weights to .safetensors)"
             ) from error
         # weights_only: never unpickle arbitrary objects from a downloaded checkpoint.
         state = torch.load(str(path), map_location="cpu", weights_only=True)

@@ -37,7 +37,7 @@ from curator.workers import process_pool
 from db.engine import Catalog
 from db.schema import File, Image, Processed, Run, utcnow
 from taggers.base import DecodedImage, Model, Result
-from taggers.errors import ModelLoadError, TaggerError
+from taggers.errors import ModelLoadError, TaggerError, missing_dependency
 
 PAGE = 1000
 # EXIF orientations that turn the image a quarter turn (width and height swap).
@@ -117,6 +117,8 @@ def load_models(models: Sequence[Model]) -> None:
             load()
         except TaggerError:
             raise
+        except ImportError as exc:
+            raise missing_dependency(exc, purpose=f"model {model.name}") from None
         except Exception as exc:  # noqa: BLE001 - whatever a loader raises, it is one line
             message = " ".join(str(exc).split()) or type(exc).__name__
             raise ModelLoadError(f"cannot load model {model.name}: {message}") from None
@@ -175,6 +177,10 @@ def _decode_batch(jobs: list[_Job], models: Sequence[Model]) -> list[_Decoded]:
             out.append(
                 _Decoded(job.image_id, job.path, decode_for_models(job.path, models, job.needs))
             )
+        except ImportError as exc:
+            # A package the model needs is missing: not this image's fault, and the same
+            # for every image, so the run stops with one line instead.
+            raise missing_dependency(exc, purpose="preparing images for the model") from None
         except Exception as exc:  # noqa: BLE001 - a bad image is recorded, the run goes on
             message = " ".join(str(exc).split()) or type(exc).__name__
             out.append(_Decoded(job.image_id, job.path, error=message))
@@ -309,6 +315,8 @@ class _Runner:
                 results: list[Result] = model.predict([d.inputs[i] for d in batch])
             except TaggerError:
                 raise
+            except ImportError as exc:
+                raise missing_dependency(exc, purpose=f"model {model.name}") from None
             except Exception as exc:  # noqa: BLE001 - a model failing is one line, not a trace
                 message = " ".join(str(exc).split()) or type(exc).__name__
                 raise TaggerError(f"model {model.name} failed on a batch: {message}") from None
