@@ -47,8 +47,9 @@ class FaceDetector:
 
     name = "faces"
     kind = "detector"
-    # Boxes are reported in original pixels, so the image must not be draft-decoded.
-    input_size = None
+    # JPEGs may be draft-decoded down to the side the cascade works at; boxes are scaled
+    # back to original pixels through the decoded record's original size.
+    input_size = MAX_SIDE
     OPTIONS: ClassVar[tuple[str, ...]] = ("scale_factor", "min_neighbors", "min_size")
 
     def __init__(

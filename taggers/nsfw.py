@@ -122,8 +122,9 @@ class NsfwDetector:
 
     name = "nsfw"
     kind = "detector"
-    # Boxes are reported in original pixels, so the image must not be draft-decoded.
-    input_size = None
+    # JPEGs may be draft-decoded down to the model's side; boxes are scaled back to
+    # original pixels through the decoded record's original size.
+    input_size = INPUT_SIDE
     OPTIONS: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, device: str = "auto", threads: int | None = None):

@@ -57,8 +57,9 @@ class TextDetector:
 
     name = "text"
     kind = "detector"
-    # Boxes are reported in original pixels, so the image must not be draft-decoded.
-    input_size = None
+    # JPEGs may be draft-decoded down to the side OCR works at; boxes are scaled back
+    # to original pixels through the decoded record's original size.
+    input_size = MAX_SIDE
     OPTIONS: ClassVar[tuple[str, ...]] = ("min_score",)
 
     def __init__(self, *, device: str = "auto", threads: int | None = None, min_score: float = 0.5):

@@ -253,3 +253,25 @@ def test_model_errors_are_library_errors(tmp_path):
     model = load_model(str(model_dir), models_dir=tmp_path)
     with pytest.raises(ModelLoadError, match="2048"):
         model.load()
+
+
+def test_a_package_missing_while_preparing_images_stops_the_run_in_one_line(db):
+    from taggers.base import Result
+
+    class NeedsTorch:
+        name, kind, revision, input_size = "needs-torch", "embedder", "t1", None
+
+        def preprocess(self, decoded):
+            raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+        def predict(self, batch):
+            return [Result() for _ in batch]
+
+        def params(self):
+            return {}
+
+    with open_catalog(str(db)) as catalog:
+        with pytest.raises(MissingDependencyError, match=r'pip install -e "\.\[clip\]"'):
+            run_models(catalog, [NeedsTorch()], RunOptions(workers=0))
+        with catalog.session() as s:
+            assert s.scalar(select(func.count(Problem.id))) == 0
