@@ -485,3 +485,42 @@ def test_quality_measures_transparent_icons_as_seen(tmp_path):
     # Black squares on transparent black: flattened onto white they are a sharp pattern.
     assert value > 1000
     assert runs and all(runs)  # every quality run has a revision
+
+
+def test_odd_model_outputs_are_skipped_or_one_line_errors(tmp_path, colours):
+    from taggers.base import Detection as Det
+    from taggers.base import Result
+    from taggers.errors import TaggerError
+
+    class Odd:
+        name, kind, revision, input_size = "odd", "detector", "o1", None
+
+        def __init__(self, results_per_batch=None):
+            self.results_per_batch = results_per_batch
+
+        def preprocess(self, decoded):
+            return decoded.original_size
+
+        def predict(self, batch):
+            n = len(batch) if self.results_per_batch is None else self.results_per_batch
+            nan = float("nan")
+            return [
+                Result(
+                    scores={"odd": nan, "fine": 1.0},
+                    detections=[Det("x", 0.9, (nan, 0, 1, 1)), Det("y", 0.8, (1, 2, 3, 4))],
+                )
+                for _ in range(n)
+            ]
+
+        def params(self):
+            return {}
+
+    with open_catalog(str(tmp_path / "c.db")) as cat:
+        scan(cat, [colours], ScanOptions(workers=1))
+        (summary,) = run_models(cat, [Odd()], RunOptions(workers=0), kind="detect")
+        assert summary.done == len(COLOURS) and summary.nonfinite == 2 * len(COLOURS)
+        with cat.session() as s:
+            assert set(s.scalars(select(Detection.label))) == {"y"}
+            assert set(s.scalars(select(Score.name))) == {"fine"}
+        with pytest.raises(TaggerError, match="gave 1 results for 5 images"):
+            run_models(cat, [Odd(results_per_batch=1)], RunOptions(workers=0, redo=True))

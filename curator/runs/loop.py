@@ -320,6 +320,10 @@ class _Runner:
             except Exception as exc:  # noqa: BLE001 - a model failing is one line, not a trace
                 message = " ".join(str(exc).split()) or type(exc).__name__
                 raise TaggerError(f"model {model.name} failed on a batch: {message}") from None
+            if len(results) != len(batch):
+                raise TaggerError(
+                    f"model {model.name} gave {len(results)} results for {len(batch)} images"
+                )
             items.extend(Item(i, d.image_id, r) for d, r in zip(batch, results, strict=True))
         return items
 

@@ -217,7 +217,7 @@ def write_batch(
         if model.kind == "detector":
             replace_detections.setdefault(i, []).append(image_id)
             for d in result.detections:
-                if not _finite(d.score):
+                if not all(_finite(v) for v in (d.score, *d.box)):
                     counts.nonfinite[i] += 1
                     continue
                 x, y, w, h = (int(v) for v in d.box)
