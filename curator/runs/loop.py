@@ -26,7 +26,7 @@ from typing import Any
 
 from PIL import Image as PILImage
 from PIL import ImageOps
-from sqlalchemy import exists, func, literal, or_, select
+from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.orm import aliased
 
 from curator.errors import Cancelled
@@ -35,7 +35,7 @@ from curator.query.compile import compile_query
 from curator.runs.writer import DEFAULT_MAX_TAGS, Item, write_batch
 from curator.workers import process_pool
 from db.engine import Catalog
-from db.schema import File, Image, Processed, Run, utcnow
+from db.schema import Embedding, File, Image, Processed, Run, utcnow
 from taggers.base import DecodedImage, Model, Result
 from taggers.errors import ModelLoadError, TaggerError, missing_dependency
 
@@ -138,6 +138,15 @@ def needs_pixels(model: Model) -> bool:
     return bool(getattr(model, "needs_pixels", True))
 
 
+def reads_embeddings(model: Model) -> str | None:
+    """The embedding model whose stored vectors `model` reads instead of an image, if any.
+
+    Such a model (an aesthetic head over CLIP embeddings) is never sent to a decoder:
+    the loop selects the images that have those vectors and passes them to `predict`.
+    """
+    return getattr(model, "embedding_model", None)
+
+
 def decode(path: str, draft_side: int | None = None, *, pixels: bool = True) -> DecodedImage:
     """Open and decode one image, upright, with what format-specific models need.
 
@@ -165,6 +174,9 @@ def decode(path: str, draft_side: int | None = None, *, pixels: bool = True) -> 
 
 def decode_for_models(path: str, models: Sequence[Model], needs: Sequence[int]) -> dict[int, Any]:
     """Decode an image once and preprocess it for each model that needs it."""
+    needs = [i for i in needs if not reads_embeddings(models[i])]
+    if not needs:
+        return {}
     sizes = [models[i].input_size for i in needs if needs_pixels(models[i])]
     decoded = decode(path, max(sizes) if sizes and all(sizes) else None, pixels=bool(sizes))
     return {i: models[i].preprocess(decoded) for i in needs}
@@ -211,6 +223,14 @@ def _not_done(model: Model) -> Any:
     )
 
 
+def _has_input(model: Model, present: Any) -> Any:
+    """An image the model can read: a present file, or its stored embedding."""
+    source = reads_embeddings(model)
+    if source is None:
+        return present
+    return exists().where(Embedding.image_id == Image.id, Embedding.model == source)
+
+
 def select_jobs(
     catalog: Catalog, models: Sequence[Model], options: RunOptions
 ) -> tuple[int, int, Iterator[_Job]]:
@@ -227,16 +247,19 @@ def select_jobs(
         .limit(1)
         .scalar_subquery()
     )
+    present = exists().where(File.image_id == Image.id, File.present.is_(True))
     need_cols = [
-        (literal(True) if options.redo else _not_done(m)).label(f"need{i}")
+        (
+            _has_input(m, present) if options.redo else and_(_not_done(m), _has_input(m, present))
+        ).label(f"need{i}")
         for i, m in enumerate(models)
     ]
-    present = exists().where(File.image_id == Image.id, File.present.is_(True))
-    conds = [where, present]
+    readable = or_(*(_has_input(m, present) for m in models))
+    conds = [where, readable]
     if not options.redo:
-        conds.append(or_(*(_not_done(m) for m in models)))
+        conds.append(or_(*(and_(_not_done(m), _has_input(m, present)) for m in models)))
     with catalog.session() as s:
-        total = s.scalar(select(func.count(Image.id)).where(where, present))
+        total = s.scalar(select(func.count(Image.id)).where(where, readable))
         todo = s.scalar(select(func.count(Image.id)).where(*conds))
     done_before = total - todo
     if options.limit is not None:
@@ -258,8 +281,9 @@ def select_jobs(
             for row in rows:
                 last = row[0]
                 needs = tuple(i for i, flag in enumerate(row[2:]) if flag)
-                if needs and row[1]:
-                    yield _Job(row[0], row[1], needs)
+                pixels = any(reads_embeddings(models[i]) is None for i in needs)
+                if needs and (row[1] or not pixels):
+                    yield _Job(row[0], row[1] or "", needs)
                     emitted += 1
                     if options.limit is not None and emitted >= options.limit:
                         return
@@ -305,6 +329,21 @@ class _Runner:
                 if summary.nonfinite:
                     row.counts["nonfinite"] = summary.nonfinite
 
+    def _load_vectors(self, decoded: list[_Decoded], jobs: dict[int, _Job]) -> None:
+        """Stored embeddings as the inputs of the models that read them."""
+        from curator.curation.dedup import load_embeddings
+
+        for i, model in enumerate(self.models):
+            source = reads_embeddings(model)
+            wanted = [d for d in decoded if d.error is None and i in jobs[d.image_id].needs]
+            if source is None or not wanted:
+                continue
+            with self.catalog.session() as s:
+                vectors = load_embeddings(s, source, [d.image_id for d in wanted])
+            for d in wanted:
+                if d.image_id in vectors:
+                    d.inputs[i] = vectors[d.image_id]
+
     def predict(self, decoded: list[_Decoded]) -> list[Item]:
         items: list[Item] = []
         for i, model in enumerate(self.models):
@@ -328,6 +367,7 @@ class _Runner:
         return items
 
     def write_batch(self, decoded: list[_Decoded], jobs: dict[int, _Job]) -> None:
+        self._load_vectors(decoded, jobs)
         items = self.predict(decoded)
         problems = [(d.path, d.error) for d in decoded if d.error is not None]
         with self.catalog.write() as s:

@@ -8,9 +8,9 @@ any tagger (one decode per image for all of them, resumable, cancellable):
   the quantisation tables the decoder hands over (JPEG files only).
 - `megapixels` (`MegapixelsModel`): width x height / 10^6 of the upright original; the
   resolution class (`tiny` ... `uhd`) follows from it and is reported, not stored.
-- `aesthetic`: a LAION aesthetic head over stored CLIP image embeddings, when a head
-  file is given (source `aesthetic:NAME`). It reads no pixels, so it scores the
-  embeddings a CLIP run stored, in bulk, recorded as its own run.
+- `aesthetic` (`AestheticModel`): a LAION aesthetic head over the CLIP image
+  embeddings a CLIP run stored, when a head file is given (source `aesthetic:NAME`).
+  It reads no pixels: the loop hands it the stored vectors of the images that have them.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 from sqlalchemy import func, select
 
-from curator.curation.dedup import choose_embedding_model, load_embeddings
+from curator.curation.dedup import choose_embedding_model
 from curator.curation.edits import chunks
 from curator.curation.quality import (
     SHARPNESS_MAX_SIDE,
@@ -38,9 +38,8 @@ from curator.curation.quality import sharpness as measure_sharpness
 from curator.progress import CancelToken, Reporter
 from curator.query.compile import compile_query
 from curator.runs.loop import RunOptions, RunSummary, run_models
-from curator.runs.writer import Item, write_batch
 from db.engine import Catalog
-from db.schema import File, Image, Run, Score, utcnow
+from db.schema import File, Image, Score
 from taggers.base import DecodedImage, Result, as_decoded
 from taggers.pixels import WHITE
 
@@ -119,6 +118,29 @@ class MegapixelsModel(_Measure):
         return width * height / 1e6
 
 
+class AestheticModel:
+    """A LAION aesthetic head over stored embeddings of `embedding_model`."""
+
+    kind = "measure"
+    input_size = None
+
+    def __init__(self, head: AestheticHead, embedding_model: str, label: str):
+        self.head, self.embedding_model = head, embedding_model
+        self.name = self.source = f"aesthetic:{label}"
+        weights = b"".join(w.tobytes() + b.tobytes() for w, b in head.layers)
+        self.revision = _revision(hashlib.sha256(weights).hexdigest(), embedding_model)
+
+    def preprocess(self, decoded: DecodedImage) -> None:  # never called: reads embeddings
+        raise TypeError("the aesthetic head reads stored embeddings, not images")
+
+    def predict(self, batch: list[np.ndarray]) -> list[Result]:
+        scores = self.head.predict(np.stack(batch)) if batch else []
+        return [Result(scores={AESTHETIC: float(v)}) for v in scores]
+
+    def params(self) -> dict[str, Any]:
+        return {"embedding_model": self.embedding_model, "head": self.head.kind}
+
+
 def quality_models() -> list[_Measure]:
     return [SharpnessModel(), JpegQualityModel(), MegapixelsModel()]
 
@@ -170,13 +192,25 @@ def compute_quality(
         reporter=reporter,
         cancel=cancel,
     )
-    runs = run_models(catalog, quality_models(), options, kind="quality")
+    models: list[Any] = quality_models()
+    if head is not None:
+        with catalog.session() as s:
+            source = choose_embedding_model(s, embedding_model, dim=head.input_dim)
+        if source is None:
+            summary.notes.append(
+                f"no {head.input_dim}-wide image embeddings in the catalog; "
+                "run a CLIP embedding model first for aesthetic scores"
+            )
+        else:
+            summary.aesthetic_model = source
+            models.append(AestheticModel(head, source, _head_name(aesthetic_head) or "head"))
+    runs = run_models(catalog, models, options, kind="quality")
     sharp: RunSummary = runs[0]
     summary.measured, summary.failed, summary.skipped = sharp.done, sharp.failed, sharp.skipped
     summary.run_id = sharp.run_id
     summary.runs = [r.run_id for r in runs]
-    if head is not None:
-        _score_aesthetic(catalog, query, head, embedding_model, redo, summary, aesthetic_head)
+    if len(runs) > len(quality_models()):
+        summary.aesthetic = runs[-1].done
     summary.seconds = time.monotonic() - start
     return summary
 
@@ -207,84 +241,6 @@ def _head_name(head: object) -> str | None:
     if isinstance(head, str | os.PathLike):
         return Path(head).stem
     return getattr(head, "name", None) or type(head).__name__
-
-
-class _AestheticScores:
-    """The aesthetic head as the batch writer sees it: a model writing one score."""
-
-    kind = "measure"
-
-    def __init__(self, label: str, revision: str):
-        self.name = self.source = label
-        self.revision = revision
-
-
-def _score_aesthetic(
-    catalog: Catalog,
-    query: str | None,
-    head: AestheticHead,
-    embedding_model: str | None,
-    redo: bool,
-    summary: QualitySummary,
-    source: object,
-) -> None:
-    """Score stored embeddings of the head's width with the aesthetic head."""
-    with catalog.session() as s:
-        model = choose_embedding_model(s, embedding_model, dim=head.input_dim)
-        if model is None:
-            summary.notes.append(
-                f"no {head.input_dim}-wide image embeddings in the catalog; "
-                "run a CLIP embedding model first for aesthetic scores"
-            )
-            return
-        ids = list(s.scalars(select(Image.id).where(compile_query(query)).order_by(Image.id)))
-        if not redo:
-            scored: set[int] = set()
-            for chunk in chunks(ids):
-                scored.update(
-                    s.scalars(
-                        select(Score.image_id).where(
-                            Score.name == AESTHETIC, Score.image_id.in_(chunk)
-                        )
-                    )
-                )
-            ids = [i for i in ids if i not in scored]
-    summary.aesthetic_model = model
-    label = f"aesthetic:{_head_name(source) or 'head'}"
-    writer_model = _AestheticScores(label, _revision(label, model, head.input_dim))
-    with catalog.write() as s:
-        run = Run(
-            kind="quality",
-            model=label,
-            revision=writer_model.revision,
-            params={"query": query or "", "redo": redo, "embedding_model": model},
-        )
-        s.add(run)
-        s.flush()
-        run_id = run.id
-    status = "failed"
-    try:
-        for chunk in chunks(ids, 4096):
-            with catalog.session() as s:
-                vectors = load_embeddings(s, model, chunk)
-            vectors = {i: v for i, v in vectors.items() if len(v) == head.input_dim}
-            if not vectors:
-                continue
-            order = list(vectors)
-            scores = head.predict(np.stack([vectors[i] for i in order]))
-            items = [
-                Item(0, i, Result(scores={AESTHETIC: float(v)}))
-                for i, v in zip(order, scores.tolist(), strict=True)
-            ]
-            with catalog.write() as s:
-                write_batch(s, [writer_model], [run_id], items, [])
-            summary.aesthetic += len(order)
-        status = "finished"
-    finally:
-        with catalog.write() as s:
-            row = s.get(Run, run_id)
-            row.status, row.finished_at = status, utcnow()
-            row.counts = {"done": summary.aesthetic}
 
 
 def quality_table(catalog: Catalog, query: str | None = None) -> list[dict[str, Any]]:
