@@ -69,8 +69,11 @@ def build_model(folder: Path, arch: str, size: int, n_tags: int) -> Path:
         w.writerow(["tag_id", "name", "category", "count"])
         for i, name in enumerate(["general", "sensitive", "questionable", "explicit"]):
             w.writerow([i, name, 9, 0])
+        # SmilingWolf's layout: ratings, then general tags, then characters (kohya's
+        # tagger relies on this order).
+        first_character = n_tags - n_tags // 20
         for i in range(4, n_tags):
-            w.writerow([i, f"tag_{i}", 4 if i % 20 == 0 else 0, 0])
+            w.writerow([i, f"tag_{i}", 4 if i >= first_character else 0, 0])
     return folder
 
 
