@@ -59,10 +59,11 @@ def _report(summaries: list[RunSummary], as_json: bool) -> None:
         emit_json([s.as_dict() for s in summaries])
         return
     for s in summaries:
+        nonfinite = f", {s.nonfinite} NaN values not stored" if s.nonfinite else ""
         click.echo(
             f"{s.model} ({s.revision}): {s.done} images in {s.seconds:.1f}s "
             f"({s.images_per_second:.1f}/s), {s.tags} tags, {s.failed} failed, "
-            f"{s.skipped} already done"
+            f"{s.skipped} already done{nonfinite}"
         )
 
 
