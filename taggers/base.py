@@ -1,10 +1,11 @@
 """The contract every model in `taggers/` honours.
 
-A model knows nothing of the catalog: PIL images in, plain results out, so it
+A model knows nothing of the catalog: decoded images in, plain results out, so it
 can run in a worker process. The run loop in `curator.runs.loop` drives it:
 
-    arrays = [model.preprocess(img) for img in images]   # in decode workers
-    results = model.predict(np.stack(arrays))            # one batch
+    model.load()                                          # validate before any image
+    arrays = [model.preprocess(decoded) for decoded in images]   # in decode workers
+    results = model.predict(arrays)                       # one batch
 """
 
 from __future__ import annotations
@@ -66,15 +67,41 @@ class DecodedImage:
             self._rgb[background] = to_rgb(self.image, background)
         return self._rgb[background]
 
+    @property
+    def scale(self) -> float:
+        """Original pixels per decoded pixel (above 1 when JPEG draft decoding shrank it)."""
+        return self.original_size[0] / max(1, self.image.width)
+
+    @classmethod
+    def of(cls, image: Image.Image, path: str | None = None) -> DecodedImage:
+        """The record for an image already in memory, read as it stands."""
+        quantization = getattr(image, "quantization", None) or None
+        return cls(
+            image,
+            image.size,
+            image.format,
+            path,
+            {int(k): list(v) for k, v in quantization.items()} if quantization else None,
+        )
+
+
+def as_decoded(image: DecodedImage | Image.Image) -> DecodedImage:
+    """Accept a bare PIL image wherever a `DecodedImage` is expected (library callers)."""
+    return image if isinstance(image, DecodedImage) else DecodedImage.of(image)
+
 
 @runtime_checkable
 class Model(Protocol):
+    """What the run loop drives. A model may also define ``load()``: load and validate its
+    weights (and tag list), raising `taggers.errors.TaggerError` when it cannot run; the
+    loop calls it before any image is touched."""
+
     name: str  # registry name or file stem, e.g. "wd-vit-tagger-v3"
     kind: str  # "tagger" | "detector" | "captioner" | "embedder"
     revision: str  # short hash of the weights (and of any option that changes output)
     input_size: int | None  # square side the model wants, for JPEG draft decoding
 
-    def preprocess(self, image: Image.Image) -> Any: ...
+    def preprocess(self, decoded: DecodedImage) -> Any: ...
 
     def predict(self, batch: list[Any]) -> list[Result]: ...
 

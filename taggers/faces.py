@@ -13,10 +13,10 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
-from taggers.base import Detection, Result
+from taggers.base import DecodedImage, Detection, Result, as_decoded
+from taggers.errors import ModelLoadError, require
 from taggers.onnx_session import file_revision
 from taggers.registry import detector_files
-from taggers.wd14 import to_rgb_on_white
 
 # Cascades are slow on large images and gain nothing past this size.
 MAX_SIDE = 1024
@@ -28,16 +28,16 @@ class GrayImage:
     scale: float  # original pixels per array pixel
 
 
-def faces_preprocess(image: Image.Image, max_side: int = MAX_SIDE) -> GrayImage:
+def faces_preprocess(image: DecodedImage | Image.Image, max_side: int = MAX_SIDE) -> GrayImage:
     import cv2
 
-    gray = to_rgb_on_white(image).convert("L")
-    scale = 1.0
+    decoded = as_decoded(image)
+    gray = decoded.rgb().convert("L")
     if max(gray.size) > max_side:
         factor = max(gray.size) / max_side
         size = (max(1, round(gray.width / factor)), max(1, round(gray.height / factor)))
         gray = gray.resize(size, Image.Resampling.BOX)
-        scale = image.width / gray.width
+    scale = decoded.original_size[0] / gray.width
     array = cv2.equalizeHist(np.asarray(gray, dtype=np.uint8))
     return GrayImage(array, scale)
 
@@ -47,8 +47,9 @@ class FaceDetector:
 
     name = "faces"
     kind = "detector"
-    # Boxes are reported in original pixels, so the image must not be draft-decoded.
-    input_size = None
+    # JPEGs may be draft-decoded down to the side the cascade works at; boxes are scaled
+    # back to original pixels through the decoded record's original size.
+    input_size = MAX_SIDE
     OPTIONS: ClassVar[tuple[str, ...]] = ("scale_factor", "min_neighbors", "min_size")
 
     def __init__(
@@ -72,13 +73,18 @@ class FaceDetector:
 
     def _classifier(self) -> Any:
         if self._cascade is None:
+            require("cv2", purpose="the faces detector")
             import cv2
 
             self._cascade = cv2.CascadeClassifier(str(self.cascade_path))
         return self._cascade
 
-    def preprocess(self, image: Image.Image) -> GrayImage:
-        return faces_preprocess(image)
+    def load(self) -> None:
+        if self._classifier().empty():
+            raise ModelLoadError(f"cannot load the face cascade {self.cascade_path}")
+
+    def preprocess(self, decoded: DecodedImage) -> GrayImage:
+        return faces_preprocess(decoded)
 
     def predict(self, batch: Sequence[GrayImage]) -> list[Result]:
         cascade = self._classifier()

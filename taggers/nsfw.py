@@ -14,10 +14,10 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
-from taggers.base import Detection, Result
+from taggers.base import DecodedImage, Detection, Result, as_decoded
+from taggers.errors import require
 from taggers.onnx_session import LazySession, file_revision
 from taggers.registry import detector_files
-from taggers.wd14 import to_rgb_on_white
 
 LABELS: tuple[str, ...] = (
     "FEMALE_GENITALIA_COVERED",
@@ -59,24 +59,32 @@ NMS_IOU = 0.45
 class LetterboxedImage:
     """A model-ready array and what is needed to map boxes back to the original."""
 
-    array: np.ndarray  # (3, side, side) float32 RGB in 0–1
+    array: np.ndarray  # (3, side, side) uint8 RGB; the model takes it scaled to 0–1
     width: int  # original image size
     height: int
 
 
-def nudenet_preprocess(image: Image.Image, side: int = INPUT_SIDE) -> LetterboxedImage:
-    """Pad right/bottom to a square with black, resize to `side`, RGB 0–1, CHW."""
+def nudenet_preprocess(
+    image: DecodedImage | Image.Image, side: int = INPUT_SIDE
+) -> LetterboxedImage:
+    """Pad right/bottom to a square with black, resize to `side`, RGB uint8, CHW.
+
+    Boxes map back to the original size (also when the pixels were draft-decoded smaller).
+    """
     import cv2
 
-    rgb = np.asarray(to_rgb_on_white(image), dtype=np.uint8)
+    decoded = as_decoded(image)
+    rgb = np.asarray(decoded.rgb(), dtype=np.uint8)
     height, width = rgb.shape[:2]
     longest = max(width, height)
     padded = cv2.copyMakeBorder(
         rgb, 0, longest - height, 0, longest - width, cv2.BORDER_CONSTANT, value=(0, 0, 0)
     )
     resized = cv2.resize(padded, (side, side), interpolation=cv2.INTER_LINEAR)
-    array = resized.astype(np.float32).transpose(2, 0, 1) / np.float32(255.0)
-    return LetterboxedImage(np.ascontiguousarray(array), width, height)
+    original_width, original_height = decoded.original_size
+    return LetterboxedImage(
+        np.ascontiguousarray(resized.transpose(2, 0, 1)), original_width, original_height
+    )
 
 
 def nudenet_postprocess(
@@ -114,8 +122,9 @@ class NsfwDetector:
 
     name = "nsfw"
     kind = "detector"
-    # Boxes are reported in original pixels, so the image must not be draft-decoded.
-    input_size = None
+    # JPEGs may be draft-decoded down to the model's side; boxes are scaled back to
+    # original pixels through the decoded record's original size.
+    input_size = INPUT_SIDE
     OPTIONS: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, device: str = "auto", threads: int | None = None):
@@ -123,14 +132,19 @@ class NsfwDetector:
         self.revision = file_revision(self.model_path)
         self._session = LazySession(self.model_path, device=device, threads=threads)
 
-    def preprocess(self, image: Image.Image) -> LetterboxedImage:
-        return nudenet_preprocess(image)
+    def load(self) -> None:
+        require("cv2", purpose="the nsfw detector")
+        _ = self._session.session  # a broken or unloadable file fails before any image
+
+    def preprocess(self, decoded: DecodedImage) -> LetterboxedImage:
+        return nudenet_preprocess(decoded)
 
     def predict(self, batch: Sequence[LetterboxedImage]) -> list[Result]:
         items = list(batch)
         if not items:
             return []
-        outputs = self._session.run(np.stack([item.array for item in items]))[0]
+        batch = np.stack([item.array for item in items]).astype(np.float32) / np.float32(255.0)
+        outputs = self._session.run(batch)[0]
         results = []
         for item, output in zip(items, outputs, strict=True):
             detections = nudenet_postprocess(output, width=item.width, height=item.height)

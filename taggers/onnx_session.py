@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from taggers.errors import ModelLoadError, TaggerError
+from taggers.errors import ModelLoadError, TaggerError, require
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -42,6 +42,7 @@ DEVICE_PROVIDERS: dict[str, tuple[str, ...]] = {
 
 
 def available_providers() -> list[str]:
+    require("onnxruntime", purpose="running ONNX models")
     import onnxruntime
 
     return list(onnxruntime.get_available_providers())
@@ -76,9 +77,9 @@ def create_session(
     model_path: Path, *, device: str = "auto", threads: int | None = None
 ) -> onnxruntime.InferenceSession:
     """An InferenceSession on the best providers for `device`."""
+    providers = select_providers(device)
     import onnxruntime
 
-    providers = select_providers(device)
     options = onnxruntime.SessionOptions()
     # Idle intra-op threads spin by default, burning the cores that decode workers
     # share with inference; parked threads leave them to the pipeline.
@@ -114,13 +115,6 @@ def file_revision(path: Path) -> str:
     return file_sha256(path)[:12]
 
 
-def _has_conv(model_path: Path) -> bool:
-    import onnx
-
-    model = onnx.load(str(model_path), load_external_data=False)
-    return any(node.op_type == "Conv" for node in model.graph.node)
-
-
 def _pre_process(model_path: Path, work_dir: Path) -> Path:
     """onnxruntime's recommended shape inference and graph fusion before quantising.
 
@@ -137,25 +131,35 @@ def _pre_process(model_path: Path, work_dir: Path) -> Path:
 
 
 def quantize_int8(model_path: Path, cache_dir: Path) -> Path:
-    """A dynamically int8-quantised copy of `model_path`, cached by the source's hash."""
-    try:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-    except ImportError as exc:
-        raise TaggerError("int8 quantisation needs the onnx package: pip install onnx") from exc
+    """A dynamically int8-quantised copy of `model_path`, cached by the source's hash.
+
+    Only MatMul and Gemm are quantised, with signed int8 weights: the pointwise layers
+    carry almost all of a tagger's compute and onnxruntime's MatMulInteger kernels are
+    fast for them. Convolutions stay in float: the CPU provider has no signed
+    ConvInteger, and unsigned weights (or quantised depthwise convolutions) run slower
+    than float, which made quantising every operator slower than not quantising.
+    """
+    require("onnxruntime", purpose="int8 quantisation")
+    require("onnx", purpose="int8 quantisation")
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
     model_path = Path(model_path)
     cache_dir = Path(cache_dir)
-    target = cache_dir / f"{model_path.stem}-{file_revision(model_path)}-int8.onnx"
+    # "mm" in the name: copies quantised the older all-operator way are not reused.
+    target = cache_dir / f"{model_path.stem}-{file_revision(model_path)}-int8mm.onnx"
     if target.is_file():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
-    # onnxruntime's CPU kernels lack ConvInteger for signed weights, so models with
-    # convolutions get unsigned weights; pure matmul models (ViT) get signed ones.
-    weight_type = QuantType.QUInt8 if _has_conv(model_path) else QuantType.QInt8
     with tempfile.TemporaryDirectory(prefix=f".{target.stem}.", dir=cache_dir) as work:
         work_dir = Path(work)
         partial = work_dir / target.name
         try:
-            quantize_dynamic(_pre_process(model_path, work_dir), partial, weight_type=weight_type)
+            quantize_dynamic(
+                _pre_process(model_path, work_dir),
+                partial,
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=["MatMul", "Gemm"],
+            )
         except Exception as exc:
             raise ModelLoadError(f"cannot quantise {model_path}: {exc}") from exc
         os.replace(partial, target)
@@ -169,8 +173,9 @@ def prepare_model_file(model_path: Path, *, quantize: str | None, cache_dir: Pat
     """The file to load: `model_path` itself, or its quantised copy in `cache_dir`."""
     if quantize is None:
         return Path(model_path)
-    if quantize != "int8":
-        raise TaggerError(f"unknown quantisation {quantize!r}; use one of: int8")
+    if quantize not in QUANTIZE_CHOICES:
+        choices = ", ".join(QUANTIZE_CHOICES)
+        raise TaggerError(f"unknown quantisation {quantize!r}; use one of: {choices}")
     return quantize_int8(model_path, cache_dir)
 
 
@@ -195,20 +200,6 @@ class LazySession:
             )
         return self._session
 
-    @property
-    def loaded(self) -> bool:
-        return self._session is not None
-
-    def input_shape(self) -> list[Any]:
-        """The first input's shape; dynamic axes are strings or None."""
-        return list(self.session.get_inputs()[0].shape)
-
-    def output_shape(self) -> list[Any]:
-        return list(self.session.get_outputs()[0].shape)
-
-    def providers(self) -> list[str]:
-        return list(self.session.get_providers())
-
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         session = self.session
         return session.run(None, {session.get_inputs()[0].name: batch})
@@ -220,22 +211,3 @@ class LazySession:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-
-
-def square_input_size(shape: Sequence[Any], *, layout: str, model_path: Path) -> int:
-    """The side of a square image input, read from an NHWC or NCHW input shape."""
-    dims = list(shape)
-    if len(dims) != 4:
-        raise ModelLoadError(f"{model_path}: expected a 4-d image input, got shape {dims}")
-    height, width = (dims[1], dims[2]) if layout == "NHWC" else (dims[2], dims[3])
-    if not isinstance(height, int) or not isinstance(width, int) or height != width:
-        raise ModelLoadError(
-            f"{model_path}: expected a fixed square input, got shape {dims} ({layout})"
-        )
-    return height
-
-
-def input_layout(shape: Sequence[Any]) -> str:
-    """The layout of an image input: NHWC when the last axis holds 3 channels, else NCHW."""
-    dims = list(shape)
-    return "NHWC" if len(dims) == 4 and dims[3] == 3 else "NCHW"

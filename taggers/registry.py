@@ -15,7 +15,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from taggers.errors import ModelLoadError, ModelNotFoundError, TaggerError
+from taggers.errors import (
+    MissingDependencyError,
+    ModelLoadError,
+    ModelNotFoundError,
+    TaggerError,
+    install_hint,
+)
 
 WD14 = "wd14"
 DEEPDANBOORU = "deepdanbooru"
@@ -27,6 +33,17 @@ DEEPDANBOORU_TAGS_FILE = "tags.txt"
 DEEPDANBOORU_CATEGORY_GLOB = "tags-*.txt"
 
 IMPORT_HINT = "curator models import DIR --name {name}"
+
+# Each tagger family is recognised by the tag list beside its .onnx file, in this order.
+TAG_FILES: dict[str, str] = {WD14: WD14_TAGS_FILE, DEEPDANBOORU: DEEPDANBOORU_TAGS_FILE}
+
+
+def _tag_list(directory: Path) -> tuple[str, Path] | None:
+    """(kind, tag list) of the first family whose tag list `directory` holds."""
+    for kind, filename in TAG_FILES.items():
+        if (directory / filename).is_file():
+            return kind, directory / filename
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,17 +96,22 @@ def _wd(name: str, description: str) -> Preset:
     )
 
 
+# SmilingWolf's WD14 taggers: (hub repository name, description); all 448px NHWC.
+WD14_PRESETS: tuple[tuple[str, str], ...] = (
+    ("wd-v1-4-moat-tagger-v2", "WD 1.4 MOAT, Danbooru v2 tags, 448px"),
+    ("wd-v1-4-swinv2-tagger-v2", "WD 1.4 SwinV2, Danbooru v2 tags, 448px"),
+    ("wd-v1-4-convnext-tagger-v2", "WD 1.4 ConvNeXt, Danbooru v2 tags, 448px"),
+    ("wd-v1-4-convnextv2-tagger-v2", "WD 1.4 ConvNeXtV2, Danbooru v2 tags, 448px"),
+    ("wd-v1-4-vit-tagger-v2", "WD 1.4 ViT, Danbooru v2 tags, 448px"),
+    ("wd-vit-tagger-v3", "WD ViT, Danbooru v3 tags, 448px"),
+    ("wd-swinv2-tagger-v3", "WD SwinV2, Danbooru v3 tags, 448px"),
+    ("wd-convnext-tagger-v3", "WD ConvNeXt, Danbooru v3 tags, 448px"),
+    ("wd-vit-large-tagger-v3", "WD ViT-Large, Danbooru v3 tags, 448px"),
+    ("wd-eva02-large-tagger-v3", "WD EVA02-Large, Danbooru v3 tags, 448px"),
+)
+
 PRESETS: tuple[Preset, ...] = (
-    _wd("wd-v1-4-moat-tagger-v2", "WD 1.4 MOAT, Danbooru v2 tags, 448px"),
-    _wd("wd-v1-4-swinv2-tagger-v2", "WD 1.4 SwinV2, Danbooru v2 tags, 448px"),
-    _wd("wd-v1-4-convnext-tagger-v2", "WD 1.4 ConvNeXt, Danbooru v2 tags, 448px"),
-    _wd("wd-v1-4-convnextv2-tagger-v2", "WD 1.4 ConvNeXtV2, Danbooru v2 tags, 448px"),
-    _wd("wd-v1-4-vit-tagger-v2", "WD 1.4 ViT, Danbooru v2 tags, 448px"),
-    _wd("wd-vit-tagger-v3", "WD ViT, Danbooru v3 tags, 448px"),
-    _wd("wd-swinv2-tagger-v3", "WD SwinV2, Danbooru v3 tags, 448px"),
-    _wd("wd-convnext-tagger-v3", "WD ConvNeXt, Danbooru v3 tags, 448px"),
-    _wd("wd-vit-large-tagger-v3", "WD ViT-Large, Danbooru v3 tags, 448px"),
-    _wd("wd-eva02-large-tagger-v3", "WD EVA02-Large, Danbooru v3 tags, 448px"),
+    *(_wd(name, description) for name, description in WD14_PRESETS),
     # An ONNX conversion of KichangKim's DeepDanbooru (resnet_custom_v3, NHWC 512px input,
     # one tag per line in tags.txt), as used by public demos through hf_hub_download.
     Preset(
@@ -164,9 +186,9 @@ def detector_files(name: str) -> tuple[Path, ...]:
     try:
         root = importlib.resources.files(detector.package)
     except ModuleNotFoundError as exc:
-        raise ModelNotFoundError(
-            f"detector {name!r} needs the {detector.pip_name} package: "
-            f"pip install {detector.pip_name}"
+        raise MissingDependencyError(
+            f"detector {name!r} needs the {detector.pip_name} package, which is not "
+            f"installed: {install_hint(detector.package)}"
         ) from exc
     paths = tuple(Path(str(root / resource)) for resource in detector.resources)
     for path in paths:
@@ -190,14 +212,10 @@ def inspect_dir(directory: Path) -> tuple[str, Path, Path] | None:
     if not directory.is_dir():
         return None
     onnx_files = sorted(p for p in directory.glob("*.onnx") if p.is_file())
-    wd_tags = directory / WD14_TAGS_FILE
-    dd_tags = directory / DEEPDANBOORU_TAGS_FILE
-    if wd_tags.is_file():
-        kind, tags = WD14, wd_tags
-    elif dd_tags.is_file():
-        kind, tags = DEEPDANBOORU, dd_tags
-    else:
+    found = _tag_list(directory)
+    if found is None:
         return None
+    kind, tags = found
     if (directory / WD14_MODEL_FILE).is_file():
         return kind, directory / WD14_MODEL_FILE, tags
     if len(onnx_files) == 1:
@@ -213,9 +231,7 @@ def inspect_dir(directory: Path) -> tuple[str, Path, Path] | None:
 def _describe_missing(directory: Path) -> str:
     """Which file a directory lacks, for error messages."""
     has_onnx = any(directory.glob("*.onnx"))
-    has_tags = (directory / WD14_TAGS_FILE).is_file() or (
-        directory / DEEPDANBOORU_TAGS_FILE
-    ).is_file()
+    has_tags = _tag_list(directory) is not None
     if not has_onnx:
         return f"{directory / WD14_MODEL_FILE} is missing (no .onnx file in {directory})"
     if not has_tags:
@@ -236,15 +252,13 @@ def _resolve_path(path: Path) -> ResolvedModel:
     if path.suffix.lower() != ".onnx":
         raise ModelLoadError(f"{path}: expected a directory or an .onnx file")
     parent = path.parent
-    if (parent / WD14_TAGS_FILE).is_file():
-        kind, tags_path = WD14, parent / WD14_TAGS_FILE
-    elif (parent / DEEPDANBOORU_TAGS_FILE).is_file():
-        kind, tags_path = DEEPDANBOORU, parent / DEEPDANBOORU_TAGS_FILE
-    else:
+    found = _tag_list(parent)
+    if found is None:
         raise ModelNotFoundError(
             f"{parent / WD14_TAGS_FILE} is missing: {path.name} needs its tag list beside it "
             f"({WD14_TAGS_FILE} for WD14, {DEEPDANBOORU_TAGS_FILE} for DeepDanbooru)"
         )
+    kind, tags_path = found
     name = parent.resolve().name if path.stem == "model" else path.stem
     return ResolvedModel(name, kind, path, tags_path, "path")
 

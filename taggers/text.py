@@ -14,10 +14,10 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
-from taggers.base import Detection, Result
+from taggers.base import DecodedImage, Detection, Result, as_decoded
+from taggers.errors import require
 from taggers.onnx_session import file_sha256, select_providers
 from taggers.registry import detector_files
-from taggers.wd14 import to_rgb_on_white
 
 # RapidOCR shrinks anything larger itself; shrinking in the worker keeps batches small.
 MAX_SIDE = 2000
@@ -29,15 +29,14 @@ class OcrInput:
     scale: float  # original pixels per array pixel
 
 
-def text_preprocess(image: Image.Image, max_side: int = MAX_SIDE) -> OcrInput:
-    rgb = to_rgb_on_white(image)
-    scale = max(rgb.size) / max_side
-    if scale > 1:
-        size = (max(1, round(rgb.width / scale)), max(1, round(rgb.height / scale)))
+def text_preprocess(image: DecodedImage | Image.Image, max_side: int = MAX_SIDE) -> OcrInput:
+    decoded = as_decoded(image)
+    rgb = decoded.rgb()
+    shrink = max(rgb.size) / max_side
+    if shrink > 1:
+        size = (max(1, round(rgb.width / shrink)), max(1, round(rgb.height / shrink)))
         rgb = rgb.resize(size, Image.Resampling.BILINEAR)
-        scale = image.width / rgb.width
-    else:
-        scale = 1.0
+    scale = decoded.original_size[0] / rgb.width
     bgr = np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8)[:, :, ::-1])
     return OcrInput(bgr, scale)
 
@@ -58,8 +57,9 @@ class TextDetector:
 
     name = "text"
     kind = "detector"
-    # Boxes are reported in original pixels, so the image must not be draft-decoded.
-    input_size = None
+    # JPEGs may be draft-decoded down to the side OCR works at; boxes are scaled back
+    # to original pixels through the decoded record's original size.
+    input_size = MAX_SIDE
     OPTIONS: ClassVar[tuple[str, ...]] = ("min_score",)
 
     def __init__(self, *, device: str = "auto", threads: int | None = None, min_score: float = 0.5):
@@ -90,8 +90,12 @@ class TextDetector:
             self._engine = RapidOCR(**options)
         return self._engine
 
-    def preprocess(self, image: Image.Image) -> OcrInput:
-        return text_preprocess(image)
+    def load(self) -> None:
+        require("rapidocr_onnxruntime", purpose="the text detector")
+        self._ocr()
+
+    def preprocess(self, decoded: DecodedImage) -> OcrInput:
+        return text_preprocess(decoded)
 
     def predict(self, batch: Sequence[OcrInput]) -> list[Result]:
         engine = self._ocr()

@@ -3,29 +3,23 @@
 The contract, as in SmilingWolf's reference space: alpha composited onto white,
 padded centrally to a square with white, bicubic resize to the model's input side
 (read from the model), RGB → BGR, float32 in 0–255, NHWC. One sigmoid score per row
-of selected_tags.csv.
+of selected_tags.csv. Workers send the pixels as uint8; `to_input` widens them.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import cached_property
+import io
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
 
-from taggers.base import Result, Tag
+from taggers.base import DecodedImage, as_decoded
 from taggers.errors import ModelLoadError, ModelNotFoundError
-from taggers.onnx_session import (
-    LazySession,
-    file_revision,
-    prepare_model_file,
-    square_input_size,
-)
+from taggers.onnx_tagger import OnnxTagger, TagTable, read_text
+from taggers.pixels import WHITE
 
 # Danbooru category codes as written in selected_tags.csv.
 CATEGORY_NAMES: dict[int, str] = {
@@ -42,27 +36,6 @@ CHARACTER_LIKE = frozenset({"character", "artist", "copyright"})
 # MCut can collapse to near zero when characters score low across the board.
 CHARACTER_MCUT_FLOOR = 0.15
 
-# How tags are ordered in a Result: ratings first, then identities, then the rest.
-CATEGORY_ORDER = {"rating": 0, "character": 1, "copyright": 2, "artist": 3}
-
-WHITE = (255, 255, 255)
-
-
-def to_rgb_on_white(image: Image.Image) -> Image.Image:
-    """An RGB copy of `image` with any transparency composited onto white."""
-    if image.mode == "RGB":
-        return image
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or ("transparency" in image.info)
-    if not has_alpha:
-        return image.convert("RGB")
-    try:
-        rgba = image.convert("RGBA")
-    except ValueError:  # a few premultiplied modes only convert via RGB
-        rgba = image.convert("RGB").convert("RGBA")
-    canvas = Image.new("RGBA", image.size, (*WHITE, 255))
-    canvas.alpha_composite(rgba)
-    return canvas.convert("RGB")
-
 
 def pad_to_square(image: Image.Image, fill: tuple[int, int, int] = WHITE) -> Image.Image:
     """`image` centred on a square canvas of its longer side."""
@@ -75,21 +48,21 @@ def pad_to_square(image: Image.Image, fill: tuple[int, int, int] = WHITE) -> Ima
     return canvas
 
 
-def wd14_preprocess(image: Image.Image, size: int) -> np.ndarray:
-    """One image as a WD14 tagger wants it: (size, size, 3) float32 BGR in 0–255.
+def wd14_preprocess(image: DecodedImage | Image.Image, size: int) -> np.ndarray:
+    """One image as a WD14 tagger wants it: (size, size, 3) uint8 BGR (0–255).
 
     A pure function of its arguments, so it can run in a worker process.
     """
-    square = pad_to_square(to_rgb_on_white(image))
+    square = pad_to_square(as_decoded(image).rgb(WHITE))
     if square.size != (size, size):
         square = square.resize((size, size), Image.Resampling.BICUBIC)
-    rgb = np.asarray(square, dtype=np.float32)
-    return np.ascontiguousarray(rgb[:, :, ::-1])
+    return np.ascontiguousarray(np.asarray(square, dtype=np.uint8)[:, :, ::-1])
 
 
 def mcut_threshold(scores: np.ndarray) -> float:
     """MCut: the midpoint of the largest gap between consecutive sorted scores."""
     ordered = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
+    ordered = ordered[np.isfinite(ordered)]
     if ordered.size < 2:
         # No gap to cut: fall back to an even split.
         return 0.5
@@ -98,33 +71,15 @@ def mcut_threshold(scores: np.ndarray) -> float:
     return float((ordered[i] + ordered[i + 1]) / 2)
 
 
-@dataclass(frozen=True)
-class TagTable:
-    """The tag names and categories that line up with a model's output columns."""
-
-    names: tuple[str, ...]
-    categories: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    @cached_property
-    def groups(self) -> dict[str, np.ndarray]:
-        """Column indices of each category, in first-seen order."""
-        groups: dict[str, list[int]] = {}
-        for i, category in enumerate(self.categories):
-            groups.setdefault(category, []).append(i)
-        return {category: np.array(idx, dtype=np.intp) for category, idx in groups.items()}
-
-
 def load_selected_tags(path: Path) -> TagTable:
     """Read selected_tags.csv (columns tag_id,name,category,count)."""
     path = Path(path)
     if not path.is_file():
         raise ModelNotFoundError(f"{path} is missing: a WD14 tagger needs its selected_tags.csv")
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or not {"name", "category"} <= set(reader.fieldnames):
+    reader = csv.DictReader(io.StringIO(read_text(path, "selected_tags.csv"), newline=""))
+    try:
+        fields = reader.fieldnames
+        if fields is None or not {"name", "category"} <= set(fields):
             raise ModelLoadError(f"{path}: expected columns tag_id,name,category,count")
         names: list[str] = []
         categories: list[str] = []
@@ -135,22 +90,19 @@ def load_selected_tags(path: Path) -> TagTable:
                 raise ModelLoadError(
                     f"{path}:{reader.line_num}: bad category {row['category']!r}"
                 ) from exc
-            names.append(row["name"])
+            names.append((row["name"] or "").strip())
             categories.append(CATEGORY_NAMES.get(code, "general"))
+    except csv.Error as exc:
+        raise ModelLoadError(f"{path}:{reader.line_num}: not a CSV file ({exc})") from None
     if not names:
         raise ModelLoadError(f"{path} lists no tags")
     return TagTable(tuple(names), tuple(categories))
 
 
-def _as_batch(batch: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-    array = batch if isinstance(batch, np.ndarray) else np.stack(list(batch))
-    return np.ascontiguousarray(array, dtype=np.float32)
-
-
-class WD14Tagger:
+class WD14Tagger(OnnxTagger):
     """A WD14 tagger following the `taggers.base.Model` protocol."""
 
-    kind = "tagger"
+    FAMILY: ClassVar[str] = "WD14"
     OPTIONS: ClassVar[tuple[str, ...]] = ("general_threshold", "character_threshold", "mcut")
 
     def __init__(
@@ -158,74 +110,26 @@ class WD14Tagger:
         model_path: Path,
         tags_csv: Path,
         *,
-        name: str | None = None,
         general_threshold: float = 0.35,
         character_threshold: float = 0.85,
         mcut: bool = False,
-        device: str = "auto",
-        threads: int | None = None,
-        quantize: str | None = None,
-        quantize_cache: Path | None = None,
+        **kwargs: Any,
     ):
-        model_path = Path(model_path)
-        if not model_path.is_file():
-            raise ModelNotFoundError(f"{model_path} is missing: a WD14 tagger needs its .onnx file")
-        self.source_path = model_path
-        self.quantize = quantize
-        self.model_path = prepare_model_file(
-            model_path,
-            quantize=quantize,
-            cache_dir=Path(quantize_cache or model_path.parent / ".quantized"),
-        )
-        self.tags_csv = Path(tags_csv)
-        self.table = load_selected_tags(self.tags_csv)
-        self.name = name or (
-            model_path.parent.name if model_path.stem == "model" else model_path.stem
-        )
+        super().__init__(model_path, tags_csv, **kwargs)
         self.general_threshold = float(general_threshold)
         self.character_threshold = float(character_threshold)
         self.mcut = bool(mcut)
-        self.revision = file_revision(self.model_path)
-        self._session = LazySession(self.model_path, device=device, threads=threads)
-        self._input_size: int | None = None
 
     @property
-    def input_size(self) -> int:
-        """The square side the model was exported with (loads the session once)."""
-        if self._input_size is None:
-            shape = self._session.input_shape()
-            if len(shape) != 4 or shape[3] != 3:
-                raise ModelLoadError(
-                    f"{self.model_path}: a WD14 model takes NHWC input [batch, side, side, 3], "
-                    f"got {shape}"
-                )
-            self._input_size = square_input_size(shape, layout="NHWC", model_path=self.model_path)
-            self._check_outputs()
-        return self._input_size
+    def tags_csv(self) -> Path:
+        return self.tags_path
 
-    def _check_outputs(self) -> None:
-        width = self._session.output_shape()[-1]
-        if isinstance(width, int) and width != len(self.table):
-            raise ModelLoadError(
-                f"{self.model_path} scores {width} tags but {self.tags_csv} lists "
-                f"{len(self.table)}: the two files do not belong together"
-            )
+    @classmethod
+    def load_tags(cls, path: Path) -> TagTable:
+        return load_selected_tags(path)
 
-    def preprocess(self, image: Image.Image) -> np.ndarray:
-        return wd14_preprocess(image, self.input_size)
-
-    def predict(self, batch: Sequence[np.ndarray] | np.ndarray) -> list[Result]:
-        size = self.input_size
-        array = _as_batch(batch)
-        if array.shape[1:] != (size, size, 3):
-            raise ValueError(f"expected arrays of shape ({size}, {size}, 3), got {array.shape[1:]}")
-        scores = self._session.run(array)[0]
-        if scores.shape[-1] != len(self.table):
-            raise ModelLoadError(
-                f"{self.model_path} scored {scores.shape[-1]} tags but {self.tags_csv} lists "
-                f"{len(self.table)}"
-            )
-        return [self.result_from_scores(row) for row in scores]
+    def pixels(self, decoded: DecodedImage, side: int) -> np.ndarray:
+        return wd14_preprocess(decoded, side)
 
     def thresholds(self, scores: np.ndarray) -> dict[str, float]:
         """The cut-off each non-rating category uses for this row of scores."""
@@ -243,38 +147,19 @@ class WD14Tagger:
             cuts[category] = cut
         return cuts
 
-    def result_from_scores(self, scores: np.ndarray) -> Result:
-        """Tags and scores for one image's output row: every rating, and every other
-        tag strictly above its category's cut-off."""
-        scores = np.asarray(scores, dtype=np.float64)
-        names = self.table.names
-        result = Result()
+    def picked(self, scores: np.ndarray) -> list[int]:
+        """Every non-rating tag strictly above its category's cut-off."""
         cuts = self.thresholds(scores)
-        picked: list[Tag] = []
+        out: list[int] = []
         for category, idx in self.table.groups.items():
-            if category == "rating":
-                for i in idx:
-                    result.scores[f"rating:{names[i]}"] = float(scores[i])
-                chosen = idx
-            else:
-                chosen = idx[scores[idx] > cuts[category]]
-            picked.extend(Tag(names[i], category, float(scores[i])) for i in chosen)
-        picked.sort(key=lambda t: (CATEGORY_ORDER.get(t.category, len(CATEGORY_ORDER)), -t.score))
-        result.tags = picked
-        return result
+            if category != "rating":
+                out.extend(idx[scores[idx] > cuts[category]].tolist())
+        return out
 
     def params(self) -> dict[str, Any]:
         return {
             "general_threshold": self.general_threshold,
             "character_threshold": self.character_threshold,
             "mcut": self.mcut,
-            "quantize": self.quantize,
-            "model_file": self.source_path.name,
-            "tags": len(self.table),
+            **super().params(),
         }
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Resolve the input size before pickling so a worker calling `preprocess` never
-        # loads the weights; the session itself is not pickled (see LazySession).
-        _ = self.input_size
-        return self.__dict__.copy()

@@ -65,11 +65,12 @@ def _contains(box: tuple[int, int, int, int], point: tuple[float, float]) -> boo
     return x <= point[0] <= x + w and y <= point[1] <= y + h
 
 
-@pytest.mark.parametrize("name", ["faces", "nsfw", "text"])
-def test_detectors_follow_the_model_protocol(name: str) -> None:
+@pytest.mark.parametrize(("name", "side"), [("faces", 1024), ("nsfw", 320), ("text", 2000)])
+def test_detectors_follow_the_model_protocol(name: str, side: int) -> None:
     model = load_model(name, threads=1)
     assert isinstance(model, Model)
-    assert (model.name, model.kind, model.input_size) == (name, "detector", None)
+    # A side for JPEG draft decoding: boxes come back in original pixels regardless.
+    assert (model.name, model.kind, model.input_size) == (name, "detector", side)
     assert len(model.revision) == 12
     assert isinstance(model.params(), dict)
     copy = pickle.loads(pickle.dumps(model))  # to a worker: no live engine travels along
@@ -128,8 +129,9 @@ def test_nudenet_letterbox_pads_right_and_bottom() -> None:
     wide = Image.new("RGB", (640, 320), (255, 0, 0))
     item = nudenet_preprocess(wide)
     assert item.array.shape == (3, 320, 320)
-    assert item.array[:, 10, 10].tolist() == [1.0, 0.0, 0.0]  # RGB, top-left is content
-    assert item.array[:, 300, 10].tolist() == [0.0, 0.0, 0.0]  # bottom is black padding
+    assert item.array.dtype == np.uint8  # workers send pixels; the model scales them
+    assert item.array[:, 10, 10].tolist() == [255, 0, 0]  # RGB, top-left is content
+    assert item.array[:, 300, 10].tolist() == [0, 0, 0]  # bottom is black padding
     assert (item.width, item.height) == (640, 320)
 
 
@@ -169,3 +171,18 @@ def test_text_boxes_are_in_original_pixels(text, text_image: Image.Image) -> Non
     assert big_result.scores["text_area"] > 0.02
     for small_v, big_v in zip(small_box, big_box, strict=True):
         assert big_v == pytest.approx(small_v * 5, abs=40)
+
+
+def test_boxes_of_a_draft_decoded_jpeg_are_in_original_pixels(tmp_path, astronaut, faces):
+    from curator.runs.loop import decode
+
+    big = astronaut.resize((2048, 2048), Image.Resampling.BICUBIC)
+    big.save(tmp_path / "big.jpg", quality=92)
+    decoded = decode(str(tmp_path / "big.jpg"), faces.input_size)
+    assert decoded.image.width == 1024 and decoded.original_size == (2048, 2048)
+    small = _run(faces, astronaut).detections
+    large = faces.predict([faces.preprocess(decoded)])[0].detections
+    assert len(small) == 1 and large
+    biggest = max(large, key=lambda d: d.box[2])  # the cascade may see more at 1024 px
+    for a, b in zip(small[0].box, biggest.box, strict=True):
+        assert b == pytest.approx(a * 2048 / 512, rel=0.1, abs=12)

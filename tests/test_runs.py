@@ -86,8 +86,13 @@ def test_tag_through_cli_stores_thresholded_tags_and_rating(tmp_path, colours, t
                 )
             }
             run = s.scalar(select(Run).where(Run.kind == "tag"))
-    # Every rating row is kept; general tags above 0.35, characters above 0.85.
-    assert {"general", "sensitive", "questionable", "explicit"} <= set(tags["red"])
+    # One rating tag per image (the top one); general tags above 0.35, characters above 0.85.
+    ratings_tagged = {
+        stem: {"general", "sensitive", "questionable", "explicit"} & set(names)
+        for stem, names in tags.items()
+    }
+    assert ratings_tagged["red"] == {"sensitive"} and ratings_tagged["blue"] == {"questionable"}
+    assert all(len(found) == 1 for found in ratings_tagged.values())
     assert {"red", "red_hero"} <= set(tags["red"]) and "blue" not in tags["red"]
     assert {"blue", "blue_hero"} <= set(tags["blue"]) and "red_hero" not in tags["blue"]
     assert "green" in tags["green"] and "red_hero" not in tags["green"]
@@ -95,6 +100,10 @@ def test_tag_through_cli_stores_thresholded_tags_and_rating(tmp_path, colours, t
     assert tags["red"]["red"] == pytest.approx(1 / (1 + pow(2.718281828, -5)), abs=1e-3)
     # The rating is the highest of the four rows: red → sensitive, blue → questionable.
     assert ratings["red"] == 1.0 and ratings["blue"] == 2.0 and ratings["black"] == 0.0
+    # ... and all four ratings' scores are kept as scores.
+    with open_catalog(str(db)) as cat, cat.session() as s:
+        names = set(s.scalars(select(Score.name).where(Score.name.startswith("rating:"))))
+    assert names == {"rating:general", "rating:sensitive", "rating:questionable", "rating:explicit"}
     assert run.status == "finished" and run.model == "tiny-tagger" and run.revision
     assert run.params["general_threshold"] == 0.35 and run.counts["done"] == len(COLOURS)
 
@@ -123,7 +132,7 @@ def test_thresholds_and_mcut_change_what_is_kept(tmp_path, colours, tagger_dir):
     with open_catalog(str(db)) as cat:
         tags = tags_by_file(cat)
     assert "red" not in tags["red"] and "red_hero" not in tags["red"]
-    assert "general" in tags["red"]  # ratings are always kept
+    assert set(tags["red"]) == {"sensitive"}  # the top rating is always kept
 
 
 def test_rerun_does_only_new_images_and_redo_forces(tmp_path, colours, tagger_dir):
@@ -337,3 +346,181 @@ def test_deepdanbooru_through_the_run_loop(tmp_path, colours):
     assert "blue" in tags["blue"] and "red" not in tags["blue"]
     assert "red_hero" in tags["red"]
     assert blue_rating == 0.0  # DeepDanbooru's rating:safe is the general rating
+
+
+# --- the batch writer, cancellation, the decoded record ---------------------------------
+
+
+def _many(root: Path, n: int) -> Path:
+    root.mkdir()
+    for i in range(n):
+        Image.new("RGB", (24, 24), (i * 3 % 256, 255 - i * 3 % 256, 90)).save(root / f"{i:03d}.png")
+    return root
+
+
+def _statements_per_batch(tmp_path, tagger_dir, batch_size: int) -> list[int]:
+    from sqlalchemy import event
+
+    with open_catalog(str(tmp_path / f"s{batch_size}.db")) as cat:
+        scan(cat, [_many(tmp_path / f"img{batch_size}", 3 * batch_size)], ScanOptions(workers=1))
+        model = load_model(str(tagger_dir), models_dir=tmp_path / "m")
+        counts: list[int] = []
+        state = {"n": 0}
+
+        def count(*_args):
+            state["n"] += 1
+
+        class Counting:
+            def start(self, description, total=None):
+                pass
+
+            def set_total(self, total):
+                pass
+
+            def advance(self, n=1):
+                counts.append(state["n"])
+                state["n"] = 0
+
+            def finish(self):
+                pass
+
+        event.listen(cat.engine, "before_cursor_execute", count)
+        run_models(cat, [model], RunOptions(workers=0, batch_size=batch_size, reporter=Counting()))
+        event.remove(cat.engine, "before_cursor_execute", count)
+    return counts
+
+
+def test_the_writer_issues_the_same_number_of_statements_for_any_batch_size(tmp_path, tagger_dir):
+    small = _statements_per_batch(tmp_path, tagger_dir, 2)
+    large = _statements_per_batch(tmp_path, tagger_dir, 32)
+    # After the first (which also selects the work), a batch costs a bounded number of
+    # statements, two more only when it brings tag names the catalog has not seen,
+    # whether it holds 2 images or 32 (per-row writing took hundreds for 32).
+    assert len(small) == len(large) == 3
+    assert max(small[1:]) <= 8 and max(large[1:]) <= 8, (small, large)
+
+
+def test_a_cancelled_run_is_recorded_and_resumes(tmp_path, tagger_dir):
+    from curator.errors import Cancelled
+    from curator.progress import CancelToken
+
+    token = CancelToken()
+
+    class CancelAfterFirstBatch:
+        def start(self, description, total=None):
+            pass
+
+        def set_total(self, total):
+            pass
+
+        def advance(self, n=1):
+            token.cancel()
+
+        def finish(self):
+            pass
+
+    with open_catalog(str(tmp_path / "c.db")) as cat:
+        scan(cat, [_many(tmp_path / "img", 10)], ScanOptions(workers=1))
+        model = load_model(str(tagger_dir), models_dir=tmp_path / "m")
+        options = RunOptions(
+            workers=0, batch_size=4, reporter=CancelAfterFirstBatch(), cancel=token
+        )
+        with pytest.raises(Cancelled):
+            run_models(cat, [model], options)
+        with cat.session() as s:
+            run = s.scalar(select(Run).where(Run.kind == "tag"))
+            assert run.status == "cancelled" and run.counts["done"] == 4
+            assert s.scalar(select(func.count(Processed.id))) == 4
+        (again,) = run_models(cat, [model], RunOptions(workers=0, batch_size=4))
+        assert (again.done, again.skipped, again.status) == (6, 4, "finished")
+
+
+def test_models_receive_the_decoded_record(tmp_path):
+    from taggers.base import DecodedImage, Result
+
+    class Recorder:
+        name, kind, revision, input_size = "recorder", "measure", "r1", 64
+
+        def preprocess(self, decoded):
+            assert isinstance(decoded, DecodedImage)
+            return (decoded.format, decoded.original_size, decoded.image.size, decoded.quantization)
+
+        def predict(self, batch):
+            self.seen = batch
+            return [Result() for _ in batch]
+
+        def params(self):
+            return {}
+
+    root = tmp_path / "img"
+    root.mkdir()
+    Image.new("RGB", (1600, 800), (20, 120, 220)).save(root / "big.jpg", quality=70)
+    recorder = Recorder()
+    with open_catalog(str(tmp_path / "c.db")) as cat:
+        scan(cat, [root], ScanOptions(workers=1))
+        run_models(cat, [recorder], RunOptions(workers=0))
+    ((fmt, original, decoded_size, tables),) = recorder.seen
+    assert fmt == "JPEG" and original == (1600, 800)
+    assert decoded_size[0] < 1600 and max(decoded_size) >= 64  # draft-decoded, still covers 64
+    assert tables and len(tables[0]) == 64
+
+
+def test_quality_measures_transparent_icons_as_seen(tmp_path):
+    from curator.runs.quality_run import compute_quality
+
+    root = tmp_path / "icons"
+    root.mkdir()
+    icon = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    for x in range(16, 48):
+        for y in range(16, 48):
+            icon.putpixel((x, y), (0, 0, 0, 255 if (x // 4 + y // 4) % 2 else 0))
+    icon.save(root / "icon.png")
+    with open_catalog(str(tmp_path / "c.db")) as cat:
+        scan(cat, [root], ScanOptions(workers=1))
+        summary = compute_quality(cat, workers=0)
+        assert summary.measured == 1
+        with cat.session() as s:
+            value = s.scalar(select(Score.value).where(Score.name == "sharpness"))
+            runs = s.scalars(select(Run.revision).where(Run.kind == "quality")).all()
+    # Black squares on transparent black: flattened onto white they are a sharp pattern.
+    assert value > 1000
+    assert runs and all(runs)  # every quality run has a revision
+
+
+def test_odd_model_outputs_are_skipped_or_one_line_errors(tmp_path, colours):
+    from taggers.base import Detection as Det
+    from taggers.base import Result
+    from taggers.errors import TaggerError
+
+    class Odd:
+        name, kind, revision, input_size = "odd", "detector", "o1", None
+
+        def __init__(self, results_per_batch=None):
+            self.results_per_batch = results_per_batch
+
+        def preprocess(self, decoded):
+            return decoded.original_size
+
+        def predict(self, batch):
+            n = len(batch) if self.results_per_batch is None else self.results_per_batch
+            nan = float("nan")
+            return [
+                Result(
+                    scores={"odd": nan, "fine": 1.0},
+                    detections=[Det("x", 0.9, (nan, 0, 1, 1)), Det("y", 0.8, (1, 2, 3, 4))],
+                )
+                for _ in range(n)
+            ]
+
+        def params(self):
+            return {}
+
+    with open_catalog(str(tmp_path / "c.db")) as cat:
+        scan(cat, [colours], ScanOptions(workers=1))
+        (summary,) = run_models(cat, [Odd()], RunOptions(workers=0), kind="detect")
+        assert summary.done == len(COLOURS) and summary.nonfinite == 2 * len(COLOURS)
+        with cat.session() as s:
+            assert set(s.scalars(select(Detection.label))) == {"y"}
+            assert set(s.scalars(select(Score.name))) == {"fine"}
+        with pytest.raises(TaggerError, match="gave 1 results for 5 images"):
+            run_models(cat, [Odd(results_per_batch=1)], RunOptions(workers=0, redo=True))

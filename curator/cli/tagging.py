@@ -21,6 +21,7 @@ from curator.cli.context import (
 )
 from curator.cli.progress import RichReporter
 from curator.runs.loop import RunOptions, RunSummary, run_models
+from curator.runs.writer import DEFAULT_MAX_TAGS
 
 DEFAULT_TAGGER = "wd-vit-tagger-v3"
 
@@ -29,7 +30,13 @@ def _run_options(f):
     options = [
         click.option("--where", metavar="QUERY", help="Only images matching QUERY."),
         click.option("--redo", is_flag=True, help="Also redo images this model revision has done."),
-        click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(1),
+            default=8,
+            show_default=True,
+            help="Images per model call.",
+        ),
         click.option(
             "--workers", type=click.IntRange(0), help="Decode processes [default: cores-1]."
         ),
@@ -40,7 +47,9 @@ def _run_options(f):
             help="auto, cpu, cuda, tensorrt, coreml or directml.",
         ),
         click.option("--threads", type=click.IntRange(1), help="Inference threads per model."),
-        click.option("--limit", type=click.IntRange(1), help="Stop after this many images."),
+        click.option(
+            "--limit", type=click.IntRange(1), help="Stop after this many images (resumable)."
+        ),
         quiet_option,
         json_option,
     ]
@@ -54,10 +63,11 @@ def _report(summaries: list[RunSummary], as_json: bool) -> None:
         emit_json([s.as_dict() for s in summaries])
         return
     for s in summaries:
+        nonfinite = f", {s.nonfinite} NaN values not stored" if s.nonfinite else ""
         click.echo(
             f"{s.model} ({s.revision}): {s.done} images in {s.seconds:.1f}s "
             f"({s.images_per_second:.1f}/s), {s.tags} tags, {s.failed} failed, "
-            f"{s.skipped} already done"
+            f"{s.skipped} already done{nonfinite}"
         )
 
 
@@ -85,7 +95,18 @@ def _options(where, redo, batch_size, workers, limit, quiet, as_json) -> RunOpti
 @click.option("--character-threshold", type=click.FloatRange(0, 1), help="WD14 [default 0.85].")
 @click.option("--mcut", is_flag=True, default=None, help="WD14: MCut automatic thresholds.")
 @click.option("--threshold", type=click.FloatRange(0, 1), help="DeepDanbooru [default 0.5].")
-@click.option("--quantize", type=click.Choice(["int8"]), help="Run a cached int8 copy.")
+@click.option(
+    "--quantize",
+    type=click.Choice(["int8"]),
+    help="Run a cached int8 copy (MatMul/Gemm layers with signed int8 weights).",
+)
+@click.option(
+    "--max-tags",
+    type=click.IntRange(1),
+    default=DEFAULT_MAX_TAGS,
+    show_default=True,
+    help="Keep at most this many tags per image (the highest scores).",
+)
 @_run_options
 @pass_app
 def tag_cmd(
@@ -96,6 +117,7 @@ def tag_cmd(
     mcut,
     threshold,
     quantize,
+    max_tags,
     where,
     redo,
     batch_size,
@@ -129,6 +151,7 @@ def tag_cmd(
         for spec in specs or (DEFAULT_TAGGER,)
     ]
     opts = _options(where, redo, batch_size, workers, limit, quiet, as_json)
+    opts.max_tags = max_tags
     _report(run_models(app.catalog, models, opts, kind="tag"), as_json)
 
 

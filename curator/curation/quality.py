@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from curator.errors import CuratorError
+from taggers.pixels import WHITE, to_rgb
 
 ImageSource = Image.Image | str | os.PathLike[str]
 
@@ -37,10 +38,10 @@ def _open(source: ImageSource) -> Image.Image:
 
 
 def _grayscale(image: Image.Image) -> Image.Image:
-    """8-bit-scale luminance; 16-bit images are scaled down, not clipped, to 0..255."""
-    if image.mode.startswith("I;16"):
-        return Image.fromarray(np.asarray(image, dtype=np.float32) / 257.0, mode="F")
-    return image.convert("L")
+    """8-bit luminance of the image flattened onto white (`taggers.pixels.to_rgb`):
+    16-bit images are scaled, not clipped, and a transparent icon is measured as it is
+    seen, not as the flat colour hidden under its alpha."""
+    return to_rgb(image, WHITE).convert("L")
 
 
 def sharpness(image: ImageSource, max_side: int = SHARPNESS_MAX_SIDE) -> float:
@@ -130,12 +131,17 @@ def jpeg_quality(image: ImageSource) -> float | None:
     source = _open(image)
     try:
         tables = getattr(source, "quantization", None)
-        if not tables:
-            return None
-        ordered = [np.asarray(list(tables[key]), dtype=np.int64) for key in sorted(tables)]
     finally:
         if source is not image:
             source.close()
+    return jpeg_quality_from_tables(tables)
+
+
+def jpeg_quality_from_tables(tables: Mapping[int, Sequence[int]] | None) -> float | None:
+    """`jpeg_quality` from a JPEG's quantisation tables (Pillow's ``image.quantization``)."""
+    if not tables:
+        return None
+    ordered = [np.asarray(list(tables[key]), dtype=np.int64) for key in sorted(tables)]
     if any(table.size != 64 for table in ordered[:2]):
         return None
     actual = ordered[:2]
@@ -195,7 +201,8 @@ def _load_state_dict(path: Path) -> dict[str, np.ndarray]:
             from safetensors.numpy import load_file
         except ImportError as error:
             raise AestheticHeadError(
-                f"reading {path} needs the safetensors package: pip install safetensors"
+                f"reading {path} needs safetensors, which is not installed: "
+                'pip install -e ".[clip]"'
             ) from error
         return dict(load_file(str(path)))
     if suffix in (".pth", ".pt", ".bin", ".ckpt"):
@@ -203,7 +210,8 @@ def _load_state_dict(path: Path) -> dict[str, np.ndarray]:
             import torch
         except ImportError as error:
             raise AestheticHeadError(
-                f"reading {path} needs torch; or convert it to .safetensors"
+                f'reading {path} needs torch, which is not installed: pip install -e ".[clip]" '
+                "(or convert the weights to .safetensors)"
             ) from error
         # weights_only: never unpickle arbitrary objects from a downloaded checkpoint.
         state = torch.load(str(path), map_location="cpu", weights_only=True)

@@ -150,9 +150,12 @@ def prepare(
                 ],
             )
 
-    # 3. Detectors: faces for focal crops, NSFW only when asked to filter on it.
-    detectors = (["faces"] if options.crop == "focal" else []) + (
-        ["nsfw"] if options.max_nsfw is not None else []
+    # 3-4. One run for every model (faces for focal crops, NSFW only when filtering on
+    # it, the tagger when asked for): each image is decoded once for all of them.
+    specs = (
+        (["faces"] if options.crop == "focal" else [])
+        + (["nsfw"] if options.max_nsfw is not None else [])
+        + ([options.tagger] if options.tagger else [])
     )
     run_opts = RunOptions(
         where=f'folder:"{src}"',
@@ -160,13 +163,9 @@ def prepare(
         reporter=options.reporter,
         cancel=options.cancel,
     )
-    if detectors:
-        report.steps.append(_run(catalog, detectors, run_opts, "detect"))
-
-    # 4. Tags, when a tagger is at hand; otherwise captions hold the tokens only.
-    if options.tagger:
-        report.steps.append(_run(catalog, [options.tagger], run_opts, "tag"))
-    else:
+    if specs:
+        report.steps.extend(_run(catalog, specs, run_opts))
+    if not options.tagger:
         report.steps.append("tag: skipped (no tagger asked for)")
 
     # 5. The selection, and what it leaves out.
@@ -251,17 +250,29 @@ def _export_settings(options: PrepareOptions) -> dict[str, Any]:
     return {**settings, **options.export}
 
 
-def _run(catalog: Catalog, specs: list[str], run_opts: RunOptions, kind: str) -> str:
+def _run(catalog: Catalog, specs: list[str], run_opts: RunOptions) -> list[str]:
+    """Run the models that load, together; those that cannot load are noted, not fatal.
+
+    Returns one report line per kind of step ("detect: ...", "tag: ...").
+    """
+    from curator.runs.loop import load_models
     from taggers.errors import TaggerError
     from taggers.factory import load_model
+    from taggers.registry import get_detector
 
-    models, notes = [], []
+    def step(spec: str) -> str:
+        return "detect" if get_detector(spec) is not None else "tag"
+
+    models, notes = [], {step(spec): [] for spec in specs}
     for spec in specs:
         try:
-            models.append(load_model(spec))
+            model = load_model(spec)
+            load_models([model])
+            models.append((spec, model))
         except (TaggerError, CuratorError, ImportError) as exc:
-            notes.append(f"{spec} skipped, not available: {exc}")
+            notes[step(spec)].append(f"{spec} skipped, not available: {exc}")
     if models:
-        summaries = run_models(catalog, models, run_opts, kind=kind)
-        notes[:0] = [f"{s.model} on {s.done} images ({s.skipped} already done)" for s in summaries]
-    return f"{kind}: " + "; ".join(notes)
+        summaries = run_models(catalog, [m for _, m in models], run_opts, kind="prepare")
+        for (spec, _), s in zip(models, summaries, strict=True):
+            notes[step(spec)].insert(0, f"{s.model} on {s.done} images ({s.skipped} already done)")
+    return [f"{kind}: " + "; ".join(lines) for kind, lines in notes.items()]

@@ -1,14 +1,16 @@
-"""The one run loop: catalog → model(s) → catalog, for every model kind.
+"""The one run loop: catalog → model(s) → catalog, for every model that reads pixels.
 
-    select images the model revision has not done (or all with redo)
+    load and validate every model (a model that cannot run stops here, before any image)
+      → select images the model revision has not done (or all with redo)
       → decode each image ONCE in a worker pool (JPEG draft-decoded to the
-        smallest input any model needs) and preprocess it for every model
-      → batch → predict → one write transaction per batch (the single writer)
-      → record the run.
+        smallest input any model needs) into a `DecodedImage`, preprocessed for
+        every model that needs it (arrays in the model's own dtype, uint8 for pixels)
+      → batch → predict → one write transaction per batch (`curator.runs.writer`)
+      → record the run (finished, failed, interrupted or cancelled).
 
 Resumable: a batch's results and its `processed` rows commit together, so after a
-kill -9 a re-run does exactly the images whose batch never committed, and the
-unique (model, revision, image) key keeps it free of duplicates.
+kill -9 or a cancel a re-run does exactly the images whose batch never committed, and
+the unique (model, revision, image) key keeps it free of duplicates.
 """
 
 from __future__ import annotations
@@ -22,32 +24,24 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageOps
-from sqlalchemy import delete, exists, func, literal, or_, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy.orm import aliased
 
+from curator.errors import Cancelled
 from curator.progress import CancelToken, Reporter, phase
 from curator.query.compile import compile_query
-from curator.tags.store import replace_source_tags, set_caption
-from curator.tags.view import RATINGS, model_source
+from curator.runs.writer import DEFAULT_MAX_TAGS, Item, write_batch
 from curator.workers import process_pool
 from db.engine import Catalog
-from db.schema import (
-    Detection,
-    Embedding,
-    File,
-    Image,
-    Problem,
-    Processed,
-    Run,
-    Score,
-    utcnow,
-)
-from taggers.base import Model, Result
+from db.schema import Embedding, File, Image, Processed, Run, utcnow
+from taggers.base import DecodedImage, Model, Result
+from taggers.errors import ModelLoadError, TaggerError, missing_dependency
 
 PAGE = 1000
+# EXIF orientations that turn the image a quarter turn (width and height swap).
+_QUARTER_TURNS = frozenset({5, 6, 7, 8})
 
 
 @dataclass(slots=True)
@@ -57,6 +51,7 @@ class RunOptions:
     batch_size: int = 8
     workers: int | None = None  # decode processes; None: one less than the cores
     limit: int | None = None
+    max_tags: int = DEFAULT_MAX_TAGS  # tags kept per image and model, highest scores first
     reporter: Reporter | None = None  # progress events (see curator.progress)
     cancel: CancelToken | None = None
 
@@ -68,8 +63,9 @@ class RunSummary:
     run_id: int
     done: int = 0
     failed: int = 0
-    skipped: int = 0  # already processed by this revision
+    skipped: int = 0  # already processed by this revision before the run
     tags: int = 0
+    nonfinite: int = 0  # NaN or infinite values the model gave, not stored
     seconds: float = 0.0
     status: str = "running"
 
@@ -86,6 +82,7 @@ class RunSummary:
             "failed": self.failed,
             "skipped": self.skipped,
             "tags": self.tags,
+            "nonfinite": self.nonfinite,
             "seconds": round(self.seconds, 3),
             "images_per_second": round(self.images_per_second, 2),
             "status": self.status,
@@ -107,6 +104,26 @@ class _Decoded:
     error: str | None = None
 
 
+# --- loading ---------------------------------------------------------------------------
+
+
+def load_models(models: Sequence[Model]) -> None:
+    """Load and validate every model; one that cannot run raises `TaggerError` (one line)."""
+    for model in models:
+        load = getattr(model, "load", None)
+        if load is None:
+            continue
+        try:
+            load()
+        except TaggerError:
+            raise
+        except ImportError as exc:
+            raise missing_dependency(exc, purpose=f"model {model.name}") from None
+        except Exception as exc:  # noqa: BLE001 - whatever a loader raises, it is one line
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            raise ModelLoadError(f"cannot load model {model.name}: {message}") from None
+
+
 # --- decoding (runs in worker processes) ----------------------------------------------
 
 
@@ -116,17 +133,53 @@ def draft_size(width: int, height: int, side: int) -> tuple[int, int]:
     return max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))
 
 
-def decode_for_models(path: str, models: Sequence[Model], needs: Sequence[int]) -> dict[int, Any]:
-    """Open an image once and preprocess it for each model that needs it."""
-    sizes = [models[i].input_size for i in needs]
+def needs_pixels(model: Model) -> bool:
+    """False for models that read only what the header says (size, JPEG tables)."""
+    return bool(getattr(model, "needs_pixels", True))
+
+
+def reads_embeddings(model: Model) -> str | None:
+    """The embedding model whose stored vectors `model` reads instead of an image, if any.
+
+    Such a model (an aesthetic head over CLIP embeddings) is never sent to a decoder:
+    the loop selects the images that have those vectors and passes them to `predict`.
+    """
+    return getattr(model, "embedding_model", None)
+
+
+def decode(path: str, draft_side: int | None = None, *, pixels: bool = True) -> DecodedImage:
+    """Open and decode one image, upright, with what format-specific models need.
+
+    With `draft_side`, a JPEG is decoded in the DCT domain at the smallest scale that
+    still covers a square of that side: a fraction of the cost of a full decode.
+    Without `pixels`, only the header is read: the record's image must not be used.
+    """
     with PILImage.open(path) as img:
-        if img.format == "JPEG" and sizes and all(sizes):
-            # DCT-domain downscaling: decoding a 4000-px JPEG for a 448-px model
-            # costs a fraction of a full decode.
-            img.draft("RGB", draft_size(*img.size, max(sizes)))
-        img.load()
-        img = ImageOps.exif_transpose(img)
-        return {i: models[i].preprocess(img) for i in needs}
+        original = img.size
+        fmt = img.format
+        quantization = getattr(img, "quantization", None) if fmt == "JPEG" else None
+        orientation = img.getexif().get(0x0112)
+        if not pixels:
+            upright = img
+        else:
+            if fmt == "JPEG" and draft_side:
+                img.draft("RGB", draft_size(*img.size, draft_side))
+            img.load()
+            upright = ImageOps.exif_transpose(img)
+    if orientation in _QUARTER_TURNS:
+        original = (original[1], original[0])
+    tables = {int(k): list(v) for k, v in quantization.items()} if quantization else None
+    return DecodedImage(upright, original, fmt, path, tables)
+
+
+def decode_for_models(path: str, models: Sequence[Model], needs: Sequence[int]) -> dict[int, Any]:
+    """Decode an image once and preprocess it for each model that needs it."""
+    needs = [i for i in needs if not reads_embeddings(models[i])]
+    if not needs:
+        return {}
+    sizes = [models[i].input_size for i in needs if needs_pixels(models[i])]
+    decoded = decode(path, max(sizes) if sizes and all(sizes) else None, pixels=bool(sizes))
+    return {i: models[i].preprocess(decoded) for i in needs}
 
 
 def _decode_batch(jobs: list[_Job], models: Sequence[Model]) -> list[_Decoded]:
@@ -136,10 +189,27 @@ def _decode_batch(jobs: list[_Job], models: Sequence[Model]) -> list[_Decoded]:
             out.append(
                 _Decoded(job.image_id, job.path, decode_for_models(job.path, models, job.needs))
             )
+        except ImportError as exc:
+            # A package the model needs is missing: not this image's fault, and the same
+            # for every image, so the run stops with one line instead.
+            raise missing_dependency(exc, purpose="preparing images for the model") from None
         except Exception as exc:  # noqa: BLE001 - a bad image is recorded, the run goes on
             message = " ".join(str(exc).split()) or type(exc).__name__
             out.append(_Decoded(job.image_id, job.path, error=message))
     return out
+
+
+# Worker processes keep the run's models from their initializer, so a batch ships only
+# its jobs; the main process never sets this.
+_WORKER_MODELS: list[Model] = []
+
+
+def _init_decoder(models: Sequence[Model]) -> None:
+    _WORKER_MODELS[:] = models
+
+
+def _decode_in_worker(jobs: list[_Job]) -> list[_Decoded]:
+    return _decode_batch(jobs, _WORKER_MODELS)
 
 
 # --- selection -------------------------------------------------------------------------
@@ -153,10 +223,21 @@ def _not_done(model: Model) -> Any:
     )
 
 
+def _has_input(model: Model, present: Any) -> Any:
+    """An image the model can read: a present file, or its stored embedding."""
+    source = reads_embeddings(model)
+    if source is None:
+        return present
+    return exists().where(Embedding.image_id == Image.id, Embedding.model == source)
+
+
 def select_jobs(
     catalog: Catalog, models: Sequence[Model], options: RunOptions
 ) -> tuple[int, int, Iterator[_Job]]:
-    """(to do, already done, jobs): images with a present file that a model still needs."""
+    """(to do, already done, jobs): images with a present file that a model still needs.
+
+    "Already done" counts images every model has done before, whatever `limit` leaves.
+    """
     where = compile_query(options.where)
     f = aliased(File)
     first_path = (
@@ -166,17 +247,21 @@ def select_jobs(
         .limit(1)
         .scalar_subquery()
     )
+    present = exists().where(File.image_id == Image.id, File.present.is_(True))
     need_cols = [
-        (literal(True) if options.redo else _not_done(m)).label(f"need{i}")
+        (
+            _has_input(m, present) if options.redo else and_(_not_done(m), _has_input(m, present))
+        ).label(f"need{i}")
         for i, m in enumerate(models)
     ]
-    present = exists().where(File.image_id == Image.id, File.present.is_(True))
-    conds = [where, present]
+    readable = or_(*(_has_input(m, present) for m in models))
+    conds = [where, readable]
     if not options.redo:
-        conds.append(or_(*(_not_done(m) for m in models)))
+        conds.append(or_(*(and_(_not_done(m), _has_input(m, present)) for m in models)))
     with catalog.session() as s:
-        total = s.scalar(select(func.count(Image.id)).where(where, present))
+        total = s.scalar(select(func.count(Image.id)).where(where, readable))
         todo = s.scalar(select(func.count(Image.id)).where(*conds))
+    done_before = total - todo
     if options.limit is not None:
         todo = min(todo, options.limit)
 
@@ -196,100 +281,14 @@ def select_jobs(
             for row in rows:
                 last = row[0]
                 needs = tuple(i for i, flag in enumerate(row[2:]) if flag)
-                if needs and row[1]:
-                    yield _Job(row[0], row[1], needs)
+                pixels = any(reads_embeddings(models[i]) is None for i in needs)
+                if needs and (row[1] or not pixels):
+                    yield _Job(row[0], row[1] or "", needs)
                     emitted += 1
                     if options.limit is not None and emitted >= options.limit:
                         return
 
-    return todo, total - todo, jobs()
-
-
-# --- writing ---------------------------------------------------------------------------
-
-
-def _write_result(s: Session, model: Model, image_id: int, result: Result, run_id: int) -> int:
-    source = model_source(model.name)
-    n = 0
-    if model.kind == "tagger" or result.tags:
-        n = replace_source_tags(
-            s, image_id, source, [(t.name, t.category, t.score) for t in result.tags], run_id
-        )
-        ratings = {_rating_name(t.name): t.score for t in result.tags if t.category == "rating"}
-        if ratings and set(ratings) <= set(RATINGS):
-            top = max(ratings, key=ratings.get)
-            result.scores.setdefault("rating", float(RATINGS.index(top)))
-    for name, value in result.scores.items():
-        row = s.scalar(select(Score).where(Score.image_id == image_id, Score.name == name))
-        if row is None:
-            s.add(
-                Score(
-                    image_id=image_id, name=name, value=float(value), source=source, run_id=run_id
-                )
-            )
-        else:
-            row.value, row.source, row.run_id = float(value), source, run_id
-    if model.kind == "detector":
-        s.execute(
-            delete(Detection).where(
-                Detection.image_id == image_id, Detection.detector == model.name
-            )
-        )
-        for d in result.detections:
-            x, y, w, h = (int(v) for v in d.box)
-            s.add(
-                Detection(
-                    image_id=image_id,
-                    detector=model.name,
-                    label=d.label,
-                    score=float(d.score),
-                    x=x,
-                    y=y,
-                    w=w,
-                    h=h,
-                    text=d.text,
-                    run_id=run_id,
-                )
-            )
-    if result.caption is not None:
-        set_caption(s, image_id, result.caption, kind="caption", source=source, run_id=run_id)
-    if result.embedding is not None:
-        vec = np.asarray(result.embedding, dtype="<f4").ravel()
-        row = s.scalar(
-            select(Embedding).where(Embedding.image_id == image_id, Embedding.model == model.name)
-        )
-        if row is None:
-            s.add(
-                Embedding(
-                    image_id=image_id,
-                    model=model.name,
-                    dim=vec.size,
-                    vector=vec.tobytes(),
-                    run_id=run_id,
-                )
-            )
-        else:
-            row.dim, row.vector, row.run_id = vec.size, vec.tobytes(), run_id
-    existing = s.scalar(
-        select(Processed).where(
-            Processed.image_id == image_id,
-            Processed.model == model.name,
-            Processed.revision == model.revision,
-        )
-    )
-    if existing is None:
-        s.add(
-            Processed(model=model.name, revision=model.revision, image_id=image_id, run_id=run_id)
-        )
-    else:
-        existing.run_id, existing.at = run_id, utcnow()
-    return n
-
-
-def _rating_name(name: str) -> str:
-    """WD14's rating names as they are; DeepDanbooru's `rating:safe` as `general`."""
-    name = name.removeprefix("rating:")
-    return "general" if name == "safe" else name
+    return todo, done_before, jobs()
 
 
 # --- the loop --------------------------------------------------------------------------
@@ -312,6 +311,7 @@ class _Runner:
                         "where": self.options.where,
                         "redo": self.options.redo,
                         "batch_size": self.options.batch_size,
+                        "max_tags": self.options.max_tags,
                     },
                 )
                 s.add(run)
@@ -324,41 +324,70 @@ class _Runner:
                 summary.status, summary.seconds = status, seconds
                 row = s.get(Run, summary.run_id)
                 row.status, row.finished_at, row.duration_s = status, utcnow(), seconds
-                row.counts = {
-                    k: summary.as_dict()[k] for k in ("done", "failed", "skipped", "tags")
-                }
+                counts = summary.as_dict()
+                row.counts = {k: counts[k] for k in ("done", "failed", "skipped", "tags")}
+                if summary.nonfinite:
+                    row.counts["nonfinite"] = summary.nonfinite
+
+    def _load_vectors(self, decoded: list[_Decoded], jobs: dict[int, _Job]) -> None:
+        """Stored embeddings as the inputs of the models that read them."""
+        from curator.curation.dedup import load_embeddings
+
+        for i, model in enumerate(self.models):
+            source = reads_embeddings(model)
+            wanted = [d for d in decoded if d.error is None and i in jobs[d.image_id].needs]
+            if source is None or not wanted:
+                continue
+            with self.catalog.session() as s:
+                vectors = load_embeddings(s, source, [d.image_id for d in wanted])
+            for d in wanted:
+                if d.image_id in vectors:
+                    d.inputs[i] = vectors[d.image_id]
+
+    def predict(self, decoded: list[_Decoded]) -> list[Item]:
+        items: list[Item] = []
+        for i, model in enumerate(self.models):
+            batch = [d for d in decoded if d.error is None and i in d.inputs]
+            if not batch:
+                continue
+            try:
+                results: list[Result] = model.predict([d.inputs[i] for d in batch])
+            except TaggerError:
+                raise
+            except ImportError as exc:
+                raise missing_dependency(exc, purpose=f"model {model.name}") from None
+            except Exception as exc:  # noqa: BLE001 - a model failing is one line, not a trace
+                message = " ".join(str(exc).split()) or type(exc).__name__
+                raise TaggerError(f"model {model.name} failed on a batch: {message}") from None
+            if len(results) != len(batch):
+                raise TaggerError(
+                    f"model {model.name} gave {len(results)} results for {len(batch)} images"
+                )
+            items.extend(Item(i, d.image_id, r) for d, r in zip(batch, results, strict=True))
+        return items
 
     def write_batch(self, decoded: list[_Decoded], jobs: dict[int, _Job]) -> None:
-        ok = [d for d in decoded if d.error is None]
-        results: dict[tuple[int, int], Result] = {}
-        for i, model in enumerate(self.models):
-            items = [d for d in ok if i in d.inputs]
-            if not items:
-                continue
-            preds = model.predict([d.inputs[i] for d in items])
-            for d, r in zip(items, preds, strict=True):
-                results[(i, d.image_id)] = r
+        self._load_vectors(decoded, jobs)
+        items = self.predict(decoded)
+        problems = [(d.path, d.error) for d in decoded if d.error is not None]
         with self.catalog.write() as s:
-            for d in decoded:
-                if d.error is not None:
-                    self._problem(s, d)
-                    for i in jobs[d.image_id].needs:
-                        self.summaries[i].failed += 1
-                    continue
+            counts = write_batch(
+                s,
+                self.models,
+                [summary.run_id for summary in self.summaries],
+                items,
+                problems,
+                max_tags=self.options.max_tags,
+            )
+        for d in decoded:
+            if d.error is not None:
                 for i in jobs[d.image_id].needs:
-                    r = results[(i, d.image_id)]
-                    self.summaries[i].tags += _write_result(
-                        s, self.models[i], d.image_id, r, self.summaries[i].run_id
-                    )
-                    self.summaries[i].done += 1
-
-    @staticmethod
-    def _problem(s: Session, d: _Decoded) -> None:
-        row = s.scalar(select(Problem).where(Problem.path == d.path))
-        if row is None:
-            s.add(Problem(path=d.path, kind="decode_failed", message=d.error))
-        else:
-            row.kind, row.message, row.seen_at = "decode_failed", d.error, utcnow()
+                    self.summaries[i].failed += 1
+        for item in items:
+            self.summaries[item.model].done += 1
+        for i, summary in enumerate(self.summaries):
+            summary.tags += counts.tags[i]
+            summary.nonfinite += counts.nonfinite[i]
 
 
 def run_models(
@@ -368,8 +397,15 @@ def run_models(
     *,
     kind: str = "tag",
 ) -> list[RunSummary]:
-    """Run models over the catalog's images; one summary per model."""
+    """Run models over the catalog's images; one summary per model.
+
+    Every model is loaded and validated first: one that cannot run raises
+    `taggers.errors.TaggerError` before any image is read or any run recorded.
+    """
     options = options or RunOptions()
+    if options.max_tags < 1:
+        raise ValueError("max_tags must be at least 1")
+    load_models(models)
     runner = _Runner(catalog, models, options)
     todo, done_before, jobs = select_jobs(catalog, models, options)
     runner.start(kind)
@@ -382,11 +418,15 @@ def run_models(
         with phase(options.reporter, kind, todo) as bar:
             if workers <= 1:
                 for batch in _batched(jobs, options.batch_size):
+                    _check(options.cancel)
                     runner.write_batch(_decode_batch(batch, models), {j.image_id: j for j in batch})
                     bar.advance(len(batch))
             else:
                 _pipelined(runner, jobs, workers, bar)
         status = "finished"
+    except Cancelled:
+        status = "cancelled"
+        raise
     except KeyboardInterrupt:
         status = "interrupted"
         raise
@@ -395,16 +435,23 @@ def run_models(
     return runner.summaries
 
 
+def _check(cancel: CancelToken | None) -> None:
+    if cancel is not None:
+        cancel.check()
+
+
 def _pipelined(runner: _Runner, jobs: Iterator[_Job], workers: int, bar) -> None:  # noqa: ANN001
     """Workers decode batch n+1.. while this process predicts and writes batch n."""
-    pool = process_pool(workers)
+    pool = process_pool(workers, _init_decoder, (runner.models,))
     inflight: deque[tuple[Future, list[_Job]]] = deque()
     try:
         for batch in _batched(jobs, runner.options.batch_size):
-            inflight.append((pool.submit(_decode_batch, batch, runner.models), batch))
+            _check(runner.options.cancel)
+            inflight.append((pool.submit(_decode_in_worker, batch), batch))
             if len(inflight) > workers * 2:
                 _drain_one(runner, inflight, bar)
         while inflight:
+            _check(runner.options.cancel)
             _drain_one(runner, inflight, bar)
     finally:
         pool.shutdown(cancel_futures=True)

@@ -1,69 +1,148 @@
-"""`curator quality`: measure quality signals over the catalog and store them as scores.
+"""`curator quality`: quality signals measured by the run loop and stored as scores.
 
-Scores (table `scores`, source `quality`):
-- `sharpness`: variance of the Laplacian (`curator.curation.quality.sharpness`); higher is sharper.
-- `jpeg_quality`: the libjpeg quality a JPEG was saved with (JPEG files only).
-- `megapixels`: width x height / 10^6; the resolution class (`tiny` ... `uhd`) follows
-  from it and is reported, not stored.
-- `aesthetic`: a LAION aesthetic head over stored CLIP image embeddings, when a head
-  file is given (source `aesthetic:NAME`).
-
-Each image is measured from its first present file, in a process pool when there
-are many; a file that cannot be read becomes a problem row and the run goes on.
-Results commit in batches, and images that already have their scores are skipped
-unless `redo`, so a killed run resumes where it stopped.
+Scores (table `scores`, source `quality`), each from a model the run loop drives like
+any tagger (one decode per image for all of them, resumable, cancellable):
+- `sharpness` (`SharpnessModel`): variance of the Laplacian of the image flattened
+  onto white (`curator.curation.quality.sharpness`); higher is sharper.
+- `jpeg_quality` (`JpegQualityModel`): the libjpeg quality a JPEG was saved with, from
+  the quantisation tables the decoder hands over (JPEG files only).
+- `megapixels` (`MegapixelsModel`): width x height / 10^6 of the upright original; the
+  resolution class (`tiny` ... `uhd`) follows from it and is reported, not stored.
+- `aesthetic` (`AestheticModel`): a LAION aesthetic head over the CLIP image
+  embeddings a CLIP run stored, when a head file is given (source `aesthetic:NAME`).
+  It reads no pixels: the loop hands it the stored vectors of the images that have them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
-import warnings
-from collections import Counter, deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
-from PIL import Image as PILImage
-from sqlalchemy import delete, func, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select
 
-from curator.curation.dedup import choose_embedding_model, load_embeddings
+from curator.curation.dedup import choose_embedding_model
 from curator.curation.edits import chunks
 from curator.curation.quality import (
     SHARPNESS_MAX_SIDE,
     AestheticHead,
-    jpeg_quality,
+    jpeg_quality_from_tables,
     resolution_class,
 )
 from curator.curation.quality import sharpness as measure_sharpness
-from curator.progress import Reporter, phase
+from curator.progress import CancelToken, Reporter
 from curator.query.compile import compile_query
-from curator.workers import process_pool
+from curator.runs.loop import RunOptions, RunSummary, run_models
 from db.engine import Catalog
-from db.schema import File, Image, Problem, Run, Score, utcnow
+from db.schema import File, Image, Score
+from taggers.base import DecodedImage, Result, as_decoded
+from taggers.pixels import WHITE
 
 SHARPNESS = "sharpness"
 JPEG_QUALITY = "jpeg_quality"
 MEGAPIXELS = "megapixels"
 AESTHETIC = "aesthetic"
 SOURCE = "quality"
-WRITE_BATCH = 200
-POOL_MIN_IMAGES = 32  # fewer than this: starting worker processes costs more than it saves
-PIXEL_LIMIT = 178_956_970  # Pillow's decompression-bomb bound
-PROBLEM_KIND = "decode_failed"
 
 
-@dataclass(slots=True)
-class Measurement:
-    image_id: int
-    path: str
-    sharpness: float | None = None
-    jpeg_quality: float | None = None
-    error: str | None = None
+def _revision(*parts: object) -> str:
+    """A short hash of what defines a measurement, so changing it redoes the images."""
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:12]
+
+
+class _Measure:
+    """A model whose whole prediction is made in the decode worker (a few floats)."""
+
+    kind = "measure"
+    source = SOURCE  # scores keep the source `quality` whatever measured them
+    needs_pixels = True
+    input_size: int | None = None
+    OPTIONS: ClassVar[tuple[str, ...]] = ()
+    name: str
+    revision: str
+
+    def measure(self, decoded: DecodedImage) -> float | None:
+        raise NotImplementedError
+
+    def preprocess(self, decoded: DecodedImage) -> float | None:
+        return self.measure(as_decoded(decoded))
+
+    def predict(self, batch: list[float | None]) -> list[Result]:
+        return [Result(scores={} if v is None else {self.name: float(v)}) for v in batch]
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+
+class SharpnessModel(_Measure):
+    """Variance of the Laplacian on the image flattened onto white, at most 1024 px."""
+
+    name = SHARPNESS
+    revision = _revision("laplacian-var", SHARPNESS_MAX_SIDE, WHITE)
+    # Sharpness shrinks to SHARPNESS_MAX_SIDE anyway: a JPEG decoded at no less than
+    # twice that is much faster for large photos and measures the same.
+    input_size = 2 * SHARPNESS_MAX_SIDE
+
+    def measure(self, decoded: DecodedImage) -> float:
+        return measure_sharpness(decoded.rgb(WHITE))
+
+    def params(self) -> dict[str, Any]:
+        return {"max_side": SHARPNESS_MAX_SIDE, "background": list(WHITE)}
+
+
+class JpegQualityModel(_Measure):
+    """The libjpeg quality setting, from the quantisation tables (no pixels needed)."""
+
+    name = JPEG_QUALITY
+    revision = _revision("ijg-tables", 1)
+    needs_pixels = False
+
+    def measure(self, decoded: DecodedImage) -> float | None:
+        return jpeg_quality_from_tables(decoded.quantization)
+
+
+class MegapixelsModel(_Measure):
+    """Width x height of the upright original in millions (no pixels needed)."""
+
+    name = MEGAPIXELS
+    revision = _revision("megapixels", 1)
+    needs_pixels = False
+
+    def measure(self, decoded: DecodedImage) -> float:
+        width, height = decoded.original_size
+        return width * height / 1e6
+
+
+class AestheticModel:
+    """A LAION aesthetic head over stored embeddings of `embedding_model`."""
+
+    kind = "measure"
+    input_size = None
+
+    def __init__(self, head: AestheticHead, embedding_model: str, label: str):
+        self.head, self.embedding_model = head, embedding_model
+        self.name = self.source = f"aesthetic:{label}"
+        weights = b"".join(w.tobytes() + b.tobytes() for w, b in head.layers)
+        self.revision = _revision(hashlib.sha256(weights).hexdigest(), embedding_model)
+
+    def preprocess(self, decoded: DecodedImage) -> None:  # never called: reads embeddings
+        raise TypeError("the aesthetic head reads stored embeddings, not images")
+
+    def predict(self, batch: list[np.ndarray]) -> list[Result]:
+        scores = self.head.predict(np.stack(batch)) if batch else []
+        return [Result(scores={AESTHETIC: float(v)}) for v in scores]
+
+    def params(self) -> dict[str, Any]:
+        return {"embedding_model": self.embedding_model, "head": self.head.kind}
+
+
+def quality_models() -> list[_Measure]:
+    return [SharpnessModel(), JpegQualityModel(), MegapixelsModel()]
 
 
 @dataclass(slots=True)
@@ -78,34 +157,11 @@ class QualitySummary:
     resolution_classes: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    run_id: int | None = None
+    run_id: int | None = None  # the sharpness run; each measurement has its own
+    runs: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def measure_file(image_id: int, path: str, pixel_limit: int = PIXEL_LIMIT) -> Measurement:
-    """Sharpness and JPEG quality of one file; never raises for a bad file (worker side)."""
-    out = Measurement(image_id, path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            with PILImage.open(path) as img:
-                width, height = img.size
-                if width * height > pixel_limit:
-                    raise ValueError(f"{width}x{height} is over the {pixel_limit}-pixel limit")
-                if img.format == "JPEG":
-                    out.jpeg_quality = jpeg_quality(img)
-                    # Sharpness shrinks to SHARPNESS_MAX_SIDE anyway: decode at no less
-                    # than twice that, much faster for large photos.
-                    scale = 2 * SHARPNESS_MAX_SIDE / max(width, height)
-                    if scale < 1:
-                        img.draft(img.mode, (int(width * scale) + 1, int(height * scale) + 1))
-                img.load()
-                out.sharpness = measure_sharpness(img)
-    except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise many kinds on bad data
-        out.error = " ".join(str(exc).split()) or type(exc).__name__
-    return out
 
 
 def compute_quality(
@@ -117,6 +173,7 @@ def compute_quality(
     redo: bool = False,
     workers: int | None = None,
     reporter: Reporter | None = None,
+    cancel: CancelToken | None = None,
 ) -> QualitySummary:
     """Measure and store quality scores for the images the query selects."""
     start = time.monotonic()
@@ -126,39 +183,56 @@ def compute_quality(
         if isinstance(aesthetic_head, str | os.PathLike)
         else aesthetic_head
     )
-    with catalog.write() as s:
-        run = Run(
-            kind="quality",
-            model="quality",
-            params={
-                "query": query or "",
-                "redo": redo,
-                "aesthetic_head": _head_name(aesthetic_head),
-            },
-        )
-        s.add(run)
-    summary.run_id = run.id
-    status = "failed"
-    try:
-        todo = _plan(catalog, query, redo, summary)
-        _measure_all(catalog, todo, summary, run.id, workers, reporter)
-        if head is not None:
-            _score_aesthetic(
-                catalog, query, head, embedding_model, redo, summary, run.id, aesthetic_head
+    _count(catalog, query, summary)
+    options = RunOptions(
+        where=query or None,
+        redo=redo,
+        batch_size=32,
+        workers=workers,
+        reporter=reporter,
+        cancel=cancel,
+    )
+    models: list[Any] = quality_models()
+    if head is not None:
+        with catalog.session() as s:
+            source = choose_embedding_model(s, embedding_model, dim=head.input_dim)
+        if source is None:
+            summary.notes.append(
+                f"no {head.input_dim}-wide image embeddings in the catalog; "
+                "run a CLIP embedding model first for aesthetic scores"
             )
-        status = "finished"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    finally:
-        summary.seconds = time.monotonic() - start
-        with catalog.write() as s:
-            row = s.get(Run, run.id)
-            row.status, row.finished_at, row.duration_s = status, utcnow(), summary.seconds
-            row.counts = {
-                k: v for k, v in summary.as_dict().items() if k not in ("run_id", "notes")
-            }
+        else:
+            summary.aesthetic_model = source
+            models.append(AestheticModel(head, source, _head_name(aesthetic_head) or "head"))
+    runs = run_models(catalog, models, options, kind="quality")
+    sharp: RunSummary = runs[0]
+    summary.measured, summary.failed, summary.skipped = sharp.done, sharp.failed, sharp.skipped
+    summary.run_id = sharp.run_id
+    summary.runs = [r.run_id for r in runs]
+    if len(runs) > len(quality_models()):
+        summary.aesthetic = runs[-1].done
+    summary.seconds = time.monotonic() - start
     return summary
+
+
+def _count(catalog: Catalog, query: str | None, summary: QualitySummary) -> None:
+    """Selected images, those without a present file, and the resolution classes."""
+    present = select(File.image_id).where(File.present.is_(True))
+    with catalog.session() as s:
+        rows = s.execute(
+            select(Image.width, Image.height, Image.id.in_(present))
+            .where(compile_query(query))
+            .order_by(Image.id)
+        ).all()
+    summary.selected = len(rows)
+    summary.missing = sum(1 for _, _, has_file in rows if not has_file)
+    classes = Counter(resolution_class(w, h) for w, h, _ in rows)
+    summary.resolution_classes = dict(sorted(classes.items(), key=lambda kv: _class_order(kv[0])))
+
+
+def _class_order(name: str) -> int:
+    order = ["tiny", "small", "sd", "hd", "uhd"]
+    return order.index(name) if name in order else len(order)
 
 
 def _head_name(head: object) -> str | None:
@@ -167,212 +241,6 @@ def _head_name(head: object) -> str | None:
     if isinstance(head, str | os.PathLike):
         return Path(head).stem
     return getattr(head, "name", None) or type(head).__name__
-
-
-@dataclass(slots=True)
-class _Job:
-    image_id: int
-    path: str | None
-    width: int
-    height: int
-
-
-def _plan(catalog: Catalog, query: str | None, redo: bool, summary: QualitySummary) -> list[_Job]:
-    """The selected images still missing a score (all with redo), with a file to open."""
-    first_file = (
-        select(File.image_id, func.min(File.path).label("path"))
-        .where(File.present.is_(True))
-        .group_by(File.image_id)
-        .subquery()
-    )
-    with catalog.session() as s:
-        rows = s.execute(
-            select(Image.id, Image.format, Image.width, Image.height, first_file.c.path)
-            .outerjoin(first_file, first_file.c.image_id == Image.id)
-            .where(compile_query(query))
-            .order_by(Image.id)
-        ).all()
-        have: dict[int, set[str]] = {}
-        if not redo:
-            for chunk in chunks([r[0] for r in rows]):
-                for image_id, name in s.execute(
-                    select(Score.image_id, Score.name).where(
-                        Score.image_id.in_(chunk), Score.name.in_([SHARPNESS, JPEG_QUALITY])
-                    )
-                ):
-                    have.setdefault(image_id, set()).add(name)
-    summary.selected = len(rows)
-    classes = Counter(resolution_class(w, h) for _, _, w, h, _ in rows)
-    summary.resolution_classes = dict(sorted(classes.items(), key=lambda kv: _class_order(kv[0])))
-    todo: list[_Job] = []
-    for image_id, fmt, width, height, path in rows:
-        needed = {SHARPNESS, JPEG_QUALITY} if fmt == "JPEG" else {SHARPNESS}
-        if needed <= have.get(image_id, set()):
-            summary.skipped += 1
-            continue
-        todo.append(_Job(image_id, path, width, height))
-    return todo
-
-
-def _class_order(name: str) -> int:
-    order = ["tiny", "small", "sd", "hd", "uhd"]
-    return order.index(name) if name in order else len(order)
-
-
-def _measure_all(
-    catalog: Catalog,
-    todo: list[_Job],
-    summary: QualitySummary,
-    run_id: int,
-    workers: int | None,
-    reporter: Reporter | None,
-) -> None:
-    jobs = {j.image_id: j for j in todo}
-    pending: list[Measurement] = []
-    with phase(reporter, "quality", len(todo)) as bar:
-        for m in _measurements(todo, workers):
-            pending.append(m)
-            bar.advance()
-            if len(pending) >= WRITE_BATCH:
-                _write(catalog, pending, jobs, summary, run_id)
-                pending = []
-        _write(catalog, pending, jobs, summary, run_id)
-
-
-def _measurements(todo: list[_Job], workers: int | None) -> Iterator[Measurement]:
-    """Measurements in any order; a pool of processes when there is enough work."""
-    workers = workers or os.cpu_count() or 1
-    with_file = [j for j in todo if j.path is not None]
-    for j in todo:
-        if j.path is None:
-            yield Measurement(j.image_id, "", error="no present file")
-    if workers <= 1 or len(with_file) < POOL_MIN_IMAGES:
-        for j in with_file:
-            yield measure_file(j.image_id, j.path)
-        return
-    inflight: deque[Future[Measurement]] = deque()
-    cap = workers * 8
-    with process_pool(workers) as pool:
-        try:
-            for j in with_file:
-                inflight.append(pool.submit(measure_file, j.image_id, j.path))
-                while len(inflight) > cap:
-                    yield inflight.popleft().result()
-            while inflight:
-                yield inflight.popleft().result()
-        finally:
-            pool.shutdown(cancel_futures=True)
-
-
-def _write(
-    catalog: Catalog,
-    batch: Sequence[Measurement],
-    jobs: dict[int, _Job],
-    summary: QualitySummary,
-    run_id: int,
-) -> None:
-    if not batch:
-        return
-    with catalog.write() as s:
-        values: list[dict[str, Any]] = []
-        for m in batch:
-            job = jobs[m.image_id]
-            values.append(_score(m.image_id, MEGAPIXELS, job.width * job.height / 1e6, run_id))
-            if m.error is not None:
-                if m.path:
-                    summary.failed += 1
-                    _problem(s, m.path, f"cannot measure quality: {m.error}")
-                else:
-                    summary.missing += 1
-                continue
-            summary.measured += 1
-            if m.sharpness is not None:
-                values.append(_score(m.image_id, SHARPNESS, m.sharpness, run_id))
-            if m.jpeg_quality is not None:
-                values.append(_score(m.image_id, JPEG_QUALITY, m.jpeg_quality, run_id))
-        _replace_scores(s, values)
-
-
-def _score(image_id: int, name: str, value: float, run_id: int, source: str = SOURCE) -> dict:
-    return {
-        "image_id": image_id,
-        "name": name,
-        "value": float(value),
-        "source": source,
-        "run_id": run_id,
-    }
-
-
-def _replace_scores(s: Session, values: list[dict[str, Any]]) -> None:
-    """Write scores, replacing any earlier value of the same name for the same image."""
-    by_name: dict[str, list[int]] = {}
-    for v in values:
-        by_name.setdefault(v["name"], []).append(v["image_id"])
-    for name, ids in by_name.items():
-        for chunk in chunks(ids):
-            s.execute(delete(Score).where(Score.name == name, Score.image_id.in_(chunk)))
-    if values:
-        s.execute(insert(Score), values)
-
-
-def _problem(s: Session, path: str, message: str) -> None:
-    row = s.scalar(select(Problem).where(Problem.path == path))
-    if row is None:
-        s.add(Problem(path=path, kind=PROBLEM_KIND, message=message))
-    else:
-        row.kind, row.message, row.seen_at = PROBLEM_KIND, message, utcnow()
-
-
-def _score_aesthetic(
-    catalog: Catalog,
-    query: str | None,
-    head: AestheticHead,
-    embedding_model: str | None,
-    redo: bool,
-    summary: QualitySummary,
-    run_id: int,
-    source: object,
-) -> None:
-    """Score stored embeddings of the head's width with the aesthetic head."""
-    with catalog.session() as s:
-        model = choose_embedding_model(s, embedding_model, dim=head.input_dim)
-        if model is None:
-            summary.notes.append(
-                f"no {head.input_dim}-wide image embeddings in the catalog; "
-                "run a CLIP embedding model first for aesthetic scores"
-            )
-            return
-        ids = list(s.scalars(select(Image.id).where(compile_query(query)).order_by(Image.id)))
-        if not redo:
-            scored: set[int] = set()
-            for chunk in chunks(ids):
-                scored.update(
-                    s.scalars(
-                        select(Score.image_id).where(
-                            Score.name == AESTHETIC, Score.image_id.in_(chunk)
-                        )
-                    )
-                )
-            ids = [i for i in ids if i not in scored]
-    summary.aesthetic_model = model
-    label = f"aesthetic:{_head_name(source) or 'head'}"
-    for chunk in chunks(ids, 4096):
-        with catalog.session() as s:
-            vectors = load_embeddings(s, model, chunk)
-        vectors = {i: v for i, v in vectors.items() if len(v) == head.input_dim}
-        if not vectors:
-            continue
-        order = list(vectors)
-        scores = head.predict(np.stack([vectors[i] for i in order]))
-        with catalog.write() as s:
-            _replace_scores(
-                s,
-                [
-                    _score(i, AESTHETIC, float(v), run_id, label)
-                    for i, v in zip(order, scores.tolist(), strict=True)
-                ],
-            )
-        summary.aesthetic += len(order)
 
 
 def quality_table(catalog: Catalog, query: str | None = None) -> list[dict[str, Any]]:
