@@ -1,0 +1,331 @@
+"""The review app, driven by keys through Textual's Pilot, checked in the catalog."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("textual")
+pytest.importorskip("textual_image")
+
+from click.testing import CliRunner  # noqa: E402
+from sqlalchemy import select  # noqa: E402
+
+from curator.cli import main  # noqa: E402
+from curator.curation import edits  # noqa: E402
+from curator.ingest.scan import ScanOptions, scan  # noqa: E402
+from curator.tags.view import effective_tags  # noqa: E402
+from db.schema import File, Image  # noqa: E402
+from tui.app import ReviewApp  # noqa: E402
+from tui.components.confirm import Confirm  # noqa: E402
+from tui.components.filter_bar import FilterBar  # noqa: E402
+from tui.components.preview import ImageWidget  # noqa: E402
+from tui.components.tag_entry import TagEntry  # noqa: E402
+from tui.tasks import Job, export_job  # noqa: E402
+
+SIZE = (140, 40)
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def scanned(catalog, corpus):
+    scan(catalog, [corpus], ScanOptions(workers=1))
+    return corpus
+
+
+async def settle(app: ReviewApp, pilot) -> None:  # noqa: ANN001
+    """Wait for writes on the writer thread and for the app's workers."""
+    for _ in range(400):
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        if app.pending_writes == 0:
+            await pilot.pause()
+            return
+    raise AssertionError("the app kept working")
+
+
+def image_id(catalog, name: str) -> int:
+    with catalog.session() as s:
+        return s.scalar(select(File.image_id).where(File.path.endswith("/" + name)))
+
+
+def tags_of(catalog, name: str) -> set[str]:
+    with catalog.session() as s:
+        i = image_id(catalog, name)
+        return {t.name for t in effective_tags(s, [i])[i]}
+
+
+def status_of(catalog, name: str) -> str:
+    with catalog.session() as s:
+        return s.get(Image, image_id(catalog, name)).status
+
+
+async def go_to(app: ReviewApp, pilot, name: str) -> None:  # noqa: ANN001
+    await pilot.press("g")
+    for _ in range(app.listing.count()):
+        if app.image_list.current.name == name:
+            await settle(app, pilot)
+            return
+        await pilot.press("j")
+    raise AssertionError(f"{name} is not in the list")
+
+
+async def test_keys_move_through_the_list(catalog, scanned):
+    app = ReviewApp(catalog)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        listing = app.image_list
+        count = listing.count
+        assert count == 17
+        assert app.status.history[0] == "17 images in the catalog"
+        await pilot.press("j", "j", "down")
+        assert listing.cursor == 3
+        await pilot.press("k", "up")
+        assert listing.cursor == 1
+        await pilot.press("G")
+        assert listing.cursor == count - 1
+        await pilot.press("j")  # stays on the last image
+        assert listing.cursor == count - 1
+        await pilot.press("g")
+        assert listing.cursor == 0
+        await pilot.press("pagedown")
+        page = listing.cursor
+        assert 0 < page < count
+        await pilot.press("pageup")
+        assert listing.cursor == 0
+        await settle(app, pilot)
+        assert app.status.history[-1].startswith(f"image 1 of {count}: ")
+        # The selected image is previewed and described.
+        first = listing.current
+        assert app.query_one("#preview-image", ImageWidget).image is not None
+        assert app.detail is not None and app.detail["id"] == first.id
+        # Arrow keys belong to a text field while it has focus; Esc gives them back.
+        await pilot.press("slash")
+        assert isinstance(app.focused, FilterBar)
+        await pilot.press("down", "j")
+        assert listing.cursor == 0 and app.focused.value == "j"
+        await pilot.press("escape")
+        assert app.focused is listing and app.query_one(FilterBar).value == ""
+        await pilot.press("down")
+        assert listing.cursor == 1
+
+
+async def test_accept_and_reject_are_kept_and_undone(catalog, scanned):
+    app = ReviewApp(catalog)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        first = app.image_list.current.name
+        await pilot.press("a")
+        await settle(app, pilot)
+        assert status_of(catalog, first) == "accepted"
+        assert app.status.history[-1] == f"{first}: ✓ accepted"
+        assert app.image_list.current.status == "accepted"
+        await pilot.press("j", "x")
+        await settle(app, pilot)
+        second = app.image_list.current.name
+        assert status_of(catalog, second) == "rejected"
+        await pilot.press("u")
+        await settle(app, pilot)
+        assert status_of(catalog, second) == "pending"
+        assert status_of(catalog, first) == "accepted"
+        assert any(line.startswith("undid: reject") for line in app.status.history)
+
+
+async def test_tag_entry_takes_what_was_typed_unless_a_suggestion_is_chosen(catalog, scanned):
+    app = ReviewApp(catalog)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await go_to(app, pilot, "rgb.png")
+        # "smi" has a suggestion (smile, from a sidecar) but Enter takes "smi".
+        await pilot.press("t", *"smi")
+        await settle(app, pilot)
+        entry = app.screen
+        assert isinstance(entry, TagEntry)
+        suggestions = entry.query_one("#tag-suggestions")
+        assert suggestions.option_count == 1
+        assert "smile" in str(suggestions.get_option_at_index(0).prompt)
+        assert "1 images" in str(suggestions.get_option_at_index(0).prompt)
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert tags_of(catalog, "rgb.png") == {"smi"}
+        # Choosing the suggestion explicitly: ↓ into the list, Enter.
+        await pilot.press("t", *"smi")
+        await settle(app, pilot)
+        options = app.screen.query_one("#tag-suggestions")
+        found = [options.get_option_at_index(i).id for i in range(options.option_count)]
+        assert found == ["smi", "smile"]  # as many images each: by name
+        await pilot.press("down", "down", "enter")
+        await settle(app, pilot)
+        assert tags_of(catalog, "rgb.png") == {"smi", "smile"}
+        # Undo the last add; redo (where the library has it) puts it back.
+        await pilot.press("u")
+        await settle(app, pilot)
+        assert tags_of(catalog, "rgb.png") == {"smi"}
+        await pilot.press("ctrl+r")
+        await settle(app, pilot)
+        if hasattr(edits, "redo"):
+            assert tags_of(catalog, "rgb.png") == {"smi", "smile"}
+        else:
+            assert app.status.history[-1].startswith("redo is not available")
+            assert tags_of(catalog, "rgb.png") == {"smi"}
+
+
+async def test_removing_a_tag_picks_from_the_images_tags_and_undo_brings_it_back(catalog, scanned):
+    app = ReviewApp(catalog)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await go_to(app, pilot, "captioned.png")
+        before = tags_of(catalog, "captioned.png")
+        assert "smile" in before
+        await pilot.press("d")
+        await settle(app, pilot)
+        options = app.screen.query_one("OptionList")
+        names = [options.get_option_at_index(i).id for i in range(options.option_count)]
+        assert sorted(names) == sorted(before)
+        await pilot.press(*["down"] * names.index("smile"), "enter")
+        await settle(app, pilot)
+        assert tags_of(catalog, "captioned.png") == before - {"smile"}
+        assert "sidecar" in app.detail["tag_groups"]["general"][0]["given_by"]
+        await pilot.press("u")
+        await settle(app, pilot)
+        assert tags_of(catalog, "captioned.png") == before
+
+
+async def test_the_filter_bar_applies_a_query_and_explains_a_bad_one(catalog, scanned):
+    app = ReviewApp(catalog)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("slash", *"format:jpeg", "enter")
+        await settle(app, pilot)
+        assert app.image_list.count == 4
+        assert "filter applied: 4 images matching 'format:jpeg'" in app.status.history
+        assert app.focused is app.image_list
+        names = {app.listing.row(i).name for i in range(4)}
+        assert names == {"portrait.jpg", "cmyk.jpg", "rotated.jpg", "a1111.jpg"}
+        await pilot.press("slash", "ctrl+u", *"width>>3", "enter")
+        await settle(app, pilot)
+        assert app.status.history[-1].startswith("query error: ")
+        assert app.image_list.count == 4  # the previous filter stays
+
+
+async def test_a_bulk_operation_states_its_count_and_is_one_edit(catalog, scanned):
+    app = ReviewApp(catalog, "format:jpeg")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await go_to(app, pilot, "cmyk.jpg")
+        await pilot.press("t", *"blue", "enter")  # one of the four has it already
+        await settle(app, pilot)
+        history_before = len(edits.history(catalog, None))
+        await pilot.press("b")
+        await settle(app, pilot)
+        await pilot.press("enter")  # "Add a tag", the first choice
+        await settle(app, pilot)
+        await pilot.press(*"blue", "enter")
+        await settle(app, pilot)
+        assert isinstance(app.screen, Confirm)
+        question = str(app.screen.query_one("#confirm-question").render())
+        assert question.startswith('Add "blue" to 3 images')
+        await pilot.press("y")
+        await settle(app, pilot)
+        for name in ("portrait.jpg", "cmyk.jpg", "rotated.jpg", "a1111.jpg"):
+            assert "blue" in tags_of(catalog, name)
+        assert "blue" not in tags_of(catalog, "rgb.png")
+        assert len(edits.history(catalog, None)) == history_before + 1
+        await pilot.press("u")
+        await settle(app, pilot)
+        assert {
+            n for n in ("portrait.jpg", "rotated.jpg") if "blue" in tags_of(catalog, n)
+        } == set()
+        assert "blue" in tags_of(catalog, "cmyk.jpg")
+        # Declining changes nothing.
+        await pilot.press("b")
+        await settle(app, pilot)
+        await pilot.press(*["down"] * 3, "enter")  # "Accept all"
+        await settle(app, pilot)
+        assert "Accept 4 images" in str(app.screen.query_one("#confirm-question").render())
+        await pilot.press("n")
+        await settle(app, pilot)
+        assert status_of(catalog, "cmyk.jpg") == "pending"
+        assert app.status.history[-1] == "bulk operation cancelled; nothing changed"
+
+
+async def test_a_cancelled_export_leaves_no_target(catalog, scanned, tmp_path: Path):
+    target = tmp_path / "dataset"
+    real = export_job(catalog, "", str(target))
+    first_batch, go_on = threading.Event(), threading.Event()
+
+    class HeldReporter:
+        """Holds the run at its first batch boundary until the test has pressed C."""
+
+        def __init__(self, inner):  # noqa: ANN001
+            self.inner = inner
+
+        def __getattr__(self, name):  # noqa: ANN001, ANN204
+            return getattr(self.inner, name)
+
+        def advance(self, n: int = 1) -> None:
+            first_batch.set()
+            assert go_on.wait(60)
+            self.inner.advance(n)
+
+    app = ReviewApp(catalog)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        app.start_job(Job(real.title, lambda rep, tok: real.run(HeldReporter(rep), tok)))
+        for _ in range(300):
+            if first_batch.is_set() or app.cancel_token is None:
+                break
+            await pilot.pause(0.1)
+        assert first_batch.is_set(), app.status.history
+        assert app.query_one("#task-bar").display
+        await pilot.press("C")
+        assert app.status.history[-1] == "cancelling after the current batch…"
+        go_on.set()
+        await settle(app, pilot)
+        assert app.status.history[-1].startswith("cancelled: export to ")
+        assert not app.query_one("#task-bar").display
+        assert app.cancel_token is None
+    assert not target.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("dataset")] == []
+
+
+async def test_a_concurrent_cli_write_shows_after_refresh(catalog, scanned, db_path):
+    app = ReviewApp(catalog, "format:png")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        first = app.image_list.current
+        assert first.status == "pending"
+        result = CliRunner().invoke(main, ["--db", str(db_path), "accept", "format:png"])
+        assert result.exit_code == 0, result.output
+        result = CliRunner().invoke(
+            main, ["--db", str(db_path), "tags", "add", "format:png", "cli_tag"]
+        )
+        assert result.exit_code == 0, result.output
+        await pilot.press("r")
+        await settle(app, pilot)
+        row = app.image_list.current
+        assert row.id == first.id and row.status == "accepted" and row.tags == first.tags + 1
+        assert app.status.history[-1].startswith("refreshed: ")
+        assert any(t["name"] == "cli_tag" for t in app.detail["tags"])
+
+
+async def test_help_lists_every_key_and_esc_returns(catalog, scanned):
+    app = ReviewApp(catalog)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("question_mark")
+        text = str(app.screen.query_one("#help-text").render())
+        for keys in ("j ↓", "PgDn", "G End", "Ctrl+R", "D ", "Esc", "Enter takes what you typed"):
+            assert keys in text
+        await pilot.press("escape")
+        assert app.focused is app.image_list
+        await pilot.press("D")
+        await settle(app, pilot)
+        assert app.status.history[-1].endswith("is in no duplicate group")

@@ -1,0 +1,510 @@
+"""`curator review`: a keyboard-first Textual app over the catalog.
+
+The app holds the catalog and the current `Listing`; widgets report what the person
+did through messages, and every change goes through a library call. Writes run one
+at a time on a single background thread, in the order they were asked for, so the
+screen never waits on the catalog's write lock (a CLI run may hold it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from multiprocessing import resource_tracker
+from typing import Any
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Footer
+from textual.worker import get_current_worker
+
+from curator.catalog import browse
+from curator.catalog.browse import DEFAULT_SCORE, Listing
+from curator.curation import edits, review
+from curator.errors import Cancelled, CuratorError, QueryError
+from curator.progress import CancelToken
+from db.engine import Catalog
+from tui import bulk
+from tui.bindings import APP
+from tui.components.caption_editor import CaptionEditor
+from tui.components.choice import Choice
+from tui.components.confirm import Confirm
+from tui.components.detail import DetailPanel
+from tui.components.filter_bar import FilterBar
+from tui.components.frequency import FrequencyPanel
+from tui.components.help import HelpScreen
+from tui.components.image_list import STATE_MARKS, ImageList
+from tui.components.list_header import ListHeader
+from tui.components.preview import Preview
+from tui.components.prompt import Prompt
+from tui.components.status_line import StatusLine
+from tui.components.tag_entry import TagEntry
+from tui.components.task_bar import TaskBar
+from tui.tasks import Job, UiReporter, dedup_job, export_job, model_job
+
+CAPTION_NOTE = (
+    "Caption edits are kept but not in the undo history; model captions stay as they are."
+)
+WORK_CHOICES = [
+    ("tag", "Tag with a tagger (WD14 / DeepDanbooru preset, folder or .onnx)"),
+    ("detect:nsfw", "Detect NSFW"),
+    ("detect:text", "Detect text and watermarks"),
+    ("detect:faces", "Detect faces"),
+    ("dedup", "Find and mark duplicates (perceptual hash)"),
+    ("export", "Export a training set"),
+]
+
+
+class ReviewApp(App[None]):
+    """Review the images a query selects. Raises `QueryError` for a bad query."""
+
+    CSS_PATH = "review.tcss"
+    TITLE = "curator review"
+    BINDINGS = APP
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        query: str = "",
+        *,
+        score: str = DEFAULT_SCORE,
+        base: str | None = None,
+    ) -> None:
+        super().__init__()
+        # Runs start process pools; Python's resource tracker, started with the first
+        # one, passes on stderr's file descriptor, which Textual replaces while it runs.
+        # Started now, it gets the real one.
+        resource_tracker.ensure_running()
+        self.catalog = catalog
+        self.score = score
+        self.base = base
+        self.listing = Listing(catalog, query, score=score, base=base)
+        self.detail: dict[str, Any] | None = None
+        self.cancel_token: CancelToken | None = None
+        self.pending_writes = 0
+        self._shown: tuple[int, int] | None = None  # (position, image id) last announced
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="catalog-write")
+
+    # -- layout --------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield FilterBar(self.listing.query, id="filter")
+        with Horizontal(id="main"):
+            with Vertical(id="list-pane"):
+                yield ListHeader(self.score, id="list-header")
+                yield ImageList(self.listing, id="images")
+            with Vertical(id="side"):
+                yield Preview(id="preview")
+                yield DetailPanel(id="detail")
+        yield TaskBar(id="task-bar")
+        yield StatusLine(id="status")
+        yield Footer()
+
+    @property
+    def image_list(self) -> ImageList:
+        return self.query_one("#images", ImageList)
+
+    @property
+    def status(self) -> StatusLine:
+        return self.query_one("#status", StatusLine)
+
+    def on_mount(self) -> None:
+        self.query_one("#task-bar", TaskBar).display = False
+        self.image_list.focus()
+        self.say(self._count_line(), notify=False)
+
+    def on_unmount(self) -> None:
+        self._writer.shutdown(wait=True)  # a write asked for is finished, never dropped
+
+    def say(self, text: str, *, notify: bool = True, error: bool = False) -> None:
+        """Every state change as a line of text: the status line, and a notification."""
+        self.status.say(text)
+        if notify:
+            self.notify(text, severity="error" if error else "information")
+
+    def _count_line(self) -> str:
+        what = f"matching {self.listing.query!r}" if self.listing.query else "in the catalog"
+        return f"{self.listing.count():,} images {what}"
+
+    # -- selection -----------------------------------------------------------------
+
+    def on_image_list_highlighted(self, event: ImageList.Highlighted) -> None:
+        row = event.row
+        preview = self.query_one("#preview", Preview)
+        if row is None:
+            preview.show(None, "no images")
+            self.detail = None
+            self.query_one("#detail", DetailPanel).show(None)
+            return
+        preview.show(row.path, row.name)
+        moved = (event.position, row.id) != self._shown
+        self._shown = (event.position, row.id)
+        if moved:  # a refresh under the cursor keeps the last message in view
+            self.status.say(
+                f"image {event.position + 1:,} of {event.count:,}: {row.name}, "
+                f"{STATE_MARKS.get(row.status, row.status)}, {row.tags} tags"
+            )
+        self._load_detail(row.id)
+
+    @work(thread=True, exclusive=True, group="detail")
+    def _load_detail(self, image_id: int) -> None:
+        report = browse.image_detail(self.catalog, image_id)
+        if not get_current_worker().is_cancelled:
+            self.call_from_thread(self._show_detail, image_id, report)
+
+    def _show_detail(self, image_id: int, report: dict[str, Any] | None) -> None:
+        current = self.image_list.current
+        if current is None or current.id != image_id:
+            return
+        self.detail = report
+        self.query_one("#detail", DetailPanel).show(report)
+
+    def _current(self) -> browse.ImageRow | None:
+        row = self.image_list.current
+        if row is None:
+            self.say("no image selected", error=True)
+        return row
+
+    # -- writes --------------------------------------------------------------------
+
+    def write(self, call: Callable[[], Any], done: Callable[[Any], str]) -> None:
+        """Run a library write on the writer thread, then say what it did and refresh."""
+        self.pending_writes += 1
+
+        def finished(future: Future) -> None:
+            self.call_from_thread(self._written, future, done)
+
+        self._writer.submit(call).add_done_callback(finished)
+
+    def _written(self, future: Future, done: Callable[[Any], str]) -> None:
+        self.pending_writes -= 1
+        error = future.exception()
+        if error is None:
+            self.say(done(future.result()))
+        elif isinstance(error, CuratorError):
+            self.say(f"error: {error}", error=True)
+        else:
+            self.say(f"error: {type(error).__name__}: {error}", error=True)
+        self.refresh_list(announce=False)
+
+    def refresh_list(self, *, announce: bool = True) -> None:
+        """Read the listing again (everyone's changes show); the cursor keeps its place."""
+        self.listing.refresh()
+        self.image_list.set_listing(self.listing, self.image_list.cursor)
+        if announce:
+            self.say(f"refreshed: {self._count_line()}")
+
+    def _review(self, status: str) -> None:
+        row = self._current()
+        if row is None:
+            return
+        self.write(
+            lambda: browse.review_images(self.catalog, [row.id], status),
+            lambda r: (
+                f"{row.name}: {STATE_MARKS[status]}"
+                + ("" if r.edit_id else f" (it already was {status})")
+            ),
+        )
+
+    def action_accept(self) -> None:
+        self._review(review.ACCEPTED)
+
+    def action_reject(self) -> None:
+        self._review(review.REJECTED)
+
+    def _suggest(self, prefix: str) -> list[tuple[str, str, int]]:
+        return browse.tag_suggestions(self.catalog, prefix)
+
+    def action_add_tag(self) -> None:
+        row = self._current()
+        if row is None:
+            return
+
+        def add(tag: str | None) -> None:
+            if not tag:
+                self.say("no tag added", notify=False)
+                return
+            self.write(
+                lambda: browse.tag_images(self.catalog, [row.id], [tag]),
+                lambda r: (
+                    f"{row.name}: added tag {tag}" if r.edit_id else f"{row.name}: {r.summary}"
+                ),
+            )
+
+        self.push_screen(TagEntry(f"Add a tag to {row.name}", self._suggest), add)
+
+    def action_remove_tag(self) -> None:
+        row = self._current()
+        if row is None:
+            return
+        report = self.detail if self.detail and self.detail["id"] == row.id else None
+        if report is None:
+            report = browse.image_detail(self.catalog, row.id)
+        tags = report["tags"] if report else []
+        if not tags:
+            self.say(f"{row.name} has no tags to remove", error=True)
+            return
+        options = [
+            (t["name"], f"{t['name']}  ({t['category']}, {', '.join(t['given_by'])})") for t in tags
+        ]
+
+        def remove(tag: str | None) -> None:
+            if not tag:
+                self.say("no tag removed", notify=False)
+                return
+            self.write(
+                lambda: browse.untag_images(self.catalog, [row.id], [tag]),
+                lambda r: f"{row.name}: removed tag {tag}",
+            )
+
+        self.push_screen(Choice(f"Remove which tag from {row.name}?", options), remove)
+
+    def action_edit_caption(self) -> None:
+        row = self._current()
+        if row is None:
+            return
+        report = self.detail if self.detail and self.detail["id"] == row.id else None
+        if report is None:
+            report = browse.image_detail(self.catalog, row.id)
+        captions = report["captions"] if report else []
+        mine = [
+            c for c in captions if c["source"] == browse.USER_CAPTION and c["kind"] == "caption"
+        ]
+        start = (mine or captions or [{"text": ""}])[0]["text"]
+
+        def save(text: str | None) -> None:
+            if text is None:
+                self.say("caption unchanged", notify=False)
+                return
+            self.write(
+                lambda: browse.set_caption(self.catalog, row.id, text),
+                lambda changed: f"{row.name}: caption saved" if changed else "caption unchanged",
+            )
+
+        self.push_screen(CaptionEditor(start, CAPTION_NOTE), save)
+
+    def action_undo(self) -> None:
+        self.write(
+            lambda: edits.undo(self.catalog),
+            lambda undone: f"undid: {undone[0]['summary']}" if undone else "nothing to undo",
+        )
+
+    def action_redo(self) -> None:
+        redo = getattr(edits, "redo", None)
+        if redo is None:
+            self.say("redo is not available in this version of the catalog library", error=True)
+            return
+        self.write(
+            lambda: redo(self.catalog),
+            lambda done: f"redid: {done[0]['summary']}" if done else "nothing to redo",
+        )
+
+    # -- filter --------------------------------------------------------------------
+
+    def action_filter(self) -> None:
+        self.query_one("#filter", FilterBar).focus()
+        self.status.say("filter: type a query, Enter applies, Esc returns to the list")
+
+    def on_filter_bar_applied(self, event: FilterBar.Applied) -> None:
+        try:
+            listing = Listing(self.catalog, event.query, score=self.score, base=self.base)
+            listing.count()
+        except QueryError as error:
+            self.say(f"query error: {error}", error=True)
+            return
+        self.listing = listing
+        self.image_list.set_listing(listing, 0)
+        self.image_list.focus()
+        self.say(f"filter applied: {self._count_line()}")
+
+    def action_back(self) -> None:
+        bar = self.query_one("#filter", FilterBar)
+        if bar.has_focus:
+            bar.value = self.listing.query  # an unapplied edit is dropped
+        self.image_list.focus()
+
+    # -- bulk ----------------------------------------------------------------------
+
+    def action_bulk(self) -> None:
+        query = self.listing.query
+        scope = f"the {self.listing.count():,} filtered images"
+
+        def chosen(op: str | None) -> None:
+            if op is None:
+                return
+            if op in ("accept", "reject"):
+                self._confirm_bulk(bulk.review_op(query, op))
+            elif op in ("add", "remove"):
+                self.push_screen(
+                    TagEntry(f"Tag to {op} on {scope}", self._suggest),
+                    lambda tag: tag and self._confirm_bulk(bulk.tag_op(query, op, tag)),
+                )
+            elif op == "replace":
+                self.push_screen(
+                    TagEntry(f"Tag to replace on {scope}", self._suggest),
+                    lambda old: (
+                        old
+                        and self.push_screen(
+                            TagEntry(f"Replace {old} with", self._suggest),
+                            lambda new: (
+                                new and self._confirm_bulk(bulk.replace_op(query, old, new))
+                            ),
+                        )
+                    ),
+                )
+
+        self.push_screen(Choice(f"Bulk operation on {scope}", bulk.CHOICES), chosen)
+
+    def _confirm_bulk(self, op: bulk.BulkOp) -> None:
+        self.status.say("counting the images that would change…")
+        self._count_bulk(op)
+
+    @work(thread=True, exclusive=True, group="bulk-count")
+    def _count_bulk(self, op: bulk.BulkOp) -> None:
+        try:
+            count = Listing(self.catalog, op.changes_query, base=self.base).count()
+        except CuratorError as error:
+            self.call_from_thread(self.say, f"error: {error}", error=True)
+            return
+        self.call_from_thread(self._ask_bulk, op, count)
+
+    def _ask_bulk(self, op: bulk.BulkOp, count: int) -> None:
+        if count == 0:
+            self.say(f"nothing to do: {op.describe(0)}")
+            return
+
+        def answer(yes: bool | None) -> None:
+            if not yes:
+                self.say("bulk operation cancelled; nothing changed")
+                return
+            self.write(
+                lambda: op.apply(self.catalog),
+                lambda r: f"done: {r.summary} (one edit; u undoes it)",
+            )
+
+        self.push_screen(Confirm(f"{op.describe(count)}?"), answer)
+
+    # -- duplicates, frequency, help -------------------------------------------------
+
+    def action_duplicates(self) -> None:
+        row = self._current()
+        if row is None:
+            return
+        report = browse.image_detail(self.catalog, row.id)
+        group = report["duplicates"] if report else None
+        if not group:
+            self.say(f"{row.name} is in no duplicate group")
+            return
+        options = [
+            (
+                str(m["id"]),
+                f"{'keeper' if m['keeper'] else 'duplicate'}: "
+                f"{m['name']} {m['size']} {m['status']}",
+            )
+            for m in group
+        ]
+
+        def jump(choice: str | None) -> None:
+            if choice is None:
+                return
+            position = self.listing.position_of(int(choice))
+            if position is None:
+                self.say("that image is outside the current filter (/ to change it)", error=True)
+                return
+            self.image_list.move_to(position)
+            self.image_list.focus()
+
+        self.push_screen(Choice(f"Duplicate group of {row.name} ({len(group)})", options), jump)
+
+    def action_frequency(self) -> None:
+        query = self.listing.query
+        title = f"Most used tags {'in ' + repr(query) if query else 'in the catalog'}"
+        self.push_screen(FrequencyPanel(title, lambda: browse.tag_counts(self.catalog, query)))
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_refresh(self) -> None:
+        self.refresh_list()
+
+    # -- long runs -----------------------------------------------------------------
+
+    def action_work(self) -> None:
+        if self.cancel_token is not None:
+            self.say("a run is already going; C cancels it", error=True)
+            return
+        query = self.listing.query
+
+        def chosen(choice: str | None) -> None:
+            if choice is None:
+                return
+            if choice == "tag":
+                self.push_screen(
+                    Prompt("Tagger (preset name, folder or .onnx file)", "wd-vit-tagger-v3"),
+                    lambda spec: (
+                        spec and self.start_job(model_job(self.catalog, query, [spec], "tag"))
+                    ),
+                )
+            elif choice.startswith("detect:"):
+                detector = choice.split(":", 1)[1]
+                self.start_job(model_job(self.catalog, query, [detector], "detect"))
+            elif choice == "dedup":
+                self.start_job(dedup_job(self.catalog, query))
+            elif choice == "export":
+                self.push_screen(
+                    Prompt("Export into folder (layout kohya)", placeholder="/path/to/dataset"),
+                    lambda target: (
+                        target and self.start_job(export_job(self.catalog, query, target, "kohya"))
+                    ),
+                )
+
+        scope = f"{self.listing.count():,} filtered images"
+        self.push_screen(Choice(f"Run on the {scope}", WORK_CHOICES), chosen)
+
+    def start_job(self, job: Job) -> None:
+        if self.cancel_token is not None:
+            self.say("a run is already going; C cancels it", error=True)
+            return
+        self.cancel_token = CancelToken()
+        bar = self.query_one("#task-bar", TaskBar)
+        bar.begin(job.title, None)
+        self.say(f"started: {job.title} (C cancels)")
+        self._run_job(job, self.cancel_token)
+
+    @work(thread=True, exclusive=True, group="long")
+    def _run_job(self, job: Job, token: CancelToken) -> None:
+        bar = self.query_one("#task-bar", TaskBar)
+        reporter = UiReporter(
+            self.call_from_thread,
+            bar.begin,
+            bar.set_total,
+            bar.advance,
+            lambda: self.refresh_list(announce=False),
+            token,
+        )
+        try:
+            line, error = job.run(reporter, token), False
+        except Cancelled:
+            line, error = f"cancelled: {job.title}; finished work is saved", False
+        except CuratorError as exc:
+            line, error = f"error: {exc}", True
+        except Exception as exc:  # a model or a file the library did not expect
+            line, error = f"error: {type(exc).__name__}: {exc}", True
+        self.call_from_thread(self._job_done, line, error)
+
+    def _job_done(self, line: str, error: bool) -> None:
+        self.cancel_token = None
+        self.query_one("#task-bar", TaskBar).end()
+        self.say(line, error=error)
+        self.refresh_list(announce=False)
+
+    def action_cancel_work(self) -> None:
+        if self.cancel_token is None:
+            self.say("no run to cancel", notify=False)
+            return
+        self.cancel_token.cancel()
+        self.say("cancelling after the current batch…")
+
+    def on_task_bar_cancel_pressed(self, event: TaskBar.CancelPressed) -> None:
+        self.action_cancel_work()
