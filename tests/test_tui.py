@@ -43,9 +43,11 @@ def scanned(catalog, corpus):
 async def settle(app: ReviewApp, pilot) -> None:  # noqa: ANN001
     """Wait for writes on the writer thread and for the app's workers."""
     for _ in range(400):
-        await pilot.pause()
+        await pilot.pause(0.02)
         await app.workers.wait_for_complete()
-        if app.pending_writes == 0:
+        if app.idle:
+            await pilot.pause()
+            await app.workers.wait_for_complete()
             await pilot.pause()
             return
     raise AssertionError("the app kept working")

@@ -16,6 +16,7 @@ from typing import Any
 from textual import work
 from textual.app import App, ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.timer import Timer
 from textual.widgets import Footer
 from textual.worker import get_current_worker
 
@@ -46,6 +47,7 @@ from tui.tasks import Job, UiReporter, dedup_job, export_job, model_job
 CAPTION_NOTE = (
     "Caption edits are kept but not in the undo history; model captions stay as they are."
 )
+SETTLE_S = 0.08  # the cursor rests this long before preview and detail load
 WORK_CHOICES = [
     ("tag", "Tag with a tagger (WD14 / DeepDanbooru preset, folder or .onnx)"),
     ("detect:nsfw", "Detect NSFW"),
@@ -84,6 +86,7 @@ class ReviewApp(App[None]):
         self.cancel_token: CancelToken | None = None
         self.pending_writes = 0
         self._shown: tuple[int, int] | None = None  # (position, image id) last announced
+        self._settle: Timer | None = None
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="catalog-write")
 
     # -- layout --------------------------------------------------------------------
@@ -131,6 +134,22 @@ class ReviewApp(App[None]):
 
     def on_image_list_highlighted(self, event: ImageList.Highlighted) -> None:
         row = event.row
+        moved = row is None or (event.position, row.id) != self._shown
+        self._shown = None if row is None else (event.position, row.id)
+        if row is None:
+            self.status.say("no images")
+        elif moved:  # a refresh under the cursor keeps the last message in view
+            self.status.say(
+                f"image {event.position + 1:,} of {event.count:,}: {row.name}, "
+                f"{STATE_MARKS.get(row.status, row.status)}, {row.tags} tags"
+            )
+        # Preview and detail follow once the cursor rests: a held key only moves the list.
+        if self._settle is not None:
+            self._settle.stop()
+        self._settle = self.set_timer(SETTLE_S, lambda: self._show_selected(row))
+
+    def _show_selected(self, row: browse.ImageRow | None) -> None:
+        self._settle = None
         preview = self.query_one("#preview", Preview)
         if row is None:
             preview.show(None, "no images")
@@ -138,14 +157,12 @@ class ReviewApp(App[None]):
             self.query_one("#detail", DetailPanel).show(None)
             return
         preview.show(row.path, row.name)
-        moved = (event.position, row.id) != self._shown
-        self._shown = (event.position, row.id)
-        if moved:  # a refresh under the cursor keeps the last message in view
-            self.status.say(
-                f"image {event.position + 1:,} of {event.count:,}: {row.name}, "
-                f"{STATE_MARKS.get(row.status, row.status)}, {row.tags} tags"
-            )
         self._load_detail(row.id)
+
+    @property
+    def idle(self) -> bool:
+        """No write waiting and the selection shown (what tests and scripts wait for)."""
+        return self.pending_writes == 0 and self._settle is None
 
     @work(thread=True, exclusive=True, group="detail")
     def _load_detail(self, image_id: int) -> None:

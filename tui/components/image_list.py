@@ -87,6 +87,21 @@ class ImageList(ScrollView, can_focus=True):
     def __init__(self, listing: Listing, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.listing = listing
+        self._styles: dict[str, Style] = {}  # component styles, read once per style change
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._styles.clear()
+
+    def _style(self, name: str) -> Style:
+        style = self._styles.get(name)
+        if style is None:
+            if name == "base":
+                style = self.rich_style
+            else:
+                style = self.rich_style + self.get_component_rich_style(name)
+            self._styles[name] = style
+        return style
 
     # -- data ----------------------------------------------------------------------
 
@@ -120,17 +135,24 @@ class ImageList(ScrollView, can_focus=True):
     # -- cursor --------------------------------------------------------------------
 
     def watch_cursor(self, old: int, new: int) -> None:
-        self._scroll_to_cursor()
-        self.refresh()
+        if self._scroll_to_cursor() or old == new:
+            self.refresh()
+        else:  # only the two rows whose marks changed
+            self.refresh_line(old)
+            self.refresh_line(new)
         self.post_message(self.Highlighted(new, self.current, self.count))
 
-    def _scroll_to_cursor(self) -> None:
+    def _scroll_to_cursor(self) -> bool:
+        """Scroll so the cursor row shows; whether it scrolled."""
         height = max(self.scrollable_content_region.height, 1)
         top = self.scroll_offset.y
         if self.cursor < top:
             self.scroll_to(y=self.cursor, animate=False, immediate=True)
         elif self.cursor >= top + height:
             self.scroll_to(y=self.cursor - height + 1, animate=False, immediate=True)
+        else:
+            return False
+        return True
 
     def move_to(self, position: int) -> None:
         self.cursor = self._clamp(position)
@@ -156,19 +178,28 @@ class ImageList(ScrollView, can_focus=True):
     def on_click(self, event) -> None:  # noqa: ANN001
         self.move_to(self.scroll_offset.y + event.y)
 
+    def on_focus(self) -> None:
+        self._styles.clear()  # the cursor style depends on focus
+        self.refresh()
+
+    def on_blur(self) -> None:
+        self._styles.clear()
+        self.refresh()
+
     # -- drawing -------------------------------------------------------------------
 
     def render_line(self, y: int) -> Strip:
         position = self.scroll_offset.y + y
-        width = self.scrollable_content_region.width
+        width = self.size.width - self.scrollbar_size_vertical
         row = self.listing.row(position) if position < self.count else None
         if row is None:
-            return Strip.blank(width, self.rich_style)
+            return Strip.blank(width, self._style("base"))
         selected = position == self.cursor
         text = ("▶ " if selected else "  ") + format_row(row, width, self.listing.score)
-        style = self.rich_style
         if selected:
-            style += self.get_component_rich_style("image-list--cursor")
+            style = self._style("image-list--cursor")
         elif row.status in ("accepted", "rejected"):
-            style += self.get_component_rich_style(f"image-list--{row.status}")
-        return Strip([Segment(text.ljust(width)[:width], style or Style())], width)
+            style = self._style(f"image-list--{row.status}")
+        else:
+            style = self._style("base")
+        return Strip([Segment(text.ljust(width)[:width], style)], width)
