@@ -400,7 +400,9 @@ class ReviewApp(App[None]):
                 lambda r: f"done: {r.summary} (one edit; u undoes it)",
             )
 
-        self.push_screen(Confirm(f"{op.describe(count)}?"), answer)
+        question = f"{op.describe(count)}?"
+        self.status.say(f"{question} (y or n)")
+        self.push_screen(Confirm(question), answer)
 
     # -- duplicates, frequency, help -------------------------------------------------
 

@@ -3,6 +3,7 @@ parameters, detections and the duplicate group of the selected image."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from rich.text import Text
@@ -24,6 +25,14 @@ GENERATION_FIELDS = (
 )
 
 
+def shown_path(path: str | None) -> str:
+    """A path as a person would type it here: relative below the working folder."""
+    if not path:
+        return "(no file)"
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
 def detail_text(report: dict[str, Any] | None) -> Text:
     """The panel's text; headings are bold and followed by a colon, so they read aloud."""
     out = Text()
@@ -34,13 +43,13 @@ def detail_text(report: dict[str, Any] | None) -> Text:
     def heading(title: str) -> None:
         out.append(f"\n{title}:\n", style="bold")
 
-    out.append(f"{report['path'] or '(no file)'}\n", style="bold")
+    out.append(f"{shown_path(report['path'])}\n", style="bold")
     out.append(
         f"{report['width']}×{report['height']} {report['format']} {report['mode']}, "
         f"{human_size(report['bytes'])}, "
         f"state: {STATE_MARKS.get(report['status'], report['status'])}\n"
     )
-    missing = [f["path"] for f in report["files"] if not f["present"]]
+    missing = [shown_path(f["path"]) for f in report["files"] if not f["present"]]
     if missing:
         out.append(f"missing files: {', '.join(missing)}\n")
 
