@@ -86,7 +86,7 @@ async def test_keys_move_through_the_list(catalog, scanned):
         listing = app.image_list
         count = listing.count
         assert count == 17
-        assert app.status.history[0] == "17 images in the catalog"
+        assert app.status.history[:2] == ["counting images…", "17 images in the catalog"]
         await pilot.press("j", "j", "down")
         assert listing.cursor == 3
         await pilot.press("k", "up")

@@ -87,6 +87,7 @@ class ReviewApp(App[None]):
         self.pending_writes = 0
         self._shown: tuple[int, int] | None = None  # (position, image id) last announced
         self._settle: Timer | None = None
+        self._loading = False
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="catalog-write")
 
     # -- layout --------------------------------------------------------------------
@@ -96,7 +97,7 @@ class ReviewApp(App[None]):
         with Horizontal(id="main"):
             with Vertical(id="list-pane"):
                 yield ListHeader(self.score, id="list-header")
-                yield ImageList(self.listing, id="images")
+                yield ImageList(id="images")
             with Vertical(id="side"):
                 yield Preview(id="preview")
                 yield DetailPanel(id="detail")
@@ -115,7 +116,8 @@ class ReviewApp(App[None]):
     def on_mount(self) -> None:
         self.query_one("#task-bar", TaskBar).display = False
         self.image_list.focus()
-        self.say(self._count_line(), notify=False)
+        self.status.say("counting images…")
+        self.load(self.listing, 0, "start")
 
     def on_unmount(self) -> None:
         self._writer.shutdown(wait=True)  # a write asked for is finished, never dropped
@@ -160,9 +162,14 @@ class ReviewApp(App[None]):
         self._load_detail(row.id)
 
     @property
+    def loading(self) -> bool:
+        """A listing is being counted and read."""
+        return self._loading
+
+    @property
     def idle(self) -> bool:
         """No write waiting and the selection shown (what tests and scripts wait for)."""
-        return self.pending_writes == 0 and self._settle is None
+        return self.pending_writes == 0 and self._settle is None and not self._loading
 
     @work(thread=True, exclusive=True, group="detail")
     def _load_detail(self, image_id: int) -> None:
@@ -207,9 +214,42 @@ class ReviewApp(App[None]):
 
     def refresh_list(self, *, announce: bool = True) -> None:
         """Read the listing again (everyone's changes show); the cursor keeps its place."""
-        self.listing.refresh()
-        self.image_list.set_listing(self.listing, self.image_list.cursor)
-        if announce:
+        listing = Listing(self.catalog, self.listing.query, score=self.score, base=self.base)
+        self.load(listing, None, "refresh" if announce else "quiet")
+
+    def load(self, listing: Listing, position: int | None, reason: str) -> None:
+        """Count a listing and read its page at `position` (None: where the cursor is) off
+        the UI thread, then show it: a slow query never freezes the screen."""
+        self._loading = True
+        self._load(listing, position if position is not None else self.image_list.cursor, reason)
+
+    @work(thread=True, exclusive=True, group="listing")
+    def _load(self, listing: Listing, position: int, reason: str) -> None:
+        try:
+            count = listing.count()
+            listing.row(min(position, count - 1))
+        except CuratorError as error:
+            self.call_from_thread(self._load_failed, f"error: {error}")
+            return
+        if not get_current_worker().is_cancelled:
+            self.call_from_thread(self._loaded, listing, position, reason)
+
+    def _load_failed(self, line: str) -> None:
+        self._loading = False
+        self.say(line, error=True)
+
+    def _loaded(self, listing: Listing, position: int, reason: str) -> None:
+        self._loading = False
+        if reason in ("refresh", "quiet"):
+            position = self.image_list.cursor  # the person may have moved meanwhile
+        self.listing = listing
+        self.image_list.set_listing(listing, position)
+        if reason == "start":
+            self.say(self._count_line(), notify=False)
+        elif reason == "filter":
+            self.image_list.focus()
+            self.say(f"filter applied: {self._count_line()}")
+        elif reason == "refresh":
             self.say(f"refreshed: {self._count_line()}")
 
     def _review(self, status: str) -> None:
@@ -326,14 +366,11 @@ class ReviewApp(App[None]):
     def on_filter_bar_applied(self, event: FilterBar.Applied) -> None:
         try:
             listing = Listing(self.catalog, event.query, score=self.score, base=self.base)
-            listing.count()
         except QueryError as error:
             self.say(f"query error: {error}", error=True)
             return
-        self.listing = listing
-        self.image_list.set_listing(listing, 0)
-        self.image_list.focus()
-        self.say(f"filter applied: {self._count_line()}")
+        self.status.say(f"filtering: {event.query or 'everything'}…")
+        self.load(listing, 0, "filter")
 
     def action_back(self) -> None:
         bar = self.query_one("#filter", FilterBar)

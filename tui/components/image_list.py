@@ -67,6 +67,10 @@ def _line(cells: list[str], cols: list[tuple[str, int, str]]) -> str:
     return " ".join(parts)
 
 
+def row_score_name(listing: Listing | None) -> str:
+    return listing.score if listing is not None else ""
+
+
 class ImageList(ScrollView, can_focus=True):
     """Rows of a `Listing`; the cursor row is marked with ▶ and shown in reverse."""
 
@@ -84,7 +88,7 @@ class ImageList(ScrollView, can_focus=True):
             self.row = row
             self.count = count
 
-    def __init__(self, listing: Listing, *, id: str | None = None) -> None:
+    def __init__(self, listing: Listing | None = None, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.listing = listing
         self._styles: dict[str, Style] = {}  # component styles, read once per style change
@@ -112,15 +116,16 @@ class ImageList(ScrollView, can_focus=True):
         self.cursor = self._clamp(position)
 
     def _resize(self) -> None:
-        self.virtual_size = Size(self.size.width, self.listing.count())
+        self.virtual_size = Size(self.size.width, self.count)
 
     @property
     def count(self) -> int:
-        return self.listing.count()
+        """Images in the list (0 until a listing is set; its count is read off-screen)."""
+        return 0 if self.listing is None else self.listing.count()
 
     @property
     def current(self) -> ImageRow | None:
-        return self.listing.row(self.cursor)
+        return None if self.listing is None else self.listing.row(self.cursor)
 
     def _clamp(self, position: int) -> int:
         return max(0, min(position, self.count - 1)) if self.count else 0
@@ -130,7 +135,6 @@ class ImageList(ScrollView, can_focus=True):
 
     def on_mount(self) -> None:
         self._resize()
-        self.cursor = 0
 
     # -- cursor --------------------------------------------------------------------
 
@@ -191,11 +195,11 @@ class ImageList(ScrollView, can_focus=True):
     def render_line(self, y: int) -> Strip:
         position = self.scroll_offset.y + y
         width = self.size.width - self.scrollbar_size_vertical
-        row = self.listing.row(position) if position < self.count else None
+        row = self.listing.row(position) if self.listing and position < self.count else None
         if row is None:
             return Strip.blank(width, self._style("base"))
         selected = position == self.cursor
-        text = ("▶ " if selected else "  ") + format_row(row, width, self.listing.score)
+        text = ("▶ " if selected else "  ") + format_row(row, width, row_score_name(self.listing))
         if selected:
             style = self._style("image-list--cursor")
         elif row.status in ("accepted", "rejected"):
