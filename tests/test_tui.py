@@ -331,3 +331,11 @@ async def test_help_lists_every_key_and_esc_returns(catalog, scanned):
         await pilot.press("D")
         await settle(app, pilot)
         assert app.status.history[-1].endswith("is in no duplicate group")
+
+
+def test_the_command_refuses_a_bad_query_in_one_line(catalog, db_path):
+    result = CliRunner().invoke(main, ["--db", str(db_path), "review", "width>>3"])
+    assert result.exit_code != 0
+    assert result.output.startswith("error: ") and result.output.count("\n") == 1
+    help_text = CliRunner().invoke(main, ["review", "--help"]).output
+    assert "--score" in help_text and "QUERY" in help_text

@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing import resource_tracker
-from typing import Any
+from typing import Any, TypeVar
 
 from textual import work
 from textual.app import App, ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.timer import Timer
+from textual.widget import Widget
 from textual.widgets import Footer
 from textual.worker import get_current_worker
 
@@ -47,7 +48,8 @@ from tui.tasks import Job, UiReporter, dedup_job, export_job, model_job
 CAPTION_NOTE = (
     "Caption edits are kept but not in the undo history; model captions stay as they are."
 )
-SETTLE_S = 0.08  # the cursor rests this long before preview and detail load
+W = TypeVar("W", bound=Widget)
+SETTLE_S = 0.12  # the cursor rests this long before preview and detail load
 WORK_CHOICES = [
     ("tag", "Tag with a tagger (WD14 / DeepDanbooru preset, folder or .onnx)"),
     ("detect:nsfw", "Detect NSFW"),
@@ -105,16 +107,20 @@ class ReviewApp(App[None]):
         yield StatusLine(id="status")
         yield Footer()
 
+    def part(self, selector: str, kind: type[W]) -> W:
+        """A widget of the main screen, also while a dialog is on top of it."""
+        return self.screen_stack[0].query_one(selector, kind)
+
     @property
     def image_list(self) -> ImageList:
-        return self.query_one("#images", ImageList)
+        return self.part("#images", ImageList)
 
     @property
     def status(self) -> StatusLine:
-        return self.query_one("#status", StatusLine)
+        return self.part("#status", StatusLine)
 
     def on_mount(self) -> None:
-        self.query_one("#task-bar", TaskBar).display = False
+        self.part("#task-bar", TaskBar).display = False
         self.image_list.focus()
         self.status.say("counting images…")
         self.load(self.listing, 0, "start")
@@ -152,11 +158,13 @@ class ReviewApp(App[None]):
 
     def _show_selected(self, row: browse.ImageRow | None) -> None:
         self._settle = None
-        preview = self.query_one("#preview", Preview)
+        if not self.is_running or not self.screen_stack:
+            return  # the app is closing
+        preview = self.part("#preview", Preview)
         if row is None:
             preview.show(None, "no images")
             self.detail = None
-            self.query_one("#detail", DetailPanel).show(None)
+            self.part("#detail", DetailPanel).show(None)
             return
         preview.show(row.path, row.name)
         self._load_detail(row.id)
@@ -178,11 +186,13 @@ class ReviewApp(App[None]):
             self.call_from_thread(self._show_detail, image_id, report)
 
     def _show_detail(self, image_id: int, report: dict[str, Any] | None) -> None:
+        if not self.is_running or not self.screen_stack:
+            return
         current = self.image_list.current
         if current is None or current.id != image_id:
             return
         self.detail = report
-        self.query_one("#detail", DetailPanel).show(report)
+        self.part("#detail", DetailPanel).show(report)
 
     def _current(self) -> browse.ImageRow | None:
         row = self.image_list.current
@@ -360,7 +370,7 @@ class ReviewApp(App[None]):
     # -- filter --------------------------------------------------------------------
 
     def action_filter(self) -> None:
-        self.query_one("#filter", FilterBar).focus()
+        self.part("#filter", FilterBar).focus()
         self.status.say("filter: type a query, Enter applies, Esc returns to the list")
 
     def on_filter_bar_applied(self, event: FilterBar.Applied) -> None:
@@ -373,7 +383,7 @@ class ReviewApp(App[None]):
         self.load(listing, 0, "filter")
 
     def action_back(self) -> None:
-        bar = self.query_one("#filter", FilterBar)
+        bar = self.part("#filter", FilterBar)
         if bar.has_focus:
             bar.value = self.listing.query  # an unapplied edit is dropped
         self.image_list.focus()
@@ -523,14 +533,14 @@ class ReviewApp(App[None]):
             self.say("a run is already going; C cancels it", error=True)
             return
         self.cancel_token = CancelToken()
-        bar = self.query_one("#task-bar", TaskBar)
+        bar = self.part("#task-bar", TaskBar)
         bar.begin(job.title, None)
         self.say(f"started: {job.title} (C cancels)")
         self._run_job(job, self.cancel_token)
 
     @work(thread=True, exclusive=True, group="long")
     def _run_job(self, job: Job, token: CancelToken) -> None:
-        bar = self.query_one("#task-bar", TaskBar)
+        bar = self.part("#task-bar", TaskBar)
         reporter = UiReporter(
             self.call_from_thread,
             bar.begin,
@@ -551,7 +561,7 @@ class ReviewApp(App[None]):
 
     def _job_done(self, line: str, error: bool) -> None:
         self.cancel_token = None
-        self.query_one("#task-bar", TaskBar).end()
+        self.part("#task-bar", TaskBar).end()
         self.say(line, error=error)
         self.refresh_list(announce=False)
 

@@ -15,7 +15,6 @@ from typing import Any
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Container
-from textual.widgets import Static
 from textual.worker import get_current_worker
 from textual_image.renderable import Image as AutoRenderable
 from textual_image.renderable.halfcell import Image as HalfcellRenderable
@@ -24,6 +23,7 @@ from textual_image.widget import HalfcellImage
 from textual_image.widget import Image as AutoImage
 
 from curator.catalog.browse import preview
+from tui.components.text_line import TextLine
 
 # The auto choice falls back to plain characters off a terminal: half blocks look better.
 ImageWidget = (
@@ -43,11 +43,11 @@ class Preview(Container):
 
     def compose(self) -> ComposeResult:
         yield ImageWidget(None, id="preview-image")
-        yield Static("", id="preview-caption")
+        yield TextLine(id="preview-caption")
 
     def show(self, path: str | None, label: str = "") -> None:
         self._path = path
-        self.query_one("#preview-caption", Static).update(label)
+        self.query_one("#preview-caption", TextLine).text = label
         if path is None:
             self.query_one("#preview-image", ImageWidget).image = None
             return
@@ -81,7 +81,7 @@ class Preview(Container):
             return  # the cursor has moved on
         self.query_one("#preview-image", ImageWidget).image = image
         if problem:
-            self.query_one("#preview-caption", Static).update(problem)
+            self.query_one("#preview-caption", TextLine).text = problem
 
 
 def _key(path: str) -> tuple[str, int] | None:
