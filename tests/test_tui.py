@@ -339,3 +339,81 @@ def test_the_command_refuses_a_bad_query_in_one_line(catalog, db_path):
     assert result.output.startswith("error: ") and result.output.count("\n") == 1
     help_text = CliRunner().invoke(main, ["review", "--help"]).output
     assert "--score" in help_text and "QUERY" in help_text
+
+
+async def test_a_write_that_lands_under_a_dialog_is_reported(catalog, scanned):
+    app = ReviewApp(catalog)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        first = app.image_list.current.name
+        await pilot.press("a", "question_mark")
+        await settle(app, pilot)
+        assert app.screen.query("#help-text")  # the help is still open
+        assert f"{first}: ✓ accepted" in app.status.history
+        await pilot.press("escape")
+        assert app.image_list.current.status == "accepted"
+
+
+async def test_the_detail_panel_and_a_caption_edit(catalog, scanned):
+    app = ReviewApp(catalog)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await go_to(app, pilot, "a1111.png")
+        text = str(app.query_one("#detail-text").render())
+        assert "Generation parameters:" in text and "steps: 28" in text
+        assert "sampler: DPM++ 2M Karras" in text
+        await go_to(app, pilot, "captioned.png")
+        text = str(app.query_one("#detail-text").render())
+        assert "smile  1.00  (sidecar)" in text
+        await pilot.press("e")
+        await settle(app, pilot)
+        area = app.screen.query_one("#caption-text")
+        area.text = "a girl smiling under a blue sky"
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        assert app.status.history[-1] == "captioned.png: caption saved"
+        captions = {(c["source"], c["text"]) for c in app.detail["captions"]}
+        assert ("user", "a girl smiling under a blue sky") in captions
+        await pilot.press("e", "escape")
+        await settle(app, pilot)
+        assert app.status.history[-1] == "caption unchanged"
+
+
+async def test_tag_frequencies_of_the_filtered_set(catalog, scanned):
+    edits.add_tags(catalog, "format:png", ["pngtag"])
+    edits.add_tags(catalog, "format:jpeg", ["jpegtag"])
+    app = ReviewApp(catalog, "format:png")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("f")
+        await settle(app, pilot)
+        table = app.screen.query_one("#frequency-table")
+        rows = [table.get_row_at(i) for i in range(table.row_count)]
+        pngs = app.image_list.count
+        assert rows[0][1:] == ["pngtag", "general"] and rows[0][0] == str(pngs)
+        assert all(r[1] != "jpegtag" for r in rows)
+
+
+async def test_jumping_within_a_duplicate_group(catalog, scanned):
+    from PIL import Image as PILImage
+
+    from curator.curation.dedup import dedup
+
+    with PILImage.open(scanned / "rgb.png") as im:
+        im.save(scanned / "rgb_copy.bmp")
+    scan(catalog, [scanned], ScanOptions(workers=1))
+    assert len(dedup(catalog, "phash").groups) == 1
+    app = ReviewApp(catalog)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await go_to(app, pilot, "rgb.png")
+        text = str(app.query_one("#detail-text").render())
+        assert "Duplicate group:" in text and "rgb_copy.bmp" in text
+        await pilot.press("D")
+        await settle(app, pilot)
+        options = app.screen.query_one("OptionList")
+        labels = [str(options.get_option_at_index(i).prompt) for i in range(2)]
+        other = next(i for i, label in enumerate(labels) if "rgb_copy.bmp" in label)
+        await pilot.press(*["down"] * other, "enter")
+        await settle(app, pilot)
+        assert app.image_list.current.name == "rgb_copy.bmp"
