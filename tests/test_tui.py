@@ -417,3 +417,29 @@ async def test_jumping_within_a_duplicate_group(catalog, scanned):
         await pilot.press(*["down"] * other, "enter")
         await settle(app, pilot)
         assert app.image_list.current.name == "rgb_copy.bmp"
+
+
+async def test_tagging_the_filtered_set_from_the_app(catalog, scanned, tmp_path: Path):
+    from tests.fixtures.tiny_models import build_wd14_model
+
+    tagger = build_wd14_model(tmp_path / "tiny-tagger", size=32)
+    app = ReviewApp(catalog, "format:png")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert app.image_list.current.tags == 0 or app.image_list.current.name == "captioned.png"
+        await pilot.press("w", "enter")  # the first choice: a tagger
+        await settle(app, pilot)
+        await pilot.press("ctrl+u", *str(tagger), "enter")
+        for _ in range(600):
+            await pilot.pause(0.1)
+            if app.cancel_token is None:
+                break
+        await settle(app, pilot)
+        pngs = app.image_list.count
+        assert app.status.history[-1].startswith(f"tiny-tagger: {pngs} images")
+        assert not app.query_one("#task-bar").display
+        # The list was read again: the tagger's tags are counted.
+        assert all(app.listing.row(i).tags > 0 for i in range(pngs))
+        with catalog.session() as s:
+            done = effective_tags(s, [image_id(catalog, "rgb.png")])
+        assert any(t.sources == ("model:tiny-tagger",) for t in next(iter(done.values())))
