@@ -18,7 +18,6 @@ from textual.app import App, ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.timer import Timer
 from textual.widget import Widget
-from textual.widgets import Footer
 from textual.worker import get_current_worker
 
 from curator.catalog import browse
@@ -37,6 +36,7 @@ from tui.components.filter_bar import FilterBar
 from tui.components.frequency import FrequencyPanel
 from tui.components.help import HelpScreen
 from tui.components.image_list import STATE_MARKS, ImageList
+from tui.components.key_bar import KeyBar
 from tui.components.list_header import ListHeader
 from tui.components.preview import Preview
 from tui.components.prompt import Prompt
@@ -105,7 +105,7 @@ class ReviewApp(App[None]):
                 yield DetailPanel(id="detail")
         yield TaskBar(id="task-bar")
         yield StatusLine(id="status")
-        yield Footer()
+        yield KeyBar(id="keys")
 
     def part(self, selector: str, kind: type[W]) -> W:
         """A widget of the main screen, also while a dialog is on top of it."""
