@@ -443,3 +443,21 @@ async def test_tagging_the_filtered_set_from_the_app(catalog, scanned, tmp_path:
         with catalog.session() as s:
             done = effective_tags(s, [image_id(catalog, "rgb.png")])
         assert any(t.sources == ("model:tiny-tagger",) for t in next(iter(done.values())))
+
+
+async def test_no_color_draws_every_cell_in_greys(catalog, scanned, monkeypatch):
+    import re
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = ReviewApp(catalog)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("a")  # an accepted row: marked in words, not only in colour
+        await settle(app, pilot)
+        picture = app.export_screenshot()
+    colours = set(re.findall(r"(?:fill|background)[:=]\s*\"?#([0-9a-fA-F]{6})", picture))
+    assert colours
+    # Rich draws a window frame around every screenshot: its three buttons and title.
+    frame = {"ff5f57", "febc2e", "28c840", "c5c8c6"}
+    coloured = sorted(c for c in colours - frame if not c[0:2] == c[2:4] == c[4:6])
+    assert not coloured, coloured[:5]
