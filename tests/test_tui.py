@@ -108,6 +108,9 @@ async def test_keys_move_through_the_list(catalog, scanned):
         first = listing.current
         assert app.query_one("#preview-image", ImageWidget).image is not None
         assert app.detail is not None and app.detail["id"] == first.id
+        # The next image was decoded meanwhile: one step down shows it from the cache.
+        cached = {path for path, _ in app.query_one("#preview")._cache}
+        assert {first.path, listing.listing.row(1).path} <= cached
         # Arrow keys belong to a text field while it has focus; Esc gives them back.
         await pilot.press("slash")
         assert isinstance(app.focused, FilterBar)

@@ -166,7 +166,9 @@ class ReviewApp(App[None]):
             self.detail = None
             self.part("#detail", DetailPanel).show(None)
             return
-        preview.show(row.path, row.name)
+        position = self.image_list.cursor
+        upcoming = [self.listing.row(p) for p in (position + 1, position - 1)]
+        preview.show(row.path, row.name, [r.path for r in upcoming if r is not None and r.path])
         self._load_detail(row.id)
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 from textual import work
@@ -45,30 +46,36 @@ class Preview(Container):
         yield ImageWidget(None, id="preview-image")
         yield TextLine(id="preview-caption")
 
-    def show(self, path: str | None, label: str = "") -> None:
+    def show(self, path: str | None, label: str = "", upcoming: Sequence[str] = ()) -> None:
+        """Show `path`, then decode the `upcoming` images into the cache meanwhile, so
+        the next step shows at once."""
         self._path = path
         self.query_one("#preview-caption", TextLine).text = label
         if path is None:
             self.query_one("#preview-image", ImageWidget).image = None
             return
         key = _key(path)
-        if key is not None and key in self._cache:
+        cached = key is not None and key in self._cache
+        if cached:
             self._cache.move_to_end(key)
             self.query_one("#preview-image", ImageWidget).image = self._cache[key]
-            return
-        self._decode(path)
+        todo = ([] if cached else [path]) + [p for p in upcoming if p and p != path]
+        self._decode(todo, set(self._cache))
 
     @work(thread=True, exclusive=True, group="preview")
-    def _decode(self, path: str) -> None:
-        key = _key(path)
-        try:
-            image = preview(path, THUMBNAIL_SIDE) if key is not None else None
-            problem = None if key is not None else "file is missing"
-        except Exception as error:  # any unreadable file: say so, keep going
-            image, problem = None, f"cannot preview: {error}"
-        if get_current_worker().is_cancelled:
-            return
-        self.app.call_from_thread(self._decoded, path, key, image, problem)
+    def _decode(self, paths: list[str], known: set[tuple[str, int]]) -> None:
+        for path in paths:
+            key = _key(path)
+            if key is not None and key in known:
+                continue
+            try:
+                image = preview(path, THUMBNAIL_SIDE) if key is not None else None
+                problem = None if key is not None else "file is missing"
+            except Exception as error:  # any unreadable file: say so, keep going
+                image, problem = None, f"cannot preview: {error}"
+            if get_current_worker().is_cancelled:
+                return
+            self.app.call_from_thread(self._decoded, path, key, image, problem)
 
     def _decoded(
         self, path: str, key: tuple[str, int] | None, image: Any, problem: str | None
