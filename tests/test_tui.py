@@ -464,3 +464,31 @@ async def test_no_color_draws_every_cell_in_greys(catalog, scanned, monkeypatch)
     frame = {"ff5f57", "febc2e", "28c840", "c5c8c6"}
     coloured = sorted(c for c in colours - frame if not c[0:2] == c[2:4] == c[4:6])
     assert not coloured, coloured[:5]
+
+
+async def test_bulk_replace_counts_through_aliases_and_refuses_odd_names(catalog, scanned):
+    from curator.tags.rules import add_alias
+
+    edits.add_tags(catalog, "format:png", ["sky"])
+    add_alias(catalog, "heavens", "sky")
+    app = ReviewApp(catalog, "format:png")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        pngs = app.image_list.count
+        await pilot.press("b", "down", "down", "enter")  # "Replace a tag with another"
+        await settle(app, pilot)
+        await pilot.press(*"heavens", "enter")
+        await settle(app, pilot)
+        await pilot.press(*"clouds", "enter")
+        await settle(app, pilot)
+        question = str(app.screen.query_one("#confirm-question").render())
+        assert question.startswith(f'Replace "sky" with "clouds" on {pngs} images')
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert "clouds" in tags_of(catalog, "rgb.png") and "sky" not in tags_of(catalog, "rgb.png")
+        await pilot.press("b", "enter")
+        await settle(app, pilot)
+        await pilot.press(*'say "hi"', "enter")
+        await settle(app, pilot)
+        assert app.status.history[-1].startswith("error: cannot use")
+        assert app.screen is app.screen_stack[0]

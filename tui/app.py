@@ -394,33 +394,44 @@ class ReviewApp(App[None]):
 
     def action_bulk(self) -> None:
         query = self.listing.query
+
+        def canonical(tag: str) -> str:
+            return browse.canonical_tag(self.catalog, tag)
+
         scope = f"the {self.listing.count():,} filtered images"
 
         def chosen(op: str | None) -> None:
-            if op is None:
-                return
             if op in ("accept", "reject"):
-                self._confirm_bulk(bulk.review_op(query, op))
+                self._bulk(lambda: bulk.review_op(query, op))
             elif op in ("add", "remove"):
-                self.push_screen(
-                    TagEntry(f"Tag to {op} on {scope}", self._suggest),
-                    lambda tag: tag and self._confirm_bulk(bulk.tag_op(query, op, tag)),
-                )
+
+                def tagged(tag: str | None) -> None:
+                    if tag:
+                        self._bulk(lambda: bulk.tag_op(query, op, tag, canonical))
+
+                self.push_screen(TagEntry(f"Tag to {op} on {scope}", self._suggest), tagged)
             elif op == "replace":
-                self.push_screen(
-                    TagEntry(f"Tag to replace on {scope}", self._suggest),
-                    lambda old: (
-                        old
-                        and self.push_screen(
-                            TagEntry(f"Replace {old} with", self._suggest),
-                            lambda new: (
-                                new and self._confirm_bulk(bulk.replace_op(query, old, new))
-                            ),
-                        )
-                    ),
-                )
+
+                def replacement(old: str, new: str | None) -> None:
+                    if new:
+                        self._bulk(lambda: bulk.replace_op(query, old, new, canonical))
+
+                def replaced(old: str | None) -> None:
+                    if old:
+                        entry = TagEntry(f"Replace {old} with", self._suggest)
+                        self.push_screen(entry, lambda new: replacement(old, new))
+
+                self.push_screen(TagEntry(f"Tag to replace on {scope}", self._suggest), replaced)
 
         self.push_screen(Choice(f"Bulk operation on {scope}", bulk.CHOICES), chosen)
+
+    def _bulk(self, build: Callable[[], bulk.BulkOp]) -> None:
+        try:
+            op = build()
+        except CuratorError as error:
+            self.say(f"error: {error}", error=True)
+            return
+        self._confirm_bulk(op)
 
     def _confirm_bulk(self, op: bulk.BulkOp) -> None:
         self.status.say("counting the images that would change…")

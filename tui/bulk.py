@@ -11,6 +11,8 @@ from curator.curation.edits import EditResult
 from curator.errors import UsageError
 from db.engine import Catalog
 
+Canonical = Callable[[str], str]
+
 CHOICES = [
     ("add", "Add a tag"),
     ("remove", "Remove a tag"),
@@ -39,8 +41,10 @@ def quoted(tag: str) -> str:
     return f'"{tag}"'
 
 
-def tag_op(query: str, op: str, tag: str) -> BulkOp:
-    term = quoted(tag)
+def tag_op(query: str, op: str, tag: str, canonical: Canonical = str.strip) -> BulkOp:
+    """`canonical` maps a typed tag to the name the edit stores (aliases resolved), so
+    the count is of the tag that will change."""
+    term = quoted(canonical(tag))
     if op == "add":
         return BulkOp(
             within(query, f"-{term}"),
@@ -54,8 +58,8 @@ def tag_op(query: str, op: str, tag: str) -> BulkOp:
     )
 
 
-def replace_op(query: str, old: str, new: str) -> BulkOp:
-    old_term, new_term = quoted(old), quoted(new)
+def replace_op(query: str, old: str, new: str, canonical: Canonical = str.strip) -> BulkOp:
+    old_term, new_term = quoted(canonical(old)), quoted(canonical(new))
     return BulkOp(
         within(query, old_term),
         lambda n: f"Replace {old_term} with {new_term} on {n:,} images (the filtered ones with it)",

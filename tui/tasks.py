@@ -90,7 +90,7 @@ def dedup_job(catalog: Catalog, query: str, method: str = "phash") -> Job:
         reporter.finish()
         return f"dedup: {len(result.groups)} groups, {result.marked} images marked"
 
-    return Job(f"dedup ({method})", run)
+    return Job(f"dedup ({method}; finishes once started)", run)
 
 
 def export_job(catalog: Catalog, query: str, target: str, layout: str | None = None) -> Job:

@@ -324,6 +324,12 @@ def run_named_models(
     return run_models(catalog, models, options, kind=kind)
 
 
+def canonical_tag(catalog: Catalog, name: str) -> str:
+    """The name an edit would store for a typed tag (spacing and aliases resolved)."""
+    with catalog.session() as s:
+        return canonical_names(TagRules.load(s), [name])[0]
+
+
 def preview(path: str, max_side: int = 768) -> Any:
     """An RGB PIL thumbnail of an image file for display (the file is only read)."""
     from PIL import Image as PILImage
@@ -443,6 +449,7 @@ def _existing_ids(s: Session, ids: Sequence[int]) -> list[int]:
 
 
 __all__ = [
+    "canonical_tag",
     "ImageRow",
     "Listing",
     "image_detail",
