@@ -8,8 +8,9 @@ screen never waits on the catalog's write lock (a CLI run may hold it).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import resource_tracker
 from typing import Any, TypeVar
 
@@ -23,7 +24,7 @@ from textual.worker import get_current_worker
 from curator.catalog import browse
 from curator.catalog.browse import DEFAULT_SCORE, Listing
 from curator.curation import edits, review
-from curator.errors import Cancelled, CuratorError, QueryError
+from curator.errors import CuratorError, QueryError
 from curator.progress import CancelToken
 from db.engine import Catalog
 from tui import bulk
@@ -39,28 +40,19 @@ from tui.components.image_list import STATE_MARKS, ImageList
 from tui.components.key_bar import KeyBar
 from tui.components.list_header import ListHeader
 from tui.components.preview import Preview
-from tui.components.prompt import Prompt
 from tui.components.status_line import StatusLine
 from tui.components.tag_entry import TagEntry
 from tui.components.task_bar import TaskBar
-from tui.tasks import Job, UiReporter, dedup_job, export_job, model_job
+from tui.runs import RunsMixin
 
 CAPTION_NOTE = (
     "Caption edits are kept but not in the undo history; model captions stay as they are."
 )
 W = TypeVar("W", bound=Widget)
 SETTLE_S = 0.12  # the cursor rests this long before preview and detail load
-WORK_CHOICES = [
-    ("tag", "Tag with a tagger (WD14 / DeepDanbooru preset, folder or .onnx)"),
-    ("detect:nsfw", "Detect NSFW"),
-    ("detect:text", "Detect text and watermarks"),
-    ("detect:faces", "Detect faces"),
-    ("dedup", "Find and mark duplicates (perceptual hash)"),
-    ("export", "Export a training set"),
-]
 
 
-class ReviewApp(App[None]):
+class ReviewApp(RunsMixin, App[None]):
     """Review the images a query selects. Raises `QueryError` for a bad query."""
 
     CSS_PATH = "review.tcss"
@@ -126,6 +118,8 @@ class ReviewApp(App[None]):
         self.load(self.listing, 0, "start")
 
     def on_unmount(self) -> None:
+        if self.cancel_token is not None:
+            self.cancel_token.cancel()  # a long run stops at its next batch, work kept
         self._writer.shutdown(wait=True)  # a write asked for is finished, never dropped
 
     def say(self, text: str, *, notify: bool = True, error: bool = False) -> None:
@@ -207,17 +201,26 @@ class ReviewApp(App[None]):
     def write(self, call: Callable[[], Any], done: Callable[[Any], str]) -> None:
         """Run a library write on the writer thread, then say what it did and refresh."""
         self.pending_writes += 1
+        loop = asyncio.get_running_loop()
 
-        def finished(future: Future) -> None:
-            self.call_from_thread(self._written, future, done)
+        def task() -> None:
+            try:
+                result, error = call(), None
+            except Exception as exc:  # reported on screen, never raised into the UI
+                result, error = None, exc
+            try:  # no waiting on the UI: it may be closing and waiting for this thread
+                loop.call_soon_threadsafe(self._written, result, error, done)
+            except RuntimeError:
+                pass  # the app has gone; the write itself is done
 
-        self._writer.submit(call).add_done_callback(finished)
+        self._writer.submit(task)
 
-    def _written(self, future: Future, done: Callable[[Any], str]) -> None:
+    def _written(self, result: Any, error: Exception | None, done: Callable[[Any], str]) -> None:
         self.pending_writes -= 1
-        error = future.exception()
+        if not self.is_running or not self.screen_stack:
+            return
         if error is None:
-            self.say(done(future.result()))
+            self.say(done(result))
         elif isinstance(error, CuratorError):
             self.say(f"error: {error}", error=True)
         else:
@@ -506,84 +509,3 @@ class ReviewApp(App[None]):
 
     def action_refresh(self) -> None:
         self.refresh_list()
-
-    # -- long runs -----------------------------------------------------------------
-
-    def action_work(self) -> None:
-        if self.cancel_token is not None:
-            self.say("a run is already going; C cancels it", error=True)
-            return
-        query = self.listing.query
-
-        def chosen(choice: str | None) -> None:
-            if choice is None:
-                return
-            if choice == "tag":
-                self.push_screen(
-                    Prompt("Tagger (preset name, folder or .onnx file)", "wd-vit-tagger-v3"),
-                    lambda spec: (
-                        spec and self.start_job(model_job(self.catalog, query, [spec], "tag"))
-                    ),
-                )
-            elif choice.startswith("detect:"):
-                detector = choice.split(":", 1)[1]
-                self.start_job(model_job(self.catalog, query, [detector], "detect"))
-            elif choice == "dedup":
-                self.start_job(dedup_job(self.catalog, query))
-            elif choice == "export":
-                self.push_screen(
-                    Prompt("Export into folder (layout kohya)", placeholder="/path/to/dataset"),
-                    lambda target: (
-                        target and self.start_job(export_job(self.catalog, query, target, "kohya"))
-                    ),
-                )
-
-        scope = f"{self.listing.count():,} filtered images"
-        self.push_screen(Choice(f"Run on the {scope}", WORK_CHOICES), chosen)
-
-    def start_job(self, job: Job) -> None:
-        if self.cancel_token is not None:
-            self.say("a run is already going; C cancels it", error=True)
-            return
-        self.cancel_token = CancelToken()
-        bar = self.part("#task-bar", TaskBar)
-        bar.begin(job.title, None)
-        self.say(f"started: {job.title} (C cancels)")
-        self._run_job(job, self.cancel_token)
-
-    @work(thread=True, exclusive=True, group="long")
-    def _run_job(self, job: Job, token: CancelToken) -> None:
-        bar = self.part("#task-bar", TaskBar)
-        reporter = UiReporter(
-            self.call_from_thread,
-            bar.begin,
-            bar.set_total,
-            bar.advance,
-            lambda: self.refresh_list(announce=False),
-            token,
-        )
-        try:
-            line, error = job.run(reporter, token), False
-        except Cancelled:
-            line, error = f"cancelled: {job.title}; finished work is saved", False
-        except CuratorError as exc:
-            line, error = f"error: {exc}", True
-        except Exception as exc:  # a model or a file the library did not expect
-            line, error = f"error: {type(exc).__name__}: {exc}", True
-        self.call_from_thread(self._job_done, line, error)
-
-    def _job_done(self, line: str, error: bool) -> None:
-        self.cancel_token = None
-        self.part("#task-bar", TaskBar).end()
-        self.say(line, error=error)
-        self.refresh_list(announce=False)
-
-    def action_cancel_work(self) -> None:
-        if self.cancel_token is None:
-            self.say("no run to cancel", notify=False)
-            return
-        self.cancel_token.cancel()
-        self.say("cancelling after the current batch…")
-
-    def on_task_bar_cancel_pressed(self, event: TaskBar.CancelPressed) -> None:
-        self.action_cancel_work()
