@@ -220,7 +220,11 @@ class ReviewApp(RunsMixin, App[None]):
         if not self.is_running or not self.screen_stack:
             return
         if error is None:
-            self.say(done(result))
+            try:
+                line = done(result)
+            except Exception:  # a result of an unexpected shape: the write still happened
+                line = "done"
+            self.say(line)
         elif isinstance(error, CuratorError):
             self.say(f"error: {error}", error=True)
         else:
@@ -357,20 +361,14 @@ class ReviewApp(RunsMixin, App[None]):
         self.push_screen(CaptionEditor(start, CAPTION_NOTE), save)
 
     def action_undo(self) -> None:
-        self.write(
-            lambda: edits.undo(self.catalog),
-            lambda undone: f"undid: {undone[0]['summary']}" if undone else "nothing to undo",
-        )
+        self.write(lambda: edits.undo(self.catalog), lambda undone: _edits_line("undid", undone))
 
     def action_redo(self) -> None:
         redo = getattr(edits, "redo", None)
         if redo is None:
             self.say("redo is not available in this version of the catalog library", error=True)
             return
-        self.write(
-            lambda: redo(self.catalog),
-            lambda done: f"redid: {done[0]['summary']}" if done else "nothing to redo",
-        )
+        self.write(lambda: redo(self.catalog), lambda done: _edits_line("redid", done))
 
     # -- filter --------------------------------------------------------------------
 
@@ -509,3 +507,13 @@ class ReviewApp(RunsMixin, App[None]):
 
     def action_refresh(self) -> None:
         self.refresh_list()
+
+
+def _edits_line(verb: str, described: Any) -> str:
+    """`undid: add x to 1 of 1 images` from what undo/redo return (dicts, newest first)."""
+    items = list(described or [])
+    if not items:
+        return f"nothing to {'undo' if verb == 'undid' else 'redo'}"
+    first = items[0]
+    summary = first.get("summary") if isinstance(first, dict) else getattr(first, "summary", None)
+    return f"{verb}: {summary or first}"
