@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import resource_tracker
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from textual import work
 from textual.app import App, ComposeResult
@@ -26,7 +26,6 @@ from curator.catalog.browse import DEFAULT_SCORE, Listing
 from curator.curation import edits, review
 from curator.errors import CuratorError, QueryError
 from curator.progress import CancelToken
-from db.engine import Catalog
 from tui import bulk
 from tui.bindings import APP
 from tui.components.caption_editor import CaptionEditor
@@ -44,6 +43,9 @@ from tui.components.status_line import StatusLine
 from tui.components.tag_entry import TagEntry
 from tui.components.task_bar import TaskBar
 from tui.runs import RunsMixin
+
+if TYPE_CHECKING:  # the catalog's type only: tui/ calls the library, not db/
+    from db.engine import Catalog
 
 CAPTION_NOTE = (
     "Caption edits are kept but not in the undo history; model captions stay as they are."

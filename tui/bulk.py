@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from curator.curation import edits, review
 from curator.curation.edits import EditResult
 from curator.errors import UsageError
-from db.engine import Catalog
+
+if TYPE_CHECKING:  # the catalog's type only: tui/ calls the library, not db/
+    from db.engine import Catalog
 
 Canonical = Callable[[str], str]
 

@@ -10,9 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from curator.progress import CancelToken, Reporter
-from db.engine import Catalog
+
+if TYPE_CHECKING:  # the catalog's type only: tui/ calls the library, not db/
+    from db.engine import Catalog
 
 REFRESH_EVERY_S = 2.0  # the list shows results as they land, this often at most
 
