@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "curator.cli.curate",
     "curator.cli.export",
     "curator.cli.prepare",
+    "curator.cli.review",
 ]
 COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "scan": (

@@ -1,0 +1,25 @@
+"""One line of text naming the last thing that happened, for eyes and screen readers."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widget import Widget
+
+
+class StatusLine(Widget):
+    """Keeps the last message; `history` keeps them all (what `?` and tests read).
+
+    A plain widget of fixed height rather than a `Static`: a new message repaints one
+    line instead of laying out the whole screen, which matters while a key is held.
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.history: list[str] = []
+
+    def say(self, text: str) -> None:
+        self.history.append(text)
+        self.refresh()
+
+    def render(self) -> Text:
+        return Text(self.history[-1] if self.history else "", no_wrap=True, overflow="ellipsis")
