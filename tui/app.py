@@ -366,11 +366,7 @@ class ReviewApp(RunsMixin, App[None]):
         self.write(lambda: edits.undo(self.catalog), lambda undone: _edits_line("undid", undone))
 
     def action_redo(self) -> None:
-        redo = getattr(edits, "redo", None)
-        if redo is None:
-            self.say("redo is not available in this version of the catalog library", error=True)
-            return
-        self.write(lambda: redo(self.catalog), lambda done: _edits_line("redid", done))
+        self.write(lambda: edits.redo(self.catalog), lambda done: _edits_line("redid", done))
 
     # -- filter --------------------------------------------------------------------
 

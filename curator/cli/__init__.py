@@ -92,6 +92,10 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         ("curator.cli.export",),
         "Render export EXPORT_ID again with its settings and stored (maybe adjusted) crops.",
     ),
+    "review": (
+        ("curator.cli.review",),
+        "Review, tag and caption the images QUERY selects, keyboard first (? lists the keys).",
+    ),
     "exports": (
         ("curator.cli.export",),
         "List past exports, newest first, with the ids `reexport` and `crops set` take.",
