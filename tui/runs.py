@@ -80,7 +80,6 @@ class RunsMixin:
             bar.set_total,
             bar.advance,
             lambda: self.refresh_list(announce=False),
-            token,
         )
         try:
             line, error = job.run(reporter, token), False

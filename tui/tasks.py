@@ -27,10 +27,10 @@ class Job:
 
 
 class UiReporter:
-    """Forwards progress to the UI thread; `advance` is also where a cancel lands.
+    """Forwards progress to the UI thread and refreshes the list as results land.
 
-    The library polls the token at batch boundaries; `advance` comes once per batch,
-    so checking the token there stops calls that do not poll it yet at the same point.
+    Cancelling is the library's business: runs and exports poll the token at batch
+    boundaries, record what finished and raise `Cancelled`.
     """
 
     def __init__(
@@ -40,14 +40,12 @@ class UiReporter:
         set_total: Callable[[int | None], None],
         advance: Callable[[int], None],
         landed: Callable[[], None],
-        cancel: CancelToken,
     ) -> None:
         self._call = call
         self._begin = begin
         self._set_total = set_total
         self._advance = advance
         self._landed = landed
-        self._cancel = cancel
         self._last_refresh = time.monotonic()
 
     def start(self, description: str, total: int | None = None) -> None:
@@ -61,7 +59,6 @@ class UiReporter:
         if time.monotonic() - self._last_refresh >= REFRESH_EVERY_S:
             self._last_refresh = time.monotonic()
             self._call(self._landed)
-        self._cancel.check()
 
     def finish(self) -> None:
         pass
