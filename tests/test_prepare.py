@@ -154,3 +154,15 @@ def test_prepare_and_export_spell_options_alike():
         for param in cmd.params:
             if isinstance(param, click.Option) and not param.hidden:
                 assert param.help, (command, param.name)
+
+
+def test_prepare_keeps_folder_names_with_quotes_and_backslashes_literal(tmp_path):
+    src = tmp_path / 'my "best" cats\\'
+    shutil.copytree(SAMPLES, src)
+    out = tmp_path / "train"
+    report = json.loads(
+        prepare(tmp_path, src, "--out", out, "--instance-token", "sks", "--class-word", "cat",
+                "--workers", "1", "--json")
+    )  # fmt: skip
+    images = [p for p in SAMPLES.iterdir() if p.suffix != ".txt"]
+    assert report["found"] == len(images) and report["kept"] == len(images)

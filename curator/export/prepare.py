@@ -22,11 +22,16 @@ from curator.export import ExportOptions, export
 from curator.ingest.scan import ScanOptions, scan
 from curator.progress import CancelToken, Reporter
 from curator.query.compile import compile_query, folder_condition
+from curator.query.parser import quote
 from curator.runs.loop import RunOptions, run_models
 from db.engine import Catalog
 from db.schema import File, Image, Problem
 
 DEFAULT_TAGGER = "wd-vit-tagger-v3"
+
+
+# Problems about folders and sidecars, not image files: they drop no image.
+NOT_IMAGES = ("unreadable_folder", "sidecar_too_large", "unreadable_sidecar")
 
 
 @dataclass(slots=True)
@@ -126,7 +131,8 @@ def prepare(
     with catalog.session() as s:
         for path, kind, message in s.execute(
             select(Problem.path, Problem.kind, Problem.message).where(
-                Problem.path.startswith(src.rstrip(os.sep) + os.sep, autoescape=True)
+                Problem.path.startswith(src.rstrip(os.sep) + os.sep, autoescape=True),
+                Problem.kind.not_in(NOT_IMAGES),
             )
         ):
             report.drop(f"unreadable ({kind})", 1, [{"path": path, "reason": f"{kind}: {message}"}])
@@ -135,7 +141,7 @@ def prepare(
         )
 
     # 2. Near-duplicates: the keeper stays (most pixels, best aesthetic, oldest).
-    result = dedup(catalog, "phash", distance=options.dedup_distance, query=f'folder:"{src}"')
+    result = dedup(catalog, "phash", distance=options.dedup_distance, query=f"folder:{quote(src)}")
     report.steps.append(f"dedup: {len(result.groups)} groups of near-copies")
     for group in result.groups:
         for m in group.duplicates:
@@ -158,7 +164,7 @@ def prepare(
         + ([options.tagger] if options.tagger else [])
     )
     run_opts = RunOptions(
-        where=f'folder:"{src}"',
+        where=f"folder:{quote(src)}",
         workers=options.workers,
         reporter=options.reporter,
         cancel=options.cancel,
@@ -169,7 +175,7 @@ def prepare(
         report.steps.append("tag: skipped (no tagger asked for)")
 
     # 5. The selection, and what it leaves out.
-    query = f'folder:"{src}"'
+    query = f"folder:{quote(src)}"
     if options.max_nsfw is not None:
         query += f" score(nsfw)<{options.max_nsfw}"
     if options.where:

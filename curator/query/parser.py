@@ -186,6 +186,15 @@ def _read_word(text: str, start: int) -> tuple[Token, int]:
     return Token("word", start + 1, False, parts, text[start:i]), i
 
 
+def quote(value: str) -> str:
+    """``value`` as one quoted, literal piece of query text: `folder:` + quote(path).
+
+    Code that builds a query from user values (folder names, tags) goes through this,
+    so quotes, backslashes, spaces and operators in them stay literal.
+    """
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _read_quoted(text: str, start: int) -> tuple[str, int]:
     out: list[str] = []
     i = start + 1
