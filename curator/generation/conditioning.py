@@ -54,7 +54,7 @@ def encode_texts(text_encoder: Any, tokenizer: Any, texts: list[str], clip_skip:
             out = text_encoder(ids, output_hidden_states=clip_skip > 1)
             if clip_skip > 1:
                 z = out.hidden_states[-clip_skip]
-                z = text_encoder.text_model.final_layer_norm(z)
+                z = _final_layer_norm(text_encoder)(z)
             else:
                 z = out.last_hidden_state
             z = z.float()
@@ -63,6 +63,12 @@ def encode_texts(text_encoder: Any, tokenizer: Any, texts: list[str], clip_skip:
             z = z * (mean / z.mean())
         outputs.append(z.to(text_encoder.dtype))
     return torch.cat(outputs, dim=1)
+
+
+def _final_layer_norm(text_encoder: Any):
+    """The encoder's last layer norm (transformers 5 dropped the `text_model` wrapper)."""
+    inner = getattr(text_encoder, "text_model", text_encoder)
+    return inner.final_layer_norm
 
 
 def scheduled_conditioning(

@@ -59,6 +59,7 @@ def load_pipeline(
     import torch
     from diffusers import StableDiffusionPipeline
 
+    _quiet_library_bars()
     device = pick_device(device)
     use_half = (device != "cpu") if half is None else half
     dtype = torch.float16 if use_half else torch.float32
@@ -111,6 +112,18 @@ def load_pipeline(
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return LoadedModel(pipe, name, model_hash, device, dtype, str(source))
+
+
+def _quiet_library_bars() -> None:
+    """diffusers and transformers draw their own loading bars on stderr; Curator reports
+    progress itself, and `--json` output must stay clean. Both libraries only offer a
+    process-wide switch."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.set_verbosity_error()
 
 
 def _load_vae(source: str, dtype):

@@ -1,0 +1,236 @@
+"""`curator generate` and `curator prompt`: the bundled diffusion backend."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+from curator.cli.context import AppContext, emit_json, json_option, pass_app, quiet_option
+from curator.cli.progress import RichReporter
+
+_SIZE = re.compile(r"^(\d+)x(\d+)$")
+
+
+def _size(ctx, param, value: str) -> tuple[int, int]:
+    match = _SIZE.match(value.strip().lower())
+    if not match:
+        raise click.BadParameter("expected WIDTHxHEIGHT, e.g. 512x768")
+    return int(match.group(1)), int(match.group(2))
+
+
+@click.command("prompt")
+@click.argument("text")
+@click.option(
+    "--steps",
+    type=click.IntRange(1),
+    default=20,
+    show_default=True,
+    help="Sampling steps the schedule is computed for.",
+)
+@click.option(
+    "--model",
+    "model_path",
+    metavar="DIR",
+    help="Use this diffusers folder's tokenizer [default: SD 1.x CLIP vocabulary].",
+)
+@json_option
+def prompt_cmd(text: str, steps: int, model_path: str | None, as_json: bool) -> None:
+    """Show how A1111 reads TEXT: schedule, weights, 75-token chunks."""
+    from curator.generation.prompt_report import describe_prompt
+    from curator.generation.tokenizer import clip_tokenizer
+
+    if model_path:
+        from transformers import CLIPTokenizer
+
+        tokenizer = CLIPTokenizer.from_pretrained(Path(model_path) / "tokenizer")
+    else:
+        tokenizer = clip_tokenizer()
+    report = describe_prompt(text, steps, tokenizer)
+    if as_json:
+        emit_json(report)
+        return
+    for entry in report["schedule"]:
+        click.echo(
+            f"steps ..{entry['until_step']}: {entry['text']!r} ({entry['token_count']} tokens)"
+        )
+        for run, weight in entry["attention"]:
+            label = "BREAK" if weight == -1 and run == "BREAK" else f"{weight:.4g}"
+            click.echo(f"  {label:>7}  {run!r}")
+        for number, chunk in enumerate(entry["chunks"], 1):
+            click.echo(f"  chunk {number}: {chunk['tokens']}/75 tokens: {chunk['text']}")
+
+
+@click.command("generate")
+@click.argument("prompt")
+@click.option(
+    "--model",
+    "-m",
+    "model",
+    required=True,
+    metavar="PATH|HUB_ID",
+    help="Diffusers folder, hub id (from the local cache) or .safetensors file.",
+)
+@click.option("--negative", "-n", default="", help="Negative prompt.")
+@click.option(
+    "--steps", type=click.IntRange(1), default=20, show_default=True, help="Sampling steps."
+)
+@click.option(
+    "--sampler",
+    default="Euler a",
+    show_default=True,
+    help="A1111 sampler name, e.g. 'DPM++ 2M' or 'DPM++ 2M Karras'.",
+)
+@click.option(
+    "--schedule",
+    "schedule",
+    default=None,
+    help="A1111 schedule type: Automatic, Karras, Exponential, ...",
+)
+@click.option("--cfg", "cfg_scale", type=float, default=7.0, show_default=True, help="CFG scale.")
+@click.option(
+    "--seed",
+    type=int,
+    default=-1,
+    show_default=True,
+    help="Seed of the first image (-1: random); image i uses seed + i.",
+)
+@click.option(
+    "--size", callback=_size, default="512x512", show_default=True, help="Image size WIDTHxHEIGHT."
+)
+@click.option(
+    "--batch-size", type=click.IntRange(1), default=1, show_default=True, help="Images per batch."
+)
+@click.option(
+    "--batch-count", type=click.IntRange(1), default=1, show_default=True, help="Number of batches."
+)
+@click.option(
+    "--clip-skip",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Stop the text encoder this many layers early (A1111 'Clip skip').",
+)
+@click.option(
+    "--init",
+    "init_image",
+    type=click.Path(exists=True, dir_okay=False),
+    help="img2img: start from this image.",
+)
+@click.option(
+    "--strength",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.75,
+    show_default=True,
+    help="img2img denoising strength.",
+)
+@click.option(
+    "--rng",
+    type=click.Choice(["cpu", "gpu"]),
+    default="cpu",
+    show_default=True,
+    help="Where initial noise is drawn (A1111's RNG setting).",
+)
+@click.option("--vae", metavar="PATH", help="Replace the checkpoint's VAE.")
+@click.option(
+    "--config",
+    "config",
+    metavar="DIR",
+    help="Diffusers config folder for a single-file checkpoint.",
+)
+@click.option(
+    "--allow-pickle", is_flag=True, help="Allow .ckpt/.pt checkpoints (unpickling can run code)."
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
+@click.option("--full-precision", is_flag=True, help="float32 on a GPU too.")
+@click.option(
+    "--low-memory", is_flag=True, help="Attention slicing and model CPU offload for small GPUs."
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default="outputs",
+    show_default=True,
+    help="Folder for the PNGs.",
+)
+@click.option("--no-catalog", is_flag=True, help="Do not add the images to the catalog.")
+@quiet_option
+@json_option
+@pass_app
+def generate_cmd(
+    app: AppContext,
+    prompt,
+    model,
+    negative,
+    steps,
+    sampler,
+    schedule,
+    cfg_scale,
+    seed,
+    size,
+    batch_size,
+    batch_count,
+    clip_skip,
+    init_image,
+    strength,
+    rng,
+    vae,
+    config,
+    allow_pickle,
+    device,
+    full_precision,
+    low_memory,
+    out_dir,
+    no_catalog,
+    quiet,
+    as_json,
+) -> None:
+    """Generate images from PROMPT (A1111 syntax); each PNG carries A1111 infotext."""
+    from curator.generation.generate import GenerationParams, generate
+    from curator.generation.loading import load_pipeline
+    from curator.generation.samplers import resolve_sampler
+
+    resolve_sampler(sampler, schedule)  # a bad name fails before the model loads
+    params = GenerationParams(
+        prompt=prompt,
+        negative_prompt=negative,
+        steps=steps,
+        sampler=sampler,
+        schedule=schedule,
+        cfg_scale=cfg_scale,
+        seed=seed,
+        width=size[0],
+        height=size[1],
+        batch_size=batch_size,
+        batch_count=batch_count,
+        clip_skip=clip_skip,
+        init_image=init_image,
+        denoising_strength=strength,
+        rng=rng,
+    )
+    loaded = load_pipeline(
+        model,
+        device=device,
+        half=False if full_precision else None,
+        vae=vae,
+        allow_pickle=allow_pickle,
+        config=config,
+        low_memory=low_memory,
+    )
+    images = generate(loaded, params, out_dir, reporter=RichReporter(not (quiet or as_json)))
+    if not no_catalog:
+        from curator.ingest.scan import ScanOptions, scan
+
+        scan(app.catalog, [str(i.path) for i in images], ScanOptions(workers=1))
+    if as_json:
+        emit_json([{"path": str(i.path), "seed": i.seed, "infotext": i.infotext} for i in images])
+        return
+    for image in images:
+        click.echo(f"{image.path}  seed {image.seed}")
+
+
+def register(main: click.Group) -> None:
+    main.add_command(prompt_cmd)
+    main.add_command(generate_cmd)
