@@ -221,9 +221,9 @@ def generate_cmd(
     )
     images = generate(loaded, params, out_dir, reporter=RichReporter(not (quiet or as_json)))
     if not no_catalog:
-        from curator.ingest.scan import ScanOptions, scan
+        from curator.generation.catalogue import catalogue_generated
 
-        scan(app.catalog, [str(i.path) for i in images], ScanOptions(workers=1))
+        catalogue_generated(app.catalog, images, loaded, params)
     if as_json:
         emit_json([{"path": str(i.path), "seed": i.seed, "infotext": i.infotext} for i in images])
         return
@@ -231,6 +231,168 @@ def generate_cmd(
         click.echo(f"{image.path}  seed {image.seed}")
 
 
+def _image_ids(app: AppContext, image: str | None, where: str | None) -> list[int]:
+    from sqlalchemy import select
+
+    from curator.generation.catalogue import image_id_for_path
+    from curator.query.compile import compile_query
+    from db.schema import Generation, Image
+
+    if (image is None) == (where is None):
+        raise click.UsageError("give IMAGE or --where QUERY")
+    if image is not None:
+        found = int(image) if image.isdigit() else image_id_for_path(app.catalog, image)
+        if found is None:
+            raise click.ClickException(f"{image} is not in the catalog; scan it first")
+        return [found]
+    with app.catalog.session() as session:
+        stmt = (
+            select(Image.id)
+            .join(Generation, Generation.image_id == Image.id)
+            .where(compile_query(where))
+            .order_by(Image.id)
+        )
+        return list(session.scalars(stmt))
+
+
+@click.command("regenerate")
+@click.argument("image", required=False)
+@click.option("--where", metavar="QUERY", help="Regenerate every image this query selects.")
+@click.option(
+    "--override",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Change one parameter: steps, sampler, schedule, cfg, seed, size, "
+    "clip_skip, denoising, prompt, negative, checkpoint (repeatable).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default="outputs",
+    show_default=True,
+    help="Folder for the PNGs.",
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, mps.")
+@click.option("--full-precision", is_flag=True, help="float32 on a GPU too.")
+@click.option(
+    "--allow-pickle", is_flag=True, help="Allow .ckpt/.pt checkpoints (unpickling can run code)."
+)
+@click.option("--dry-run", is_flag=True, help="Only check and print what would run.")
+@quiet_option
+@json_option
+@pass_app
+def regenerate_cmd(
+    app: AppContext,
+    image,
+    where,
+    overrides,
+    out_dir,
+    device,
+    full_precision,
+    allow_pickle,
+    dry_run,
+    quiet,
+    as_json,
+) -> None:
+    """Rebuild IMAGE's generation (or each one --where selects) from its infotext."""
+    from dataclasses import asdict
+
+    from curator.generation.catalogue import catalogue_generated
+    from curator.generation.generate import generate
+    from curator.generation.loading import load_pipeline
+    from curator.generation.regenerate import parse_overrides, plan_regeneration
+
+    changes = parse_overrides(list(overrides))
+    plans = [plan_regeneration(app.catalog, i, changes) for i in _image_ids(app, image, where)]
+    if dry_run:
+        rows = [
+            {"image_id": p.image_id, "checkpoint": p.checkpoint, **asdict(p.params)} for p in plans
+        ]
+        if as_json:
+            emit_json(rows)
+        else:
+            for row in rows:
+                click.echo(f"image {row['image_id']}: {row['checkpoint']} seed {row['seed']}")
+        return
+    loaded_models: dict[str, object] = {}
+    made = []
+    for plan in plans:
+        if plan.checkpoint not in loaded_models:
+            loaded_models.clear()
+            loaded_models[plan.checkpoint] = load_pipeline(
+                plan.checkpoint,
+                device=device,
+                half=False if full_precision else None,
+                allow_pickle=allow_pickle,
+            )
+        loaded = loaded_models[plan.checkpoint]
+        images = generate(
+            loaded, plan.params, out_dir, reporter=RichReporter(not (quiet or as_json))
+        )
+        catalogue_generated(app.catalog, images, loaded, plan.params, plan.image_id)
+        made += [{"from": plan.image_id, "path": str(i.path), "seed": i.seed} for i in images]
+    if as_json:
+        emit_json(made)
+        return
+    for row in made:
+        click.echo(f"{row['path']}  from image {row['from']}  seed {row['seed']}")
+
+
+@click.group("checkpoints")
+def checkpoints_group() -> None:
+    """Register model files so infotext `Model hash:` values find them."""
+
+
+@checkpoints_group.command("add")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option(
+    "--kind",
+    type=click.Choice(["checkpoint", "vae", "lora", "embedding", "hypernetwork"]),
+    default="checkpoint",
+    show_default=True,
+    help="What the files are.",
+)
+@quiet_option
+@json_option
+@pass_app
+def checkpoints_add(app: AppContext, paths, kind, quiet, as_json) -> None:
+    """Register model files (or folders of them); hashes are computed once and cached."""
+    from curator.generation.registry import register_model_files
+
+    records = register_model_files(
+        app.catalog, list(paths), kind, reporter=RichReporter(not (quiet or as_json))
+    )
+    if as_json:
+        emit_json([r.as_dict() for r in records])
+        return
+    for r in records:
+        click.echo(f"{r.name}  [{r.autov2 or '-'}] [{r.old_hash or '-'}]  {r.path}")
+
+
+@checkpoints_group.command("ls")
+@click.option("--kind", help="Only this kind.")
+@json_option
+@pass_app
+def checkpoints_ls(app: AppContext, kind, as_json) -> None:
+    """List registered model files with their AutoV2 and old hashes."""
+    from curator.generation.registry import list_model_files
+
+    records = list_model_files(app.catalog, kind)
+    if as_json:
+        emit_json([r.as_dict() for r in records])
+        return
+    for r in records:
+        click.echo(f"{r.kind:<12} {r.name}  [{r.autov2 or '-'}] [{r.old_hash or '-'}]  {r.path}")
+
+
 def register(main: click.Group) -> None:
     main.add_command(prompt_cmd)
     main.add_command(generate_cmd)
+    main.add_command(regenerate_cmd)
+    models = main.commands.get("models")
+    if isinstance(models, click.Group):
+        models.add_command(checkpoints_group)
+    else:
+        main.add_command(click.Group("models", commands={"checkpoints": checkpoints_group}))

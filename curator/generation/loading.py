@@ -7,6 +7,7 @@ come from the local huggingface_hub cache unless downloads are allowed.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,10 +57,16 @@ def load_pipeline(
     low_memory: bool = False,
 ) -> LoadedModel:
     """Load `source`; fp16 on a GPU unless `half` is False; `vae` replaces the VAE."""
+    _quiet_library_bars()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+        return _load(source, device, half, vae, allow_pickle, config, allow_download, low_memory)
+
+
+def _load(source, device, half, vae, allow_pickle, config, allow_download, low_memory):
     import torch
     from diffusers import StableDiffusionPipeline
 
-    _quiet_library_bars()
     device = pick_device(device)
     use_half = (device != "cpu") if half is None else half
     dtype = torch.float16 if use_half else torch.float32
@@ -68,7 +75,7 @@ def load_pipeline(
     try:
         if path.is_dir():
             pipe = StableDiffusionPipeline.from_pretrained(
-                path, torch_dtype=dtype, safety_checker=None, local_files_only=True
+                path, **_dtype_arg(dtype), safety_checker=None, local_files_only=True
             )
             name = path.name
         elif path.is_file():
@@ -80,7 +87,7 @@ def load_pipeline(
                 )
             if suffix not in SAFE_SUFFIXES | PICKLE_SUFFIXES:
                 raise LoadError(f"{path.name}: not a checkpoint (.safetensors, .ckpt)")
-            kwargs: dict[str, Any] = {"torch_dtype": dtype, "safety_checker": None}
+            kwargs: dict[str, Any] = {**_dtype_arg(dtype), "safety_checker": None}
             if config:
                 kwargs["config"] = config
             if not allow_download:
@@ -92,7 +99,7 @@ def load_pipeline(
                 raise LoadError(f"no such checkpoint file or folder: {source}")
             pipe = StableDiffusionPipeline.from_pretrained(
                 source,
-                torch_dtype=dtype,
+                **_dtype_arg(dtype),
                 safety_checker=None,
                 local_files_only=not allow_download,
             )
@@ -114,6 +121,12 @@ def load_pipeline(
     return LoadedModel(pipe, name, model_hash, device, dtype, str(source))
 
 
+def _dtype_arg(dtype) -> dict[str, Any]:
+    """Newer diffusers call it `dtype` and warn about `torch_dtype`, the only name older
+    releases know; the warning is filtered in `load_pipeline`."""
+    return {"torch_dtype": dtype}
+
+
 def _quiet_library_bars() -> None:
     """diffusers and transformers draw their own loading bars on stderr; Curator reports
     progress itself, and `--json` output must stay clean. Both libraries only offer a
@@ -132,9 +145,9 @@ def _load_vae(source: str, dtype):
     path = Path(source).expanduser()
     try:
         if path.is_dir():
-            return AutoencoderKL.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
+            return AutoencoderKL.from_pretrained(path, **_dtype_arg(dtype), local_files_only=True)
         if path.suffix.lower() in SAFE_SUFFIXES:
-            return AutoencoderKL.from_single_file(str(path), torch_dtype=dtype)
+            return AutoencoderKL.from_single_file(str(path), **_dtype_arg(dtype))
     except (OSError, ValueError) as error:
         raise LoadError(f"cannot load VAE {source}: {error}") from error
     raise LoadError(f"VAE must be a diffusers folder or a .safetensors file: {source}")
