@@ -62,165 +62,176 @@ def prompt_cmd(text: str, steps: int, model_path: str | None, as_json: bool) -> 
             click.echo(f"  chunk {number}: {chunk['tokens']}/75 tokens: {chunk['text']}")
 
 
+def _sampling_options(func):
+    """Options shared by `generate` and `xyz`: the model and the sampling parameters."""
+    options = [
+        click.option(
+            "--model",
+            "-m",
+            "model",
+            required=True,
+            metavar="PATH|HUB_ID",
+            help="Diffusers folder, hub id (from the local cache) or .safetensors.",
+        ),
+        click.option("--negative", "-n", default="", help="Negative prompt."),
+        click.option(
+            "--steps", type=click.IntRange(1), default=20, show_default=True, help="Sampling steps."
+        ),
+        click.option(
+            "--sampler",
+            default="Euler a",
+            show_default=True,
+            help="A1111 sampler name, e.g. 'DPM++ 2M' or 'DPM++ 2M Karras'.",
+        ),
+        click.option(
+            "--schedule",
+            default=None,
+            help="A1111 schedule type: Automatic, Karras, Exponential, ...",
+        ),
+        click.option(
+            "--cfg", "cfg_scale", type=float, default=7.0, show_default=True, help="CFG scale."
+        ),
+        click.option(
+            "--seed",
+            type=int,
+            default=-1,
+            show_default=True,
+            help="Seed of the first image (-1: random); image i uses seed + i.",
+        ),
+        click.option(
+            "--size",
+            callback=_size,
+            default="512x512",
+            show_default=True,
+            help="Image size WIDTHxHEIGHT.",
+        ),
+        click.option(
+            "--clip-skip",
+            type=click.IntRange(1),
+            default=1,
+            show_default=True,
+            help="Stop the text encoder this many layers early (A1111 'Clip skip').",
+        ),
+        click.option(
+            "--init",
+            "init_image",
+            type=click.Path(exists=True, dir_okay=False),
+            help="img2img: start from this image (never modified).",
+        ),
+        click.option(
+            "--strength",
+            type=click.FloatRange(0, 1, min_open=True),
+            default=0.75,
+            show_default=True,
+            help="img2img denoising strength.",
+        ),
+        click.option(
+            "--rng",
+            type=click.Choice(["cpu", "gpu"]),
+            default="cpu",
+            show_default=True,
+            help="Where initial noise is drawn (A1111's RNG).",
+        ),
+        click.option("--vae", metavar="PATH", help="Replace the checkpoint's VAE."),
+        click.option(
+            "--config", metavar="DIR", help="Diffusers config folder for a single-file checkpoint."
+        ),
+        click.option(
+            "--allow-pickle",
+            is_flag=True,
+            help="Allow .ckpt/.pt checkpoints (unpickling can run code).",
+        ),
+        click.option(
+            "--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps."
+        ),
+        click.option("--full-precision", is_flag=True, help="float32 on a GPU too."),
+        click.option(
+            "--low-memory",
+            is_flag=True,
+            help="Attention slicing and model CPU offload for small GPUs.",
+        ),
+        click.option(
+            "--out",
+            "out_dir",
+            type=click.Path(file_okay=False),
+            default="outputs",
+            show_default=True,
+            help="Folder for the PNGs.",
+        ),
+        click.option("--no-catalog", is_flag=True, help="Do not add the images to the catalog."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _params(prompt: str, o: dict, **extra):
+    from curator.generation.generate import GenerationParams
+
+    return GenerationParams(
+        prompt=prompt,
+        negative_prompt=o["negative"],
+        steps=o["steps"],
+        sampler=o["sampler"],
+        schedule=o["schedule"],
+        cfg_scale=o["cfg_scale"],
+        seed=o["seed"],
+        width=o["size"][0],
+        height=o["size"][1],
+        clip_skip=o["clip_skip"],
+        init_image=o["init_image"],
+        denoising_strength=o["strength"],
+        rng=o["rng"],
+        **extra,
+    )
+
+
+def _loader(o: dict):
+    """Load checkpoints on demand, keeping the last one (an X/Y/Z axis may switch)."""
+    from curator.generation.loading import load_pipeline
+
+    cache: dict = {}
+
+    def load(source: str | None = None, vae: str | None = None):
+        key = (source or o["model"], vae or o["vae"])
+        if key not in cache:
+            cache.clear()
+            cache[key] = load_pipeline(
+                key[0],
+                device=o["device"],
+                half=False if o["full_precision"] else None,
+                vae=key[1],
+                allow_pickle=o["allow_pickle"],
+                config=o["config"],
+                low_memory=o["low_memory"],
+            )
+        return cache[key]
+
+    return load
+
+
 @click.command("generate")
 @click.argument("prompt")
-@click.option(
-    "--model",
-    "-m",
-    "model",
-    required=True,
-    metavar="PATH|HUB_ID",
-    help="Diffusers folder, hub id (from the local cache) or .safetensors file.",
-)
-@click.option("--negative", "-n", default="", help="Negative prompt.")
-@click.option(
-    "--steps", type=click.IntRange(1), default=20, show_default=True, help="Sampling steps."
-)
-@click.option(
-    "--sampler",
-    default="Euler a",
-    show_default=True,
-    help="A1111 sampler name, e.g. 'DPM++ 2M' or 'DPM++ 2M Karras'.",
-)
-@click.option(
-    "--schedule",
-    "schedule",
-    default=None,
-    help="A1111 schedule type: Automatic, Karras, Exponential, ...",
-)
-@click.option("--cfg", "cfg_scale", type=float, default=7.0, show_default=True, help="CFG scale.")
-@click.option(
-    "--seed",
-    type=int,
-    default=-1,
-    show_default=True,
-    help="Seed of the first image (-1: random); image i uses seed + i.",
-)
-@click.option(
-    "--size", callback=_size, default="512x512", show_default=True, help="Image size WIDTHxHEIGHT."
-)
+@_sampling_options
 @click.option(
     "--batch-size", type=click.IntRange(1), default=1, show_default=True, help="Images per batch."
 )
 @click.option(
     "--batch-count", type=click.IntRange(1), default=1, show_default=True, help="Number of batches."
 )
-@click.option(
-    "--clip-skip",
-    type=click.IntRange(1),
-    default=1,
-    show_default=True,
-    help="Stop the text encoder this many layers early (A1111 'Clip skip').",
-)
-@click.option(
-    "--init",
-    "init_image",
-    type=click.Path(exists=True, dir_okay=False),
-    help="img2img: start from this image.",
-)
-@click.option(
-    "--strength",
-    type=click.FloatRange(0, 1, min_open=True),
-    default=0.75,
-    show_default=True,
-    help="img2img denoising strength.",
-)
-@click.option(
-    "--rng",
-    type=click.Choice(["cpu", "gpu"]),
-    default="cpu",
-    show_default=True,
-    help="Where initial noise is drawn (A1111's RNG setting).",
-)
-@click.option("--vae", metavar="PATH", help="Replace the checkpoint's VAE.")
-@click.option(
-    "--config",
-    "config",
-    metavar="DIR",
-    help="Diffusers config folder for a single-file checkpoint.",
-)
-@click.option(
-    "--allow-pickle", is_flag=True, help="Allow .ckpt/.pt checkpoints (unpickling can run code)."
-)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
-@click.option("--full-precision", is_flag=True, help="float32 on a GPU too.")
-@click.option(
-    "--low-memory", is_flag=True, help="Attention slicing and model CPU offload for small GPUs."
-)
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False),
-    default="outputs",
-    show_default=True,
-    help="Folder for the PNGs.",
-)
-@click.option("--no-catalog", is_flag=True, help="Do not add the images to the catalog.")
 @quiet_option
 @json_option
 @pass_app
-def generate_cmd(
-    app: AppContext,
-    prompt,
-    model,
-    negative,
-    steps,
-    sampler,
-    schedule,
-    cfg_scale,
-    seed,
-    size,
-    batch_size,
-    batch_count,
-    clip_skip,
-    init_image,
-    strength,
-    rng,
-    vae,
-    config,
-    allow_pickle,
-    device,
-    full_precision,
-    low_memory,
-    out_dir,
-    no_catalog,
-    quiet,
-    as_json,
-) -> None:
+def generate_cmd(app: AppContext, prompt, batch_size, batch_count, quiet, as_json, **o) -> None:
     """Generate images from PROMPT (A1111 syntax); each PNG carries A1111 infotext."""
-    from curator.generation.generate import GenerationParams, generate
-    from curator.generation.loading import load_pipeline
+    from curator.generation.generate import generate
     from curator.generation.samplers import resolve_sampler
 
-    resolve_sampler(sampler, schedule)  # a bad name fails before the model loads
-    params = GenerationParams(
-        prompt=prompt,
-        negative_prompt=negative,
-        steps=steps,
-        sampler=sampler,
-        schedule=schedule,
-        cfg_scale=cfg_scale,
-        seed=seed,
-        width=size[0],
-        height=size[1],
-        batch_size=batch_size,
-        batch_count=batch_count,
-        clip_skip=clip_skip,
-        init_image=init_image,
-        denoising_strength=strength,
-        rng=rng,
-    )
-    loaded = load_pipeline(
-        model,
-        device=device,
-        half=False if full_precision else None,
-        vae=vae,
-        allow_pickle=allow_pickle,
-        config=config,
-        low_memory=low_memory,
-    )
-    images = generate(loaded, params, out_dir, reporter=RichReporter(not (quiet or as_json)))
-    if not no_catalog:
+    resolve_sampler(o["sampler"], o["schedule"])  # a bad name fails before the model loads
+    params = _params(prompt, o, batch_size=batch_size, batch_count=batch_count)
+    loaded = _loader(o)()
+    images = generate(loaded, params, o["out_dir"], reporter=RichReporter(not (quiet or as_json)))
+    if not o["no_catalog"]:
         from curator.generation.catalogue import catalogue_generated
 
         catalogue_generated(app.catalog, images, loaded, params)
@@ -229,6 +240,66 @@ def generate_cmd(
         return
     for image in images:
         click.echo(f"{image.path}  seed {image.seed}")
+
+
+@click.command("xyz")
+@click.argument("prompt")
+@_sampling_options
+@click.option(
+    "--x",
+    "x_spec",
+    metavar="LABEL=VALUES",
+    help="X axis, e.g. 'Steps=10-30 (+10)', 'Sampler=Euler,DDIM', "
+    "'Prompt S/R=cat,dog', 'CFG Scale=5-9 [3]'.",
+)
+@click.option("--y", "y_spec", metavar="LABEL=VALUES", help="Y axis.")
+@click.option("--z", "z_spec", metavar="LABEL=VALUES", help="Z axis (one sub-grid per value).")
+@click.option("--dry-run", is_flag=True, help="Print the expanded axes and cells; run nothing.")
+@quiet_option
+@json_option
+@pass_app
+def xyz_cmd(app: AppContext, prompt, x_spec, y_spec, z_spec, dry_run, quiet, as_json, **o) -> None:
+    """An A1111 X/Y/Z plot: one image per cell and a labelled grid, all catalogued."""
+    from curator.generation.generate import generate
+    from curator.generation.xyz import dry_run as describe
+    from curator.generation.xyz import parse_axis, plan_cells, run_xyz
+
+    x, y, z = parse_axis(x_spec), parse_axis(y_spec), parse_axis(z_spec)
+    cells = plan_cells(_params(prompt, o), x, y, z, checkpoint=o["model"])
+    if dry_run:
+        report = describe(cells, x, y, z)
+        if as_json:
+            emit_json(report)
+        else:
+            for name in ("x", "y", "z"):
+                axis = report["axes"][name]
+                click.echo(f"{name}: {axis['type']}: {axis['values']}")
+            click.echo(f"{len(cells)} cells")
+        return
+    load = _loader(o)
+    reporter = RichReporter(not (quiet or as_json))
+    loaded_for: dict = {}
+
+    def generate_cell(cell):
+        loaded = load(cell.checkpoint, cell.vae)
+        images = generate(loaded, cell.params, o["out_dir"], reporter=reporter)
+        loaded_for[images[0].path] = (loaded, cell.params)
+        return images
+
+    grid, images = run_xyz(cells, x, y, z, generate_cell, o["out_dir"])
+    if not o["no_catalog"]:
+        from curator.generation.catalogue import catalogue_generated
+
+        for image in images:
+            loaded, params = loaded_for[image.path]
+            catalogue_generated(app.catalog, [image], loaded, params)
+        from curator.ingest.scan import ScanOptions, scan
+
+        scan(app.catalog, [str(grid)], ScanOptions(workers=1))
+    if as_json:
+        emit_json({"grid": str(grid), "cells": [str(i.path) for i in images]})
+        return
+    click.echo(f"{grid}  ({len(images)} cells)")
 
 
 def _image_ids(app: AppContext, image: str | None, where: str | None) -> list[int]:
@@ -391,6 +462,7 @@ def register(main: click.Group) -> None:
     main.add_command(prompt_cmd)
     main.add_command(generate_cmd)
     main.add_command(regenerate_cmd)
+    main.add_command(xyz_cmd)
     models = main.commands.get("models")
     if isinstance(models, click.Group):
         models.add_command(checkpoints_group)
