@@ -86,7 +86,10 @@ def tokenize_prompt(
     texts = [text for text, _ in parsed]
     ids = tokenizer(texts, truncation=False, add_special_tokens=False)["input_ids"]
     start, end = tokenizer.bos_token_id, tokenizer.eos_token_id
-    comma = tokenizer.get_vocab().get(",</w>")
+    # one lookup; `get_vocab()` copies the whole 49k-entry vocabulary
+    comma = tokenizer.convert_tokens_to_ids(",</w>")
+    if comma == tokenizer.unk_token_id:
+        comma = None
 
     chunks: list[Chunk] = []
     current = Chunk()
