@@ -239,3 +239,17 @@ def test_cli_prompt_json():
     assert first["text"] == "a cat, (b:1.2)"
     assert first["attention"] == [["a cat, ", 1.0], ["b", 1.2]]
     assert first["chunks"][0]["tokens"] == 4
+
+
+def test_single_file_checkpoint_loads_and_matches_the_folder(model, tiny_dir, tmp_path):
+    from tests.fixtures.tiny_pipeline import save_tiny_single_file
+
+    checkpoint = save_tiny_single_file(tiny_dir, tmp_path / "tiny.safetensors")
+    single = load_pipeline(str(checkpoint), device="cpu", config=str(tiny_dir))
+    from_file = generate(single, _params(), tmp_path / "a")[0]
+    from_folder = generate(model, _params(), tmp_path / "b")[0]
+    assert np.array_equal(_pixels(from_file.path), _pixels(from_folder.path))
+    assert (
+        parse_infotext(from_file.infotext).model_hash
+        == hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:10]
+    )
