@@ -253,3 +253,58 @@ def test_single_file_checkpoint_loads_and_matches_the_folder(model, tiny_dir, tm
         parse_infotext(from_file.infotext).model_hash
         == hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:10]
     )
+
+
+def test_lora_in_the_prompt_changes_the_image_and_is_recorded(model, tiny_dir, tmp_path):
+    from curator.generation.extra_networks import ExtraNetworkError, lora_hash
+    from tests.fixtures.tiny_pipeline import save_tiny_lora
+
+    lora = save_tiny_lora(tiny_dir, tmp_path / "loras")
+    plain = generate(model, _params(), tmp_path / "a")[0]
+    dirs = [str(tmp_path / "loras")]
+    with_lora = generate(
+        model, _params(prompt="a cat <lora:tiny_lora:1>", lora_dirs=dirs), tmp_path / "b"
+    )[0]
+    assert not np.array_equal(_pixels(plain.path), _pixels(with_lora.path))
+    info = parse_infotext(with_lora.infotext)
+    assert info.prompt == "a cat <lora:tiny_lora:1>"
+    assert info.params["Lora hashes"] == f"tiny_lora: {lora_hash(lora)}"
+    # the tag is not encoded, and the LoRA is unloaded afterwards
+    zero = generate(
+        model, _params(prompt="a cat <lora:tiny_lora:0>", lora_dirs=dirs), tmp_path / "c"
+    )[0]
+    assert np.allclose(_pixels(zero.path), _pixels(plain.path), atol=1)
+    again = generate(model, _params(), tmp_path / "d")[0]
+    assert np.array_equal(_pixels(again.path), _pixels(plain.path))
+    with pytest.raises(ExtraNetworkError, match="'missing' not found"):
+        generate(model, _params(prompt="<lora:missing:1> a", lora_dirs=dirs), tmp_path / "e")
+
+
+def test_textual_inversion_embedding_by_file_name(model, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from curator.generation.embeddings import load_embeddings
+
+    folder = tmp_path / "embeddings"
+    folder.mkdir()
+    torch.manual_seed(3)
+    save_file({"emb_params": torch.randn(2, 32) * 5}, str(folder / "tinyemb.safetensors"))
+    pipe = model.pipeline
+    db = load_embeddings([str(folder)], pipe.tokenizer, 32)
+    chunk = tokenize_prompt(pipe.tokenizer, "a tinyemb cat", embeddings=db).chunks[0]
+    a, cat = pipe.tokenizer(["a", "cat"], add_special_tokens=False)["input_ids"]
+    assert chunk.tokens[1:5] == [a[0], 0, 0, cat[0]]  # two vectors in place of the name
+    assert [offset for offset, _ in chunk.fixes] == [1]
+
+    used: dict = {}
+    with_emb = encode_texts(pipe.text_encoder, pipe.tokenizer, ["a tinyemb cat"], 1, db, used)
+    without = encode_texts(pipe.text_encoder, pipe.tokenizer, ["a tinyemb cat"])
+    assert not np.allclose(with_emb.numpy(), without.numpy())
+    digest = hashlib.sha256((folder / "tinyemb.safetensors").read_bytes()).hexdigest()[:12]
+    assert used == {"tinyemb": digest}
+
+    image = generate(
+        model, _params(prompt="a tinyemb cat", embeddings_dirs=[str(folder)]), tmp_path / "o"
+    )[0]
+    assert parse_infotext(image.infotext).params["TI hashes"] == f"tinyemb: {digest}"

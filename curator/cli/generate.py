@@ -159,6 +159,13 @@ def _sampling_options(func):
             help="Folder for the PNGs.",
         ),
         click.option("--no-catalog", is_flag=True, help="Do not add the images to the catalog."),
+        click.option(
+            "--lora-dir",
+            "lora_dirs",
+            multiple=True,
+            metavar="DIR",
+            help="Folder of LoRA files for <lora:NAME:WEIGHT> in the prompt (repeatable).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -350,6 +357,13 @@ def _image_ids(app: AppContext, image: str | None, where: str | None) -> list[in
 @click.option(
     "--allow-pickle", is_flag=True, help="Allow .ckpt/.pt checkpoints (unpickling can run code)."
 )
+@click.option(
+    "--lora-dir",
+    "lora_dirs",
+    multiple=True,
+    metavar="DIR",
+    help="Folder of LoRA files the prompts name (repeatable).",
+)
 @click.option("--dry-run", is_flag=True, help="Only check and print what would run.")
 @quiet_option
 @json_option
@@ -363,6 +377,8 @@ def regenerate_cmd(
     device,
     full_precision,
     allow_pickle,
+    lora_dirs,
+    embeddings_dirs,
     dry_run,
     quiet,
     as_json,
@@ -376,7 +392,12 @@ def regenerate_cmd(
     from curator.generation.regenerate import parse_overrides, plan_regeneration
 
     changes = parse_overrides(list(overrides))
-    plans = [plan_regeneration(app.catalog, i, changes) for i in _image_ids(app, image, where)]
+    plans = [
+        plan_regeneration(
+            app.catalog, i, changes, list(lora_dirs), allow_pickle, list(embeddings_dirs)
+        )
+        for i in _image_ids(app, image, where)
+    ]
     if dry_run:
         rows = [
             {"image_id": p.image_id, "checkpoint": p.checkpoint, **asdict(p.params)} for p in plans

@@ -38,11 +38,22 @@ def _empty_chunk(tokenizer: Any) -> Chunk:
     return Chunk([start] + [end] * 76, [1.0] * 77)
 
 
-def encode_texts(text_encoder: Any, tokenizer: Any, texts: list[str], clip_skip: int = 1):
-    """[len(texts), 77*k, C] embeddings; shorter prompts are filled with empty chunks."""
+def encode_texts(
+    text_encoder: Any,
+    tokenizer: Any,
+    texts: list[str],
+    clip_skip: int = 1,
+    embeddings: Any = None,
+    used: dict | None = None,
+):
+    """[len(texts), 77*k, C] embeddings; shorter prompts are filled with empty chunks.
+
+    Textual-inversion `embeddings` found in the texts replace token embeddings; their
+    names and hashes are added to `used`.
+    """
     import torch
 
-    tokenized = [tokenize_prompt(tokenizer, text).chunks for text in texts]
+    tokenized = [tokenize_prompt(tokenizer, text, embeddings=embeddings).chunks for text in texts]
     count = max(len(chunks) for chunks in tokenized)
     device = text_encoder.device
     outputs = []
@@ -50,8 +61,22 @@ def encode_texts(text_encoder: Any, tokenizer: Any, texts: list[str], clip_skip:
         batch = [c[index] if index < len(c) else _empty_chunk(tokenizer) for c in tokenized]
         ids = torch.tensor([c.tokens for c in batch], device=device)
         weights = torch.tensor([c.weights for c in batch], device=device)
+        fixes = [c.fixes for c in batch]
+        for chunk_fixes in fixes:
+            for _, embedding in chunk_fixes:
+                if used is not None:
+                    used[embedding.name] = embedding.short_hash
+        hook = None
+        if any(fixes):
+            layer = text_encoder.get_input_embeddings()
+            hook = layer.register_forward_hook(lambda _m, _i, out, f=fixes: _apply_fixes(out, f))
+        try:
+            with torch.no_grad():
+                out = text_encoder(ids, output_hidden_states=clip_skip > 1)
+        finally:
+            if hook is not None:
+                hook.remove()
         with torch.no_grad():
-            out = text_encoder(ids, output_hidden_states=clip_skip > 1)
             if clip_skip > 1:
                 z = out.hidden_states[-clip_skip]
                 z = _final_layer_norm(text_encoder)(z)
@@ -65,6 +90,17 @@ def encode_texts(text_encoder: Any, tokenizer: Any, texts: list[str], clip_skip:
     return torch.cat(outputs, dim=1)
 
 
+def _apply_fixes(token_embeddings, fixes):
+    """Put embedding vectors in place of token embeddings (after the start token)."""
+    out = token_embeddings.clone()
+    for row, chunk_fixes in enumerate(fixes):
+        for offset, embedding in chunk_fixes:
+            count = min(out.shape[1] - offset - 1, embedding.vectors.shape[0])
+            vectors = embedding.vectors[:count].to(out.device, out.dtype)
+            out[row, offset + 1 : offset + 1 + count] = vectors
+    return out
+
+
 def _final_layer_norm(text_encoder: Any):
     """The encoder's last layer norm (transformers 5 dropped the `text_model` wrapper)."""
     inner = getattr(text_encoder, "text_model", text_encoder)
@@ -72,10 +108,17 @@ def _final_layer_norm(text_encoder: Any):
 
 
 def scheduled_conditioning(
-    text_encoder: Any, tokenizer: Any, prompt: str, steps: int, clip_skip: int = 1
+    text_encoder: Any,
+    tokenizer: Any,
+    prompt: str,
+    steps: int,
+    clip_skip: int = 1,
+    embeddings: Any = None,
+    used: dict | None = None,
 ) -> ScheduledConditioning:
     schedule = prompt_schedule(prompt, steps)
-    embeds = encode_texts(text_encoder, tokenizer, [text for _, text in schedule], clip_skip)
+    texts = [text for _, text in schedule]
+    embeds = encode_texts(text_encoder, tokenizer, texts, clip_skip, embeddings, used)
     return ScheduledConditioning([(end, embeds[i : i + 1]) for i, (end, _) in enumerate(schedule)])
 
 

@@ -23,6 +23,14 @@ from curator.generation.conditioning import (
     pad_to_tokens,
     scheduled_conditioning,
 )
+from curator.generation.embeddings import load_embeddings
+from curator.generation.extra_networks import (
+    activate_loras,
+    deactivate_loras,
+    lora_infotext,
+    resolve_loras,
+    split_extra_networks,
+)
 from curator.generation.loading import LoadedModel
 from curator.generation.samplers import make_scheduler, resolve_sampler
 from curator.ingest.infotext import Infotext, format_infotext
@@ -52,6 +60,9 @@ class GenerationParams:
     init_image: str | None = None  # img2img source
     denoising_strength: float = 0.75
     rng: str = "cpu"  # "cpu" or "gpu": where initial noise is drawn (A1111's RNG setting)
+    lora_dirs: list[str] = field(default_factory=list)  # where <lora:NAME:w> files are found
+    embeddings_dirs: list[str] = field(default_factory=list)  # textual-inversion files
+    allow_pickle: bool = False  # pickled LoRA and embedding files too
 
 
 @dataclass
@@ -78,7 +89,13 @@ def initial_noise(seeds: list[int], shape: tuple[int, ...], device: str, rng: st
     return torch.stack(noise).to(device)
 
 
-def infotext_params(params: GenerationParams, model: LoadedModel, seed: int) -> dict[str, str]:
+def infotext_params(
+    params: GenerationParams,
+    model: LoadedModel,
+    seed: int,
+    lora_hashes: str | None = None,
+    ti_hashes: dict[str, str] | None = None,
+) -> dict[str, str]:
     """The parameter line A1111 writes, in A1111's order."""
     sampler = resolve_sampler(params.sampler, params.schedule)
     values: dict[str, Any] = {"Steps": params.steps, **sampler.infotext()}
@@ -94,6 +111,13 @@ def infotext_params(params: GenerationParams, model: LoadedModel, seed: int) -> 
         values["Clip skip"] = params.clip_skip
     if params.rng != "gpu":
         values["RNG"] = params.rng.upper()
+    if ti_hashes:
+        values["TI hashes"] = ", ".join(
+            f"{name.replace(':', '').replace(',', '')}: {short}"
+            for name, short in ti_hashes.items()
+        )
+    if lora_hashes:
+        values["Lora hashes"] = lora_hashes
     return {key: str(value) for key, value in values.items()}
 
 
@@ -123,11 +147,17 @@ class _Conditioner:
     def __init__(self, model: LoadedModel, params: GenerationParams, steps: int):
         pipe = model.pipeline
         encoder, tokenizer = pipe.text_encoder, pipe.tokenizer
+        prompt, _ = split_extra_networks(params.prompt)
+        db = None
+        if params.embeddings_dirs:
+            width = encoder.get_input_embeddings().weight.shape[1]
+            db = load_embeddings(params.embeddings_dirs, tokenizer, width, params.allow_pickle)
+        self.used: dict[str, str] = {}
         self.positive = scheduled_conditioning(
-            encoder, tokenizer, params.prompt, steps, params.clip_skip
+            encoder, tokenizer, prompt, steps, params.clip_skip, db, self.used
         )
         self.negative = scheduled_conditioning(
-            encoder, tokenizer, params.negative_prompt, steps, params.clip_skip
+            encoder, tokenizer, params.negative_prompt, steps, params.clip_skip, db, self.used
         )
         empty = encode_texts(encoder, tokenizer, [""], params.clip_skip)
         length = max(c.shape[1] for s in (self.positive, self.negative) for _, c in s.entries)
@@ -177,17 +207,28 @@ def generate(
     cancel: CancelToken | None = None,
 ) -> list[GeneratedImage]:
     """Generate `batch_count` batches of `batch_size` images into `out_dir` as A1111 PNGs."""
-    import torch
-
     reporter = reporter or NullReporter()
     factor = _validate(params, model)
     pipe = model.pipeline
+    _, networks = split_extra_networks(params.prompt)
+    loras = resolve_loras(networks, params.lora_dirs, params.allow_pickle)
+    init = _load_init(params) if params.init_image else None
     base_seed = resolve_seed(params.seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sampler = resolve_sampler(params.sampler, params.schedule)
     pipe.scheduler = make_scheduler(sampler, pipe.scheduler.config)
-    init = _load_init(params) if params.init_image else None
+    activate_loras(pipe, loras)
+    try:
+        return _generate(model, params, out, base_seed, factor, init, loras, reporter, cancel)
+    finally:
+        deactivate_loras(pipe)
+
+
+def _generate(model, params, out, base_seed, factor, init, loras, reporter, cancel):
+    import torch
+
+    pipe = model.pipeline
     run_steps = (
         min(int(params.steps * params.denoising_strength), params.steps)
         if init is not None
@@ -237,7 +278,9 @@ def generate(
         for seed, image in zip(seeds, images, strict=True):
             text = format_infotext(
                 Infotext(
-                    params.prompt, params.negative_prompt, infotext_params(params, model, seed)
+                    params.prompt,
+                    params.negative_prompt,
+                    infotext_params(params, model, seed, lora_infotext(loras), conditioner.used),
                 )
             )
             path = out / f"{index:05d}-{seed}.png"

@@ -14,6 +14,11 @@ from typing import Any
 from sqlalchemy import select
 
 from curator.errors import CuratorError
+from curator.generation.extra_networks import (
+    ExtraNetworkError,
+    resolve_loras,
+    split_extra_networks,
+)
 from curator.generation.generate import GenerationParams
 from curator.generation.registry import find_model_file
 from curator.generation.samplers import SamplerError, resolve_sampler
@@ -91,8 +96,18 @@ def _typed(name: str, value: str) -> Any:
     return value
 
 
+def _ti_names(value: str) -> list[str]:
+    """Names in `TI hashes: "name: hash, name2: hash"`."""
+    return [part.split(":")[0].strip() for part in value.split(",") if ":" in part]
+
+
 def plan_regeneration(
-    catalog: Catalog, image_id: int, overrides: dict[str, str] | None = None
+    catalog: Catalog,
+    image_id: int,
+    overrides: dict[str, str] | None = None,
+    lora_dirs: list[str] | None = None,
+    allow_pickle: bool = False,
+    embeddings_dirs: list[str] | None = None,
 ) -> RegenerationPlan:
     overrides = dict(overrides or {})
     problems: list[str] = []
@@ -131,8 +146,18 @@ def plan_regeneration(
     for key in UNSUPPORTED:
         if key in extra:
             problems.append(f"{key} is not supported")
-    if "<lora:" in params.prompt or "<hypernet:" in params.prompt:
-        problems.append("extra networks (<lora:...>, <hypernet:...>) are not supported")
+    params.lora_dirs, params.allow_pickle = list(lora_dirs or []), allow_pickle
+    params.embeddings_dirs = list(embeddings_dirs or [])
+    for name in _ti_names(extra.get("TI hashes", "")):
+        if not any(
+            p.stem == name for d in params.embeddings_dirs for p in Path(d).expanduser().rglob("*")
+        ):
+            problems.append(f"embedding {name!r} not found in --embeddings-dir")
+    _, networks = split_extra_networks(params.prompt)
+    try:
+        resolve_loras(networks, params.lora_dirs, allow_pickle)
+    except ExtraNetworkError as error:
+        problems.append(str(error))
 
     checkpoint_key = None
     for key in list(overrides):

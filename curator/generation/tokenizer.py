@@ -23,10 +23,15 @@ COMMA_BACKTRACK = 20
 
 @dataclass
 class Chunk:
-    """One 77-token window: start token, 75 prompt tokens (padded), end token."""
+    """One 77-token window: start token, 75 prompt tokens (padded), end token.
+
+    `fixes` are (offset among the 75, embedding) pairs: the embedding's vectors replace
+    the token embeddings from that offset on.
+    """
 
     tokens: list[int] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
+    fixes: list[tuple[int, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -79,7 +84,7 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 def tokenize_prompt(
-    tokenizer: Any, prompt: str, backtrack: int = COMMA_BACKTRACK
+    tokenizer: Any, prompt: str, backtrack: int = COMMA_BACKTRACK, embeddings: Any = None
 ) -> TokenizedPrompt:
     """Split `prompt` into weighted 77-token chunks exactly as A1111's `tokenize_line`."""
     parsed = parse_prompt_attention(prompt)
@@ -113,7 +118,9 @@ def tokenize_prompt(
         if text == "BREAK" and weight == BREAK_WEIGHT:
             close()
             continue
-        for token in tokens:
+        position = 0
+        while position < len(tokens):
+            token = tokens[position]
             if token == comma:
                 last_comma = len(current.tokens)
             elif (
@@ -129,8 +136,20 @@ def tokenize_prompt(
                 current.tokens, current.weights = list(moved[0]), list(moved[1])
             if len(current.tokens) == CHUNK_LENGTH:
                 close()
-            current.tokens.append(token)
-            current.weights.append(weight)
+            found = embeddings.at(tokens, position) if embeddings else None
+            if found is None:
+                current.tokens.append(token)
+                current.weights.append(weight)
+                position += 1
+                continue
+            embedding, name_length = found
+            count = int(embedding.vectors.shape[0])
+            if len(current.tokens) + count > CHUNK_LENGTH:
+                close()
+            current.fixes.append((len(current.tokens), embedding))
+            current.tokens += [0] * count
+            current.weights += [weight] * count
+            position += name_length
     if current.tokens or not chunks:
         close(is_last=True)
     return TokenizedPrompt(chunks, count)
