@@ -143,3 +143,48 @@ def test_regenerate_names_what_cannot_be_honoured(tiny_dir, tmp_path):
     assert line.count("\n") == 0
     assert "unknown sampler 'Nope'" in line and "no registered checkpoint matches tiny" in line
     assert not (tmp_path / "outputs").exists()
+
+
+def test_regenerate_needs_the_lora_it_used(tiny_dir, tmp_path):
+    from tests.fixtures.tiny_pipeline import save_tiny_lora
+
+    save_tiny_lora(tiny_dir, tmp_path / "loras")
+    db = tmp_path / "c.db"
+    _run(db, "models", "checkpoints", "add", tiny_dir)
+    made = json.loads(
+        _run(
+            db,
+            "generate",
+            "a cat <lora:tiny_lora:0.7>",
+            "-m",
+            tiny_dir,
+            "--size",
+            "32x32",
+            "--steps",
+            "2",
+            "--seed",
+            "8",
+            "--lora-dir",
+            tmp_path / "loras",
+            "--out",
+            tmp_path / "a",
+            "--json",
+        ).output
+    )
+    result = _run(db, "regenerate", made[0]["path"], "--out", tmp_path / "b", ok=False)
+    assert "LoRA 'tiny_lora' not found" in result.output
+    again = json.loads(
+        _run(
+            db,
+            "regenerate",
+            made[0]["path"],
+            "--lora-dir",
+            tmp_path / "loras",
+            "--out",
+            tmp_path / "c",
+            "--json",
+        ).output
+    )
+    with Image.open(made[0]["path"]) as a, Image.open(again[0]["path"]) as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+        assert "Lora hashes" in b.info["parameters"]

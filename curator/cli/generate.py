@@ -166,6 +166,14 @@ def _sampling_options(func):
             metavar="DIR",
             help="Folder of LoRA files for <lora:NAME:WEIGHT> in the prompt (repeatable).",
         ),
+        click.option(
+            "--embeddings-dir",
+            "embeddings_dirs",
+            multiple=True,
+            metavar="DIR",
+            help="Folder of textual-inversion embeddings, used by file name in the prompt "
+            "(repeatable).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -189,6 +197,9 @@ def _params(prompt: str, o: dict, **extra):
         init_image=o["init_image"],
         denoising_strength=o["strength"],
         rng=o["rng"],
+        lora_dirs=list(o["lora_dirs"]),
+        embeddings_dirs=list(o["embeddings_dirs"]),
+        allow_pickle=o["allow_pickle"],
         **extra,
     )
 
@@ -363,6 +374,13 @@ def _image_ids(app: AppContext, image: str | None, where: str | None) -> list[in
     multiple=True,
     metavar="DIR",
     help="Folder of LoRA files the prompts name (repeatable).",
+)
+@click.option(
+    "--embeddings-dir",
+    "embeddings_dirs",
+    multiple=True,
+    metavar="DIR",
+    help="Folder of textual-inversion embeddings (repeatable).",
 )
 @click.option("--dry-run", is_flag=True, help="Only check and print what would run.")
 @quiet_option

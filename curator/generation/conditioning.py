@@ -85,7 +85,11 @@ def encode_texts(
             z = z.float()
             mean = z.mean()
             z = z * weights.unsqueeze(-1)
-            z = z * (mean / z.mean())
+            new_mean = z.mean()
+            # A1111 divides unconditionally; a zero mean (all weights 1 on an encoder whose
+            # outputs average to exactly 0) would turn the whole conditioning into NaN.
+            if new_mean != 0 and torch.isfinite(new_mean):
+                z = z * (mean / new_mean)
         outputs.append(z.to(text_encoder.dtype))
     return torch.cat(outputs, dim=1)
 

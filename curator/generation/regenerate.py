@@ -59,8 +59,6 @@ UNSUPPORTED = (
     "Hires steps",
     "Hires upscaler",
     "Mask blur",
-    "Lora hashes",
-    "TI hashes",
     "Hypernet",
     "Refiner",
 )
