@@ -188,3 +188,55 @@ def test_regenerate_needs_the_lora_it_used(tiny_dir, tmp_path):
     with Image.open(made[0]["path"]) as a, Image.open(again[0]["path"]) as b:
         assert np.array_equal(np.asarray(a), np.asarray(b))
         assert "Lora hashes" in b.info["parameters"]
+
+
+def test_hires_fix_doubles_the_size_and_regenerates(tiny_dir, tmp_path):
+    db = tmp_path / "c.db"
+    _run(db, "models", "checkpoints", "add", tiny_dir)
+    made = json.loads(
+        _run(
+            db,
+            "generate",
+            "a cat",
+            "-m",
+            tiny_dir,
+            "--size",
+            "32x32",
+            "--steps",
+            "3",
+            "--seed",
+            "4",
+            "--hr-scale",
+            "2",
+            "--hr-steps",
+            "2",
+            "--strength",
+            "0.5",
+            "--out",
+            tmp_path / "a",
+            "--json",
+        ).output
+    )
+    with Image.open(made[0]["path"]) as image:
+        assert image.size == (64, 64)
+        text = image.info["parameters"]
+    assert "Size: 32x32" in text and "Hires upscale: 2, Hires steps: 2" in text
+    assert "Hires upscaler: Latent" in text and "Denoising strength: 0.5" in text
+    again = json.loads(
+        _run(db, "regenerate", made[0]["path"], "--out", tmp_path / "b", "--json").output
+    )
+    with Image.open(made[0]["path"]) as a, Image.open(again[0]["path"]) as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    result = _run(
+        db,
+        "generate",
+        "a",
+        "-m",
+        tiny_dir,
+        "--hr-scale",
+        "2",
+        "--hr-upscaler",
+        "ESRGAN_4x",
+        ok=False,
+    )
+    assert "hires upscaler 'ESRGAN_4x' is not available" in result.output

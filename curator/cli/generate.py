@@ -123,7 +123,7 @@ def _sampling_options(func):
             type=click.FloatRange(0, 1, min_open=True),
             default=0.75,
             show_default=True,
-            help="img2img denoising strength.",
+            help="Denoising strength of img2img and hires fix.",
         ),
         click.option(
             "--rng",
@@ -167,6 +167,28 @@ def _sampling_options(func):
             help="Folder of LoRA files for <lora:NAME:WEIGHT> in the prompt (repeatable).",
         ),
         click.option(
+            "--hr-scale",
+            type=click.FloatRange(1),
+            default=1.0,
+            show_default=True,
+            help="Hires fix: upscale the first pass by this factor, then refine it "
+            "(--strength is the refining denoising strength).",
+        ),
+        click.option(
+            "--hr-steps",
+            type=click.IntRange(0),
+            default=0,
+            show_default=True,
+            help="Hires fix steps (0: as many as --steps).",
+        ),
+        click.option(
+            "--hr-upscaler",
+            default="Latent",
+            show_default=True,
+            help="Hires upscaler: Latent, Latent (antialiased), Latent (bicubic), "
+            "Latent (bicubic antialiased), Latent (nearest), Latent (nearest-exact).",
+        ),
+        click.option(
             "--embeddings-dir",
             "embeddings_dirs",
             multiple=True,
@@ -200,6 +222,9 @@ def _params(prompt: str, o: dict, **extra):
         lora_dirs=list(o["lora_dirs"]),
         embeddings_dirs=list(o["embeddings_dirs"]),
         allow_pickle=o["allow_pickle"],
+        hr_scale=o["hr_scale"],
+        hr_steps=o["hr_steps"],
+        hr_upscaler=o["hr_upscaler"],
         **extra,
     )
 

@@ -37,6 +37,15 @@ from curator.ingest.infotext import Infotext, format_infotext
 from curator.progress import CancelToken, NullReporter, Reporter
 
 MAX_SEED = 2**32 - 1
+# A1111's latent upscale modes: name → (torch interpolate mode, antialias)
+LATENT_UPSCALERS = {
+    "Latent": ("bilinear", False),
+    "Latent (antialiased)": ("bilinear", True),
+    "Latent (bicubic)": ("bicubic", False),
+    "Latent (bicubic antialiased)": ("bicubic", True),
+    "Latent (nearest)": ("nearest", False),
+    "Latent (nearest-exact)": ("nearest-exact", False),
+}
 
 
 class GenerationError(CuratorError):
@@ -62,6 +71,9 @@ class GenerationParams:
     rng: str = "cpu"  # "cpu" or "gpu": where initial noise is drawn (A1111's RNG setting)
     lora_dirs: list[str] = field(default_factory=list)  # where <lora:NAME:w> files are found
     embeddings_dirs: list[str] = field(default_factory=list)  # textual-inversion files
+    hr_scale: float = 1.0  # hires fix: > 1 upscales the latents and runs a second pass
+    hr_steps: int = 0  # hires steps (0: same as steps)
+    hr_upscaler: str = "Latent"  # only latent upscaling is available
     allow_pickle: bool = False  # pickled LoRA and embedding files too
 
 
@@ -105,10 +117,15 @@ def infotext_params(
     if model.hash:
         values["Model hash"] = model.hash
     values["Model"] = model.name
-    if params.init_image:
+    if params.init_image or params.hr_scale > 1:
         values["Denoising strength"] = _number(params.denoising_strength)
     if params.clip_skip > 1:
         values["Clip skip"] = params.clip_skip
+    if params.hr_scale > 1 and not params.init_image:
+        values["Hires upscale"] = _number(params.hr_scale)
+        if params.hr_steps:
+            values["Hires steps"] = params.hr_steps
+        values["Hires upscaler"] = params.hr_upscaler
     if params.rng != "gpu":
         values["RNG"] = params.rng.upper()
     if ti_hashes:
@@ -134,6 +151,13 @@ def _validate(params: GenerationParams, model: LoadedModel) -> int:
     if params.clip_skip < 1:
         raise GenerationError("clip skip must be at least 1")
     if params.init_image and not 0 < params.denoising_strength <= 1:
+        raise GenerationError("denoising strength must be in (0, 1]")
+    if params.hr_scale > 1 and params.hr_upscaler not in LATENT_UPSCALERS:
+        raise GenerationError(
+            f"hires upscaler {params.hr_upscaler!r} is not available; use one of "
+            + ", ".join(LATENT_UPSCALERS)
+        )
+    if params.hr_scale > 1 and not 0 < params.denoising_strength <= 1:
         raise GenerationError("denoising strength must be in (0, 1]")
     if params.rng not in ("cpu", "gpu"):
         raise GenerationError("rng must be cpu or gpu")
@@ -236,6 +260,8 @@ def _generate(model, params, out, base_seed, factor, init, loras, reporter, canc
     )
     conditioner = _Conditioner(model, params, params.steps)
     guided = params.cfg_scale > 1
+    if init is None and params.hr_scale > 1:
+        run_steps += int((params.hr_steps or params.steps) * params.denoising_strength)
     reporter.start("generating", total=params.batch_count * max(run_steps, 1))
     results: list[GeneratedImage] = []
     index = _next_index(out)
@@ -263,7 +289,12 @@ def _generate(model, params, out, base_seed, factor, init, loras, reporter, canc
             common["latents"] = initial_noise(seeds, shape, model.device, params.rng).to(
                 model.dtype
             )
-            images = pipe(height=params.height, width=params.width, **common).images
+            if params.hr_scale > 1:
+                common["output_type"] = "latent"
+                latents = pipe(height=params.height, width=params.width, **common).images
+                images = _hires_pass(model, params, latents, seeds, factor, reporter, cancel)
+            else:
+                images = pipe(height=params.height, width=params.width, **common).images
         else:
             from diffusers import StableDiffusionImg2ImgPipeline
 
@@ -289,6 +320,43 @@ def _generate(model, params, out, base_seed, factor, init, loras, reporter, canc
             index += 1
     reporter.finish()
     return results
+
+
+def _hires_pass(model, params, latents, seeds, factor, reporter, cancel):
+    """A1111's hires fix with a latent upscaler: upscale, then img2img at the new size."""
+    import torch
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    pipe = model.pipeline
+    width, height = int(params.width * params.hr_scale), int(params.height * params.hr_scale)
+    mode, antialias = LATENT_UPSCALERS[params.hr_upscaler]
+    upscaled = torch.nn.functional.interpolate(
+        latents.float(),
+        size=(height // factor, width // factor),
+        mode=mode,
+        antialias=antialias,
+    ).to(latents.dtype)
+    steps = params.hr_steps or params.steps
+    conditioner = _Conditioner(model, params, steps)
+    positive, negative = conditioner.at(0)
+    generators = [
+        torch.Generator("cpu" if params.rng == "cpu" else model.device).manual_seed(s)
+        for s in seeds
+    ]
+    img2img = StableDiffusionImg2ImgPipeline(**pipe.components)
+    img2img.set_progress_bar_config(disable=True)
+    return img2img(
+        image=upscaled,
+        strength=params.denoising_strength,
+        prompt_embeds=positive,
+        negative_prompt_embeds=negative,
+        num_inference_steps=steps,
+        guidance_scale=params.cfg_scale,
+        generator=generators,
+        output_type="pil",
+        callback_on_step_end=_step_callback(conditioner, params.cfg_scale > 1, reporter, cancel),
+        callback_on_step_end_tensor_inputs=["prompt_embeds"],
+    ).images
 
 
 def _load_init(params: GenerationParams) -> Image.Image:

@@ -19,7 +19,7 @@ from curator.generation.extra_networks import (
     resolve_loras,
     split_extra_networks,
 )
-from curator.generation.generate import GenerationParams
+from curator.generation.generate import LATENT_UPSCALERS, GenerationParams
 from curator.generation.registry import find_model_file
 from curator.generation.samplers import SamplerError, resolve_sampler
 from db import Catalog
@@ -55,9 +55,6 @@ OVERRIDE_KEYS = {
 }
 CHECKPOINT_KEYS = {"checkpoint", "model", "model hash"}
 UNSUPPORTED = (
-    "Hires upscale",
-    "Hires steps",
-    "Hires upscaler",
     "Mask blur",
     "Hypernet",
     "Refiner",
@@ -135,7 +132,18 @@ def plan_regeneration(
         clip_skip=gen.clip_skip or 1,
         rng=extra.get("RNG", "GPU").lower(),
     )
-    if gen.denoising_strength is not None and not any(k in extra for k in UNSUPPORTED[:3]):
+    if "Hires upscale" in extra:
+        try:
+            params.hr_scale = float(extra["Hires upscale"])
+            params.hr_steps = int(extra.get("Hires steps", "0"))
+        except ValueError:
+            problems.append("hires fix values are not numbers")
+        params.hr_upscaler = extra.get("Hires upscaler", "Latent")
+        if params.hr_upscaler not in LATENT_UPSCALERS:
+            problems.append(f"hires upscaler {params.hr_upscaler!r} is not available")
+        if gen.denoising_strength is not None:
+            params.denoising_strength = gen.denoising_strength
+    elif gen.denoising_strength is not None:
         if source_path:
             params.init_image = source_path
             params.denoising_strength = gen.denoising_strength
