@@ -144,8 +144,9 @@ def _number(value: float) -> str:
 
 def _validate(params: GenerationParams, model: LoadedModel) -> int:
     factor = model.pipeline.vae_scale_factor
-    if params.width % factor or params.height % factor or params.width <= 0:
-        raise GenerationError(f"size must be a positive multiple of {factor}")
+    step = max(factor, 8)  # diffusers' pipelines require multiples of 8
+    if params.width % step or params.height % step or params.width <= 0 or params.height <= 0:
+        raise GenerationError(f"size must be a positive multiple of {step}")
     if params.steps < 1 or params.batch_size < 1 or params.batch_count < 1:
         raise GenerationError("steps, batch size and batch count must be at least 1")
     if params.clip_skip < 1:
@@ -245,6 +246,9 @@ def generate(
     activate_loras(pipe, loras)
     try:
         return _generate(model, params, out, base_seed, factor, init, loras, reporter, cancel)
+    except (ValueError, RuntimeError) as error:  # diffusers and torch (out of memory, ...)
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise GenerationError(f"generation failed: {first}") from error
     finally:
         deactivate_loras(pipe)
 

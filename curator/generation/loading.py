@@ -108,7 +108,8 @@ def _load(source, device, half, vae, allow_pickle, config, allow_download, low_m
         raise
     except (OSError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        hint = "" if allow_download else " (offline: only the local cache is used)"
+        remote = not path.exists()
+        hint = " (offline: only the local cache is used)" if remote and not allow_download else ""
         raise LoadError(f"cannot load {source}{hint}: {first}") from error
     if vae:
         pipe.vae = _load_vae(vae, dtype)

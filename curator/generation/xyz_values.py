@@ -87,5 +87,15 @@ def expand(kind: type, text: str) -> list:
         expanded.append(value)
     try:
         return [kind(v) for v in expanded]
-    except ValueError as error:
-        raise AxisValueError(f"not a {kind.__name__}: {error}") from None
+    except ValueError:
+        wanted = {int: "a whole number", float: "a number"}.get(kind, kind.__name__)
+        bad = next(v for v in expanded if not _converts(kind, v))
+        raise AxisValueError(f"axis value {bad!r} is not {wanted}") from None
+
+
+def _converts(kind: type, value) -> bool:
+    try:
+        kind(value)
+    except ValueError:
+        return False
+    return True
