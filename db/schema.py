@@ -310,6 +310,42 @@ class TagRule(Base):
     at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class ModelFile(Base):
+    """A registered model file (checkpoint, VAE, LoRA, embedding, hypernetwork) and its
+    hashes as A1111 shows them, computed once per size and modification time."""
+
+    __tablename__ = "model_files"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    kind: Mapped[str] = mapped_column(String(16), index=True)
+    name: Mapped[str] = mapped_column(String(255), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    autov2: Mapped[str | None] = mapped_column(String(10), index=True)
+    old_hash: Mapped[str | None] = mapped_column(String(8), index=True)
+    added_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class GeneratedBy(Base):
+    """Provenance of an image Curator generated: model file, source image, parameters."""
+
+    __tablename__ = "generated"
+
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    model_file_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_files.id", ondelete="SET NULL"), index=True
+    )
+    source_image_id: Mapped[int | None] = mapped_column(
+        ForeignKey("images.id", ondelete="SET NULL"), index=True
+    )
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class Problem(Base):
     """A file that could not be catalogued, and why. Cleared when a rescan reads it."""
 

@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "curator.cli.export",
     "curator.cli.prepare",
     "curator.cli.review",
+    "curator.cli.generate",
 ]
 COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "scan": (
@@ -53,7 +54,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         "Run bundled detectors: NSFW (nudenet), text/watermarks (PP-OCR), faces (OpenCV).",
     ),
     "models": (
-        ("curator.cli.tagging",),
+        ("curator.cli.tagging", "curator.cli.generate"),  # generate adds `checkpoints`
         "Tagger presets, imported models and bundled detectors, and which are available.",
     ),
     "tags": (
@@ -95,6 +96,22 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "review": (
         ("curator.cli.review",),
         "Review, tag and caption the images QUERY selects, keyboard first (? lists the keys).",
+    ),
+    "prompt": (
+        ("curator.cli.generate",),
+        "Show how A1111 reads TEXT: schedule, weights, 75-token chunks.",
+    ),
+    "generate": (
+        ("curator.cli.generate",),
+        "Generate images from PROMPT (A1111 syntax); each PNG carries A1111 infotext.",
+    ),
+    "regenerate": (
+        ("curator.cli.generate",),
+        "Rebuild IMAGE's generation (or each one --where selects) from its infotext.",
+    ),
+    "xyz": (
+        ("curator.cli.generate",),
+        "An A1111 X/Y/Z plot: one image per cell and a labelled grid, all catalogued.",
     ),
     "exports": (
         ("curator.cli.export",),

@@ -1,0 +1,535 @@
+"""`curator generate` and `curator prompt`: the bundled diffusion backend."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+from curator.cli.context import AppContext, emit_json, json_option, pass_app, quiet_option
+from curator.cli.progress import RichReporter
+
+_SIZE = re.compile(r"^(\d+)x(\d+)$")
+
+
+def _size(ctx, param, value: str) -> tuple[int, int]:
+    match = _SIZE.match(value.strip().lower())
+    if not match:
+        raise click.BadParameter("expected WIDTHxHEIGHT, e.g. 512x768")
+    return int(match.group(1)), int(match.group(2))
+
+
+@click.command("prompt")
+@click.argument("text")
+@click.option(
+    "--steps",
+    type=click.IntRange(1),
+    default=20,
+    show_default=True,
+    help="Sampling steps the schedule is computed for.",
+)
+@click.option(
+    "--model",
+    "model_path",
+    metavar="DIR",
+    help="Use this diffusers folder's tokenizer [default: SD 1.x CLIP vocabulary].",
+)
+@json_option
+def prompt_cmd(text: str, steps: int, model_path: str | None, as_json: bool) -> None:
+    """Show how A1111 reads TEXT: schedule, weights, 75-token chunks."""
+    from curator.generation.prompt_report import describe_prompt
+    from curator.generation.tokenizer import clip_tokenizer
+
+    if model_path:
+        from transformers import CLIPTokenizer
+
+        tokenizer = CLIPTokenizer.from_pretrained(Path(model_path) / "tokenizer")
+    else:
+        tokenizer = clip_tokenizer()
+    report = describe_prompt(text, steps, tokenizer)
+    if as_json:
+        emit_json(report)
+        return
+    for entry in report["schedule"]:
+        click.echo(
+            f"steps ..{entry['until_step']}: {entry['text']!r} ({entry['token_count']} tokens)"
+        )
+        for run, weight in entry["attention"]:
+            label = "BREAK" if weight == -1 and run == "BREAK" else f"{weight:.4g}"
+            click.echo(f"  {label:>7}  {run!r}")
+        for number, chunk in enumerate(entry["chunks"], 1):
+            click.echo(f"  chunk {number}: {chunk['tokens']}/75 tokens: {chunk['text']}")
+
+
+def _sampling_options(func):
+    """Options shared by `generate` and `xyz`: the model and the sampling parameters."""
+    options = [
+        click.option(
+            "--model",
+            "-m",
+            "model",
+            required=True,
+            metavar="PATH|HUB_ID",
+            help="Diffusers folder, hub id (from the local cache) or .safetensors.",
+        ),
+        click.option("--negative", "-n", default="", help="Negative prompt."),
+        click.option(
+            "--steps", type=click.IntRange(1), default=20, show_default=True, help="Sampling steps."
+        ),
+        click.option(
+            "--sampler",
+            default="Euler a",
+            show_default=True,
+            help="A1111 sampler name, e.g. 'DPM++ 2M' or 'DPM++ 2M Karras'.",
+        ),
+        click.option(
+            "--schedule",
+            default=None,
+            help="A1111 schedule type: Automatic, Karras, Exponential, ...",
+        ),
+        click.option(
+            "--cfg", "cfg_scale", type=float, default=7.0, show_default=True, help="CFG scale."
+        ),
+        click.option(
+            "--seed",
+            type=int,
+            default=-1,
+            show_default=True,
+            help="Seed of the first image (-1: random); image i uses seed + i.",
+        ),
+        click.option(
+            "--size",
+            callback=_size,
+            default="512x512",
+            show_default=True,
+            help="Image size WIDTHxHEIGHT.",
+        ),
+        click.option(
+            "--clip-skip",
+            type=click.IntRange(1),
+            default=1,
+            show_default=True,
+            help="Stop the text encoder this many layers early (A1111 'Clip skip').",
+        ),
+        click.option(
+            "--init",
+            "init_image",
+            type=click.Path(exists=True, dir_okay=False),
+            help="img2img: start from this image (never modified).",
+        ),
+        click.option(
+            "--strength",
+            type=click.FloatRange(0, 1, min_open=True),
+            default=0.75,
+            show_default=True,
+            help="Denoising strength of img2img and hires fix.",
+        ),
+        click.option(
+            "--rng",
+            type=click.Choice(["cpu", "gpu"]),
+            default="cpu",
+            show_default=True,
+            help="Where initial noise is drawn (A1111's RNG).",
+        ),
+        click.option("--vae", metavar="PATH", help="Replace the checkpoint's VAE."),
+        click.option(
+            "--config", metavar="DIR", help="Diffusers config folder for a single-file checkpoint."
+        ),
+        click.option(
+            "--allow-pickle",
+            is_flag=True,
+            help="Allow .ckpt/.pt checkpoints (unpickling can run code).",
+        ),
+        click.option(
+            "--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps."
+        ),
+        click.option("--full-precision", is_flag=True, help="float32 on a GPU too."),
+        click.option(
+            "--low-memory",
+            is_flag=True,
+            help="Attention slicing and model CPU offload for small GPUs.",
+        ),
+        click.option(
+            "--out",
+            "out_dir",
+            type=click.Path(file_okay=False),
+            default="outputs",
+            show_default=True,
+            help="Folder for the PNGs.",
+        ),
+        click.option("--no-catalog", is_flag=True, help="Do not add the images to the catalog."),
+        click.option(
+            "--lora-dir",
+            "lora_dirs",
+            multiple=True,
+            metavar="DIR",
+            help="Folder of LoRA files for <lora:NAME:WEIGHT> in the prompt (repeatable).",
+        ),
+        click.option(
+            "--hr-scale",
+            type=click.FloatRange(1),
+            default=1.0,
+            show_default=True,
+            help="Hires fix: upscale the first pass by this factor, then refine it "
+            "(--strength is the refining denoising strength).",
+        ),
+        click.option(
+            "--hr-steps",
+            type=click.IntRange(0),
+            default=0,
+            show_default=True,
+            help="Hires fix steps (0: as many as --steps).",
+        ),
+        click.option(
+            "--hr-upscaler",
+            default="Latent",
+            show_default=True,
+            help="Hires upscaler: Latent, Latent (antialiased), Latent (bicubic), "
+            "Latent (bicubic antialiased), Latent (nearest), Latent (nearest-exact).",
+        ),
+        click.option(
+            "--embeddings-dir",
+            "embeddings_dirs",
+            multiple=True,
+            metavar="DIR",
+            help="Folder of textual-inversion embeddings, used by file name in the prompt "
+            "(repeatable).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _params(prompt: str, o: dict, **extra):
+    from curator.generation.generate import GenerationParams
+
+    return GenerationParams(
+        prompt=prompt,
+        negative_prompt=o["negative"],
+        steps=o["steps"],
+        sampler=o["sampler"],
+        schedule=o["schedule"],
+        cfg_scale=o["cfg_scale"],
+        seed=o["seed"],
+        width=o["size"][0],
+        height=o["size"][1],
+        clip_skip=o["clip_skip"],
+        init_image=o["init_image"],
+        denoising_strength=o["strength"],
+        rng=o["rng"],
+        lora_dirs=list(o["lora_dirs"]),
+        embeddings_dirs=list(o["embeddings_dirs"]),
+        allow_pickle=o["allow_pickle"],
+        hr_scale=o["hr_scale"],
+        hr_steps=o["hr_steps"],
+        hr_upscaler=o["hr_upscaler"],
+        **extra,
+    )
+
+
+def _loader(o: dict):
+    """Load checkpoints on demand, keeping the last one (an X/Y/Z axis may switch)."""
+    from curator.generation.loading import load_pipeline
+
+    cache: dict = {}
+
+    def load(source: str | None = None, vae: str | None = None):
+        key = (source or o["model"], vae or o["vae"])
+        if key not in cache:
+            cache.clear()
+            cache[key] = load_pipeline(
+                key[0],
+                device=o["device"],
+                half=False if o["full_precision"] else None,
+                vae=key[1],
+                allow_pickle=o["allow_pickle"],
+                config=o["config"],
+                low_memory=o["low_memory"],
+            )
+        return cache[key]
+
+    return load
+
+
+@click.command("generate")
+@click.argument("prompt")
+@_sampling_options
+@click.option(
+    "--batch-size", type=click.IntRange(1), default=1, show_default=True, help="Images per batch."
+)
+@click.option(
+    "--batch-count", type=click.IntRange(1), default=1, show_default=True, help="Number of batches."
+)
+@quiet_option
+@json_option
+@pass_app
+def generate_cmd(app: AppContext, prompt, batch_size, batch_count, quiet, as_json, **o) -> None:
+    """Generate images from PROMPT (A1111 syntax); each PNG carries A1111 infotext."""
+    from curator.generation.generate import generate
+    from curator.generation.samplers import resolve_sampler
+
+    resolve_sampler(o["sampler"], o["schedule"])  # a bad name fails before the model loads
+    params = _params(prompt, o, batch_size=batch_size, batch_count=batch_count)
+    loaded = _loader(o)()
+    images = generate(loaded, params, o["out_dir"], reporter=RichReporter(not (quiet or as_json)))
+    if not o["no_catalog"]:
+        from curator.generation.catalogue import catalogue_generated
+
+        catalogue_generated(app.catalog, images, loaded, params)
+    if as_json:
+        emit_json([{"path": str(i.path), "seed": i.seed, "infotext": i.infotext} for i in images])
+        return
+    for image in images:
+        click.echo(f"{image.path}  seed {image.seed}")
+
+
+@click.command("xyz")
+@click.argument("prompt")
+@_sampling_options
+@click.option(
+    "--x",
+    "x_spec",
+    metavar="LABEL=VALUES",
+    help="X axis, e.g. 'Steps=10-30 (+10)', 'Sampler=Euler,DDIM', "
+    "'Prompt S/R=cat,dog', 'CFG Scale=5-9 [3]'.",
+)
+@click.option("--y", "y_spec", metavar="LABEL=VALUES", help="Y axis.")
+@click.option("--z", "z_spec", metavar="LABEL=VALUES", help="Z axis (one sub-grid per value).")
+@click.option("--dry-run", is_flag=True, help="Print the expanded axes and cells; run nothing.")
+@quiet_option
+@json_option
+@pass_app
+def xyz_cmd(app: AppContext, prompt, x_spec, y_spec, z_spec, dry_run, quiet, as_json, **o) -> None:
+    """An A1111 X/Y/Z plot: one image per cell and a labelled grid, all catalogued."""
+    from curator.generation.generate import generate
+    from curator.generation.xyz import dry_run as describe
+    from curator.generation.xyz import parse_axis, plan_cells, run_xyz
+
+    x, y, z = parse_axis(x_spec), parse_axis(y_spec), parse_axis(z_spec)
+    cells = plan_cells(_params(prompt, o), x, y, z, checkpoint=o["model"])
+    if dry_run:
+        report = describe(cells, x, y, z)
+        if as_json:
+            emit_json(report)
+        else:
+            for name in ("x", "y", "z"):
+                axis = report["axes"][name]
+                click.echo(f"{name}: {axis['type']}: {axis['values']}")
+            click.echo(f"{len(cells)} cells")
+        return
+    load = _loader(o)
+    reporter = RichReporter(not (quiet or as_json))
+    loaded_for: dict = {}
+
+    def generate_cell(cell):
+        loaded = load(cell.checkpoint, cell.vae)
+        images = generate(loaded, cell.params, o["out_dir"], reporter=reporter)
+        loaded_for[images[0].path] = (loaded, cell.params)
+        return images
+
+    grid, images = run_xyz(cells, x, y, z, generate_cell, o["out_dir"])
+    if not o["no_catalog"]:
+        from curator.generation.catalogue import catalogue_generated
+
+        for image in images:
+            loaded, params = loaded_for[image.path]
+            catalogue_generated(app.catalog, [image], loaded, params)
+        from curator.ingest.scan import ScanOptions, scan
+
+        scan(app.catalog, [str(grid)], ScanOptions(workers=1))
+    if as_json:
+        emit_json({"grid": str(grid), "cells": [str(i.path) for i in images]})
+        return
+    click.echo(f"{grid}  ({len(images)} cells)")
+
+
+def _image_ids(app: AppContext, image: str | None, where: str | None) -> list[int]:
+    from sqlalchemy import select
+
+    from curator.generation.catalogue import image_id_for_path
+    from curator.query.compile import compile_query
+    from db.schema import Generation, Image
+
+    if (image is None) == (where is None):
+        raise click.UsageError("give IMAGE or --where QUERY")
+    if image is not None:
+        found = int(image) if image.isdigit() else image_id_for_path(app.catalog, image)
+        if found is None:
+            raise click.ClickException(f"{image} is not in the catalog; scan it first")
+        return [found]
+    with app.catalog.session() as session:
+        stmt = (
+            select(Image.id)
+            .join(Generation, Generation.image_id == Image.id)
+            .where(compile_query(where))
+            .order_by(Image.id)
+        )
+        return list(session.scalars(stmt))
+
+
+@click.command("regenerate")
+@click.argument("image", required=False)
+@click.option("--where", metavar="QUERY", help="Regenerate every image this query selects.")
+@click.option(
+    "--override",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Change one parameter: steps, sampler, schedule, cfg, seed, size, "
+    "clip_skip, denoising, prompt, negative, checkpoint (repeatable).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default="outputs",
+    show_default=True,
+    help="Folder for the PNGs.",
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, mps.")
+@click.option("--full-precision", is_flag=True, help="float32 on a GPU too.")
+@click.option(
+    "--allow-pickle", is_flag=True, help="Allow .ckpt/.pt checkpoints (unpickling can run code)."
+)
+@click.option(
+    "--lora-dir",
+    "lora_dirs",
+    multiple=True,
+    metavar="DIR",
+    help="Folder of LoRA files the prompts name (repeatable).",
+)
+@click.option(
+    "--embeddings-dir",
+    "embeddings_dirs",
+    multiple=True,
+    metavar="DIR",
+    help="Folder of textual-inversion embeddings (repeatable).",
+)
+@click.option("--dry-run", is_flag=True, help="Only check and print what would run.")
+@quiet_option
+@json_option
+@pass_app
+def regenerate_cmd(
+    app: AppContext,
+    image,
+    where,
+    overrides,
+    out_dir,
+    device,
+    full_precision,
+    allow_pickle,
+    lora_dirs,
+    embeddings_dirs,
+    dry_run,
+    quiet,
+    as_json,
+) -> None:
+    """Rebuild IMAGE's generation (or each one --where selects) from its infotext."""
+    from dataclasses import asdict
+
+    from curator.generation.catalogue import catalogue_generated
+    from curator.generation.generate import generate
+    from curator.generation.loading import load_pipeline
+    from curator.generation.regenerate import parse_overrides, plan_regeneration
+
+    changes = parse_overrides(list(overrides))
+    plans = [
+        plan_regeneration(
+            app.catalog, i, changes, list(lora_dirs), allow_pickle, list(embeddings_dirs)
+        )
+        for i in _image_ids(app, image, where)
+    ]
+    if dry_run:
+        rows = [
+            {"image_id": p.image_id, "checkpoint": p.checkpoint, **asdict(p.params)} for p in plans
+        ]
+        if as_json:
+            emit_json(rows)
+        else:
+            for row in rows:
+                click.echo(f"image {row['image_id']}: {row['checkpoint']} seed {row['seed']}")
+        return
+    loaded_models: dict[str, object] = {}
+    made = []
+    for plan in plans:
+        if plan.checkpoint not in loaded_models:
+            loaded_models.clear()
+            loaded_models[plan.checkpoint] = load_pipeline(
+                plan.checkpoint,
+                device=device,
+                half=False if full_precision else None,
+                allow_pickle=allow_pickle,
+            )
+        loaded = loaded_models[plan.checkpoint]
+        images = generate(
+            loaded, plan.params, out_dir, reporter=RichReporter(not (quiet or as_json))
+        )
+        catalogue_generated(app.catalog, images, loaded, plan.params, plan.image_id)
+        made += [{"from": plan.image_id, "path": str(i.path), "seed": i.seed} for i in images]
+    if as_json:
+        emit_json(made)
+        return
+    for row in made:
+        click.echo(f"{row['path']}  from image {row['from']}  seed {row['seed']}")
+
+
+@click.group("checkpoints")
+def checkpoints_group() -> None:
+    """Register model files so infotext `Model hash:` values find them."""
+
+
+@checkpoints_group.command("add")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option(
+    "--kind",
+    type=click.Choice(["checkpoint", "vae", "lora", "embedding", "hypernetwork"]),
+    default="checkpoint",
+    show_default=True,
+    help="What the files are.",
+)
+@quiet_option
+@json_option
+@pass_app
+def checkpoints_add(app: AppContext, paths, kind, quiet, as_json) -> None:
+    """Register model files (or folders of them); hashes are computed once and cached."""
+    from curator.generation.registry import register_model_files
+
+    records = register_model_files(
+        app.catalog, list(paths), kind, reporter=RichReporter(not (quiet or as_json))
+    )
+    if as_json:
+        emit_json([r.as_dict() for r in records])
+        return
+    for r in records:
+        click.echo(f"{r.name}  [{r.autov2 or '-'}] [{r.old_hash or '-'}]  {r.path}")
+
+
+@checkpoints_group.command("ls")
+@click.option("--kind", help="Only this kind.")
+@json_option
+@pass_app
+def checkpoints_ls(app: AppContext, kind, as_json) -> None:
+    """List registered model files with their AutoV2 and old hashes."""
+    from curator.generation.registry import list_model_files
+
+    records = list_model_files(app.catalog, kind)
+    if as_json:
+        emit_json([r.as_dict() for r in records])
+        return
+    for r in records:
+        click.echo(f"{r.kind:<12} {r.name}  [{r.autov2 or '-'}] [{r.old_hash or '-'}]  {r.path}")
+
+
+def register(main: click.Group) -> None:
+    main.add_command(prompt_cmd)
+    main.add_command(generate_cmd)
+    main.add_command(regenerate_cmd)
+    main.add_command(xyz_cmd)
+    # The `models` group lives in curator.cli.tagging, which the command table loads first.
+    models = main.get_command(None, "models")  # type: ignore[arg-type]
+    if isinstance(models, click.Group):
+        models.add_command(checkpoints_group)
+    else:
+        main.add_command(click.Group("models", commands={"checkpoints": checkpoints_group}))

@@ -1,0 +1,1 @@
+"""The bundled diffusion backend: A1111 prompt syntax, loading, samplers, generation."""
