@@ -92,12 +92,12 @@ def say(message: str) -> None:
         click.echo(message)
 
 
-def workers_option(what: str = "Decoding"):  # noqa: ANN201
-    """`--workers`: the same range and default on every command that starts processes."""
+def workers_option(what: str = "Decoding", default: str = "all cores"):  # noqa: ANN201
+    """`--workers`: one range and meaning on every command that starts processes."""
     return click.option(
         "--workers",
-        type=Int64Range(1, 1024),
-        help=f"{what} processes [default: all cores].",
+        type=Int64Range(0, 1024),
+        help=f"{what} processes [default: {default}]; 0 works in this process.",
     )
 
 

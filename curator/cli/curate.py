@@ -18,6 +18,7 @@ from curator.cli.context import (
     pass_app,
     quiet_option,
     say,
+    workers_option,
 )
 from curator.cli.progress import RichReporter
 from curator.curation import dedup as dedup_lib
@@ -492,7 +493,7 @@ def _where(m: dedup_lib.Member) -> str:
 )
 @click.option("--embedding-model", help="Embeddings to score [default: most images, right width].")
 @click.option("--redo", is_flag=True, help="Measure images that already have scores again.")
-@click.option("--workers", type=click.IntRange(1), help="Processes [default: all cores].")
+@workers_option("Decoding", "one less than the cores")
 @click.option("--show", is_flag=True, help="Then list each image's scores and resolution class.")
 @quiet_option
 @json_option

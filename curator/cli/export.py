@@ -6,7 +6,15 @@ from typing import Any
 
 import click
 
-from curator.cli.context import AppContext, emit_json, json_option, pass_app, quiet_option
+from curator.cli.context import (
+    AppContext,
+    Int64Range,
+    emit_json,
+    json_option,
+    pass_app,
+    quiet_option,
+    workers_option,
+)
 from curator.cli.export_options import (
     bucket_options,
     cli_words,
@@ -105,7 +113,10 @@ def _print_preview(preview: Any) -> None:
 @bucket_options()
 @crop_option("center")
 @click.option(
-    "--reuse-crops", type=int, metavar="EXPORT_ID", help="Use an earlier export's stored crops."
+    "--reuse-crops",
+    type=Int64Range(1),
+    metavar="EXPORT_ID",
+    help="Use an earlier export's stored crops.",
 )
 @click.option(
     "--captions",
@@ -278,9 +289,9 @@ def export_cmd(
 
 
 @click.command("reexport")
-@click.argument("export_id", type=int)
+@click.argument("export_id", type=Int64Range(1))
 @click.option("--out", "-o", "out", type=click.Path(), help="Target [default: the same folder].")
-@click.option("--workers", type=click.IntRange(1), help="Rendering processes [default: all cores].")
+@workers_option("Rendering")
 @quiet_option
 @json_option
 @pass_app
@@ -308,7 +319,7 @@ def reexport_cmd(
 
 
 @click.command("exports")
-@click.option("--limit", type=click.IntRange(1), help="Show only the newest N.")
+@click.option("--limit", type=Int64Range(1), help="Show only the newest N.")
 @json_option
 @click.option("--quiet", "-q", is_flag=True, help="Print only the ids.")
 @pass_app
@@ -351,7 +362,7 @@ def crops_group() -> None:
 
 
 @crops_group.command("set")
-@click.argument("export_id", type=click.IntRange(1))
+@click.argument("export_id", type=Int64Range(1))
 @click.argument("image")
 @click.argument("box", callback=_box, metavar="X,Y,W,H")
 @json_option

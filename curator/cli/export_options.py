@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from curator.cli.context import workers_option
 from curator.errors import CuratorError
 from curator.export.buckets import PRESETS
 from curator.export.crops import MODES
@@ -203,11 +204,7 @@ def image_options() -> Callable[[Any], Any]:
                 show_default=True,
                 help="Seed for random crops and shuffles.",
             ),
-            click.option(
-                "--workers",
-                type=click.IntRange(1),
-                help="Processes [default: all cores].",
-            ),
+            workers_option("Scanning, decoding and rendering"),
         ]
     )
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import click
 
 from curator.catalog.problems import WARNING, list_problems
-from curator.cli.context import AppContext, emit_json, json_option, pass_app, quiet_option
+from curator.cli.context import (
+    AppContext,
+    emit_json,
+    json_option,
+    pass_app,
+    quiet_option,
+    workers_option,
+)
 from curator.cli.progress import RichReporter
 from curator.ingest.probe import DEFAULT_PIXEL_LIMIT
 from curator.ingest.scan import ScanOptions, scan
@@ -19,12 +26,7 @@ from curator.ingest.scan import ScanOptions, scan
     metavar="GLOB",
     help="Skip names or paths matching GLOB (repeatable); skipped files keep their state.",
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(0),
-    help="Decoding processes [default: all cores]; 0 decodes in this process, "
-    "where a crashing decoder would end the scan.",
-)
+@workers_option("Decoding")
 @click.option(
     "--pixel-limit",
     type=click.IntRange(1),

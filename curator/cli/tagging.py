@@ -18,6 +18,7 @@ from curator.cli.context import (
     pass_app,
     quiet_option,
     say,
+    workers_option,
 )
 from curator.cli.progress import RichReporter
 from curator.runs.loop import RunOptions, RunSummary, run_models
@@ -37,9 +38,7 @@ def _run_options(f):
             show_default=True,
             help="Images per model call.",
         ),
-        click.option(
-            "--workers", type=click.IntRange(0), help="Decode processes [default: cores-1]."
-        ),
+        workers_option("Decoding", "one less than the cores; this one predicts"),
         click.option(
             "--device",
             default="auto",

@@ -322,7 +322,8 @@ def render_all(
     """
     results: dict[int, RenderResult] = {}
     where = target or Path(".")
-    count = min(workers or os.cpu_count() or 1, max(1, len(jobs)))
+    wanted = (os.cpu_count() or 1) if workers is None else workers  # 0: in this process
+    count = min(wanted, max(1, len(jobs)))
     with phase(reporter, "export", len(jobs)) as bar:
         if count <= 1:
             for job in jobs:
