@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import select
 
 from curator.query.compile import compile_query, page_ids
+from curator.tags.view import TagRules
 from db.engine import Catalog
 from db.schema import File, Image
 
@@ -32,7 +33,7 @@ def list_images(
     )
     with catalog.session() as s:
         if limit is None:
-            stmt = stmt.where(compile_query(query)).order_by(File.path)
+            stmt = stmt.where(compile_query(query, rules=TagRules.load(s))).order_by(File.path)
         else:
             ids = page_ids(s, query, limit=limit, after_id=after)
             stmt = stmt.where(Image.id.in_(ids)).order_by(Image.id, File.path)

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from curator.query.compile import compile_query
 from curator.tags.store import tag_ids
+from curator.tags.view import TagRules
 from db.schema import Edit, Image, ImageTag, Tag, TagRule
 
 CHUNK = 900  # ids per IN (...): under SQLite's variable limit
@@ -81,7 +82,13 @@ def chunks(seq: Sequence, n: int = CHUNK) -> Iterable[Sequence]:
 
 def selected_ids(session: Session, query: str | None) -> list[int]:
     """Ids of the images a query string selects ('' selects every image)."""
-    return list(session.scalars(select(Image.id).where(compile_query(query)).order_by(Image.id)))
+    return list(
+        session.scalars(
+            select(Image.id)
+            .where(compile_query(query, rules=TagRules.load(session)))
+            .order_by(Image.id)
+        )
+    )
 
 
 def tag_rows(

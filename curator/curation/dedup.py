@@ -37,6 +37,7 @@ from curator.curation.edits import ChangeSet, EditResult, chunks
 from curator.curation.hamming_index import near_pairs
 from curator.errors import UsageError
 from curator.query.compile import compile_query
+from curator.tags.view import TagRules
 from db.engine import Catalog
 from db.schema import Embedding, File, Image, Score, to_unsigned64
 from taggers.pixels import to_rgb
@@ -183,7 +184,7 @@ def clear_duplicates(catalog: Catalog, query: str = "") -> EditResult:
     with catalog.write() as s:
         rows = s.execute(
             select(Image.id, Image.duplicate_of).where(
-                compile_query(query), Image.duplicate_of.is_not(None)
+                compile_query(query, rules=TagRules.load(s)), Image.duplicate_of.is_not(None)
             )
         ).all()
         cs = ChangeSet(s)
@@ -339,7 +340,7 @@ def _candidates(s: Session, query: str) -> dict[int, _Candidate]:
     present = Image.id.in_(select(File.image_id).where(File.present.is_(True)))
     rows = s.execute(
         select(Image.id, Image.phash, Image.width, Image.height, Image.added_at)
-        .where(compile_query(query), present)
+        .where(compile_query(query, rules=TagRules.load(s)), present)
         .order_by(Image.id)
     )
     return {r[0]: _Candidate(*r) for r in rows}

@@ -56,7 +56,7 @@ def _select(
             Image.duplicate_of,
             path.label("path"),
         )
-        .where(compile_query(query))
+        .where(compile_query(query, rules=TagRules.load(session)))
         .order_by(Image.sha256)
     ).all()
     out: list[_Source] = []
