@@ -24,14 +24,12 @@ from sqlalchemy.orm import Session
 
 from curator.catalog.imageinfo import image_report, top_tags
 from curator.curation.edits import (
-    ChangeSet,
     EditResult,
-    add_to,
+    add_tags,
     canonical_names,
-    chunks,
-    remove_from,
+    remove_tags,
 )
-from curator.curation.review import STATUSES
+from curator.curation.review import set_status
 from curator.errors import UsageError
 from curator.progress import CancelToken, Reporter
 from curator.query.compile import compile_query, page_statement
@@ -350,64 +348,18 @@ def preview(path: str, max_side: int = 768) -> Any:
 def tag_images(
     catalog: Catalog, image_ids: Iterable[int], tags: Iterable[str], *, category: str = "general"
 ) -> EditResult:
-    """`curator.curation.edits.add_tags` for images chosen by id: one undoable edit."""
-    ids = sorted(set(image_ids))
-    with catalog.write() as s:
-        rules = TagRules.load(s)
-        names = canonical_names(rules, tags)
-        banned = [n for n in names if n in rules.blacklist]
-        if banned:
-            raise UsageError(
-                f"blacklisted: {', '.join(banned)} (`curator tags blacklist remove` first)"
-            )
-        ids = _existing_ids(s, ids)
-        cs = ChangeSet(s)
-        add_to(s, cs, rules, {i: set(names) for i in ids}, category)
-        return cs.record(
-            "tags.add",
-            f"add {', '.join(names)} to {len(cs.images_touched)} of {len(ids)} images",
-            image_ids=ids,
-            tags=names,
-        )
+    """`add_tags` for images chosen by id: one undoable edit."""
+    return add_tags(catalog, None, tags, category=category, image_ids=image_ids)
 
 
 def untag_images(catalog: Catalog, image_ids: Iterable[int], tags: Iterable[str]) -> EditResult:
-    """`curator.curation.edits.remove_tags` for images chosen by id: one undoable edit."""
-    ids = sorted(set(image_ids))
-    with catalog.write() as s:
-        rules = TagRules.load(s)
-        names = canonical_names(rules, tags)
-        ids = _existing_ids(s, ids)
-        cs = ChangeSet(s)
-        remove_from(s, cs, rules, {i: set(names) for i in ids})
-        return cs.record(
-            "tags.remove",
-            f"remove {', '.join(names)} from {len(cs.images_touched)} of {len(ids)} images",
-            image_ids=ids,
-            tags=names,
-        )
+    """`remove_tags` for images chosen by id: one undoable edit."""
+    return remove_tags(catalog, None, tags, image_ids=image_ids)
 
 
 def review_images(catalog: Catalog, image_ids: Iterable[int], status: str) -> EditResult:
-    """`curator.curation.review.set_status` for images chosen by id: one undoable edit."""
-    if status not in STATUSES:
-        raise UsageError(f"unknown review status {status!r}; one of {', '.join(STATUSES)}")
-    ids = sorted(set(image_ids))
-    with catalog.write() as s:
-        current: dict[int, str] = {}
-        for chunk in chunks(ids):
-            current.update(
-                s.execute(select(Image.id, Image.status).where(Image.id.in_(chunk))).all()
-            )
-        cs = ChangeSet(s)
-        changed = cs.set_images("status", {i: (old, status) for i, old in current.items()})
-        verb = {"accepted": "accept", "rejected": "reject", "pending": "unreview"}[status]
-        return cs.record(
-            f"review.{verb}",
-            f"{verb} {changed} of {len(current)} images",
-            image_ids=ids,
-            status=status,
-        )
+    """`set_status` for images chosen by id: one undoable edit."""
+    return set_status(catalog, None, status, image_ids=image_ids)
 
 
 def set_caption(catalog: Catalog, image_id: int, text: str, *, kind: str = "caption") -> bool:
@@ -439,13 +391,6 @@ def set_caption(catalog: Catalog, image_id: int, text: str, *, kind: str = "capt
             return False
         row.text = text
         return True
-
-
-def _existing_ids(s: Session, ids: Sequence[int]) -> list[int]:
-    found: set[int] = set()
-    for chunk in chunks(ids):
-        found.update(s.scalars(select(Image.id).where(Image.id.in_(chunk))))
-    return [i for i in ids if i in found]
 
 
 __all__ = [

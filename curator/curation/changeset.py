@@ -80,6 +80,24 @@ def chunks(seq: Sequence, n: int = CHUNK) -> Iterable[Sequence]:
         yield seq[i : i + n]
 
 
+def chosen_ids(
+    session: Session, query: str | None, image_ids: Iterable[int] | None = None
+) -> tuple[list[int], dict[str, Any]]:
+    """The images an edit applies to, and how they were chosen (for its history entry).
+
+    ``image_ids`` (as the review app picks them) wins over ``query``; ids no longer in
+    the catalog are dropped.
+    """
+    if image_ids is None:
+        return selected_ids(session, query), {"query": query}
+    wanted = sorted(set(image_ids))
+    found: set[int] = set()
+    for chunk in chunks(wanted):
+        found.update(session.scalars(select(Image.id).where(Image.id.in_(chunk))))
+    ids = [i for i in wanted if i in found]
+    return ids, {"image_ids": ids}
+
+
 def selected_ids(session: Session, query: str | None) -> list[int]:
     """Ids of the images a query string selects ('' selects every image)."""
     return list(

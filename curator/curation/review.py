@@ -6,9 +6,11 @@ rescan never touches it and it survives moves. Each change is an undoable edit.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import select
 
-from curator.curation.changeset import ChangeSet, EditResult, chunks, selected_ids
+from curator.curation.changeset import ChangeSet, EditResult, chosen_ids, chunks
 from curator.errors import UsageError
 from db.engine import Catalog
 from db.schema import Image
@@ -19,12 +21,14 @@ REJECTED = "rejected"
 STATUSES = (PENDING, ACCEPTED, REJECTED)
 
 
-def set_status(catalog: Catalog, query: str, status: str) -> EditResult:
-    """Give every image the query selects review status `status`."""
+def set_status(
+    catalog: Catalog, query: str | None, status: str, *, image_ids: Iterable[int] | None = None
+) -> EditResult:
+    """Give every image the query (or ``image_ids``) selects review status `status`."""
     if status not in STATUSES:
         raise UsageError(f"unknown review status {status!r}; one of {', '.join(STATUSES)}")
     with catalog.write() as s:
-        ids = selected_ids(s, query)
+        ids, chosen = chosen_ids(s, query, image_ids)
         current: dict[int, str] = {}
         for chunk in chunks(ids):
             current.update(
@@ -36,7 +40,7 @@ def set_status(catalog: Catalog, query: str, status: str) -> EditResult:
         return cs.record(
             f"review.{verb}",
             f"{verb} {changed} of {len(ids)} images",
-            query=query,
+            **chosen,
             status=status,
         )
 

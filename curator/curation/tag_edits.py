@@ -21,6 +21,7 @@ from curator.curation.changeset import (
     ChangeSet,
     EditResult,
     TagRowData,
+    chosen_ids,
     selected_ids,
     tag_rows,
 )
@@ -103,9 +104,17 @@ def remove_from(s: Session, cs: ChangeSet, rules: TagRules, unwanted: dict[int, 
 
 
 def add_tags(
-    catalog: Catalog, query: str, tags: Iterable[str], *, category: str = "general"
+    catalog: Catalog,
+    query: str | None,
+    tags: Iterable[str],
+    *,
+    category: str = "general",
+    image_ids: Iterable[int] | None = None,
 ) -> EditResult:
-    """Add tags (as the user) to every image the query selects. Aliases are resolved."""
+    """Add tags (as the user) to every image the query (or ``image_ids``) selects.
+
+    Aliases are resolved; the whole change is one undoable edit.
+    """
     with catalog.write() as s:
         rules = TagRules.load(s)
         names = canonical_names(rules, tags)
@@ -114,29 +123,38 @@ def add_tags(
             raise UsageError(
                 f"blacklisted: {', '.join(banned)} (`curator tags blacklist remove` first)"
             )
-        ids = selected_ids(s, query)
+        ids, chosen = chosen_ids(s, query, image_ids)
         cs = ChangeSet(s)
         add_to(s, cs, rules, {i: set(names) for i in ids}, category)
         return cs.record(
             "tags.add",
             f"add {', '.join(names)} to {len(cs.images_touched)} of {len(ids)} images",
-            query=query,
+            **chosen,
             tags=names,
         )
 
 
-def remove_tags(catalog: Catalog, query: str, tags: Iterable[str]) -> EditResult:
-    """Remove tags from every image the query selects; model tags stay hidden after re-runs."""
+def remove_tags(
+    catalog: Catalog,
+    query: str | None,
+    tags: Iterable[str],
+    *,
+    image_ids: Iterable[int] | None = None,
+) -> EditResult:
+    """Remove tags from every image the query (or ``image_ids``) selects.
+
+    A removed model tag stays hidden after re-runs; the change is one undoable edit.
+    """
     with catalog.write() as s:
         rules = TagRules.load(s)
         names = canonical_names(rules, tags)
-        ids = selected_ids(s, query)
+        ids, chosen = chosen_ids(s, query, image_ids)
         cs = ChangeSet(s)
         remove_from(s, cs, rules, {i: set(names) for i in ids})
         return cs.record(
             "tags.remove",
             f"remove {', '.join(names)} from {len(cs.images_touched)} of {len(ids)} images",
-            query=query,
+            **chosen,
             tags=names,
         )
 
