@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "curator.cli.curate",
     "curator.cli.export",
     "curator.cli.prepare",
+    "curator.cli.search",
 ]
 
 

@@ -134,7 +134,9 @@ class Interrogator:
         )
         count = max_flavors or self.settings.classic_flavors
         flavors = ", ".join(self.rank(features, self.table(CLASSIC[4]), count))
-        if caption.startswith(medium):
+        if not caption:
+            prompt = f"{medium} {artist}, {trending}, {movement}, {flavors}"
+        elif caption.startswith(medium):
             prompt = f"{caption} {artist}, {trending}, {movement}, {flavors}"
         else:
             prompt = f"{caption}, {medium} {artist}, {trending}, {movement}, {flavors}"
@@ -147,7 +149,7 @@ class Interrogator:
         chained = self.chain(features, flavors, caption, start, s.min_flavors, s.max_flavors)
         fast = self.fast(features, caption, s.max_flavors)
         classic = self.classic(features, caption, s.max_flavors)
-        candidates = [caption, classic, fast, chained]
+        candidates = [c for c in (caption, classic, fast, chained) if c]
         return candidates[int(np.argmax(self.similarities(features, candidates)))]
 
     def negative(self, features: torch.Tensor) -> str:
