@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "curator.cli.export",
     "curator.cli.prepare",
     "curator.cli.search",
+    "curator.cli.describe",
 ]
 
 
