@@ -45,6 +45,24 @@ def sample_banks(dest: Path, size: int) -> Path:
     return dest
 
 
+def write_reference_cache(ours, folder: Path, model_name: str) -> None:
+    """Bank embeddings as clip-interrogator's LabelTable cache files."""
+    import hashlib
+
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("artists", "flavors", "mediums", "movements", "trendings", "negative"):
+        table = ours.table(name)
+        digest = hashlib.sha256(",".join(table.labels).encode()).hexdigest()
+        tensors = {
+            "embeds": table.embeds.cpu().numpy().astype(np.float16),
+            "hash": np.array([ord(c) for c in digest], dtype=np.int8),
+        }
+        save_file(tensors, str(folder / f"{model_name}_{name}.safetensors"))
+
+
 def timed(fn, repeat: int = 1):
     best, out = float("inf"), None
     for _ in range(repeat):
@@ -129,10 +147,14 @@ def main() -> None:
     except ImportError:
         print("clip-interrogator is not installed: pip install clip-interrogator==0.6.0")
         return
+    # Hand clip-interrogator the same float16 bank embeddings in its own cache format,
+    # so it does not spend minutes encoding the banks again.
+    ref_cache = work / "reference-cache"
+    write_reference_cache(ours, ref_cache, "ViT-B-32_none")
     config = ci.Config(
         caption_model_name=None,
         clip_model_name="ViT-B-32/none",
-        cache_path=None,
+        cache_path=str(ref_cache),
         download_cache=False,
         data_path=str(data),
         device=args.device,

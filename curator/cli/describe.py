@@ -134,8 +134,20 @@ def describe_cmd(
     help="Add or replace a term bank (one term per line): artists, flavors, mediums, "
     "movements, trendings, negative, or a new name.",
 )
-@click.option("--min-flavors", type=click.IntRange(0), default=8, show_default=True)
-@click.option("--max-flavors", type=click.IntRange(1), default=32, show_default=True)
+@click.option(
+    "--min-flavors",
+    type=click.IntRange(0),
+    default=8,
+    show_default=True,
+    help="best: chain steps kept even when they lower the score.",
+)
+@click.option(
+    "--max-flavors",
+    type=click.IntRange(1),
+    default=32,
+    show_default=True,
+    help="Most terms: fast, best and negative chains.",
+)
 @click.option(
     "--cache-dir",
     type=click.Path(file_okay=False, path_type=Path),

@@ -17,7 +17,9 @@ _search_options = [
         metavar="NAME",
         help="Embedding model to search (default: the only one in the catalog).",
     ),
-    click.option("--limit", type=click.IntRange(1), default=10, show_default=True),
+    click.option(
+        "--limit", type=click.IntRange(1), default=10, show_default=True, help="Most results."
+    ),
     click.option("--where", metavar="QUERY", help="Only images matching QUERY."),
     click.option(
         "--index",

@@ -154,6 +154,8 @@ def similar_images(
             if blob is not None:
                 query = decode_vector(blob[1], blob[0])
         if query is None:
+            if not Path(image).is_file():
+                raise UsageError(f"image {image!r} has no embedding from {name}; {EMBED_HINT}")
             query = _embed_file(s, name, image, device)
         return _nearest(s, query, name, limit=limit, where=where, exclude=exclude, backend=backend)
 
