@@ -83,6 +83,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch default)")
     parser.add_argument("--tiny", action="store_true", help="a tiny model, for a smoke run")
     parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--skip-whole", action="store_true", help="skip whole-text best")
+    parser.add_argument(
+        "--cache-dir", type=Path, help="reuse bank embeddings from an earlier run's cache"
+    )
     args = parser.parse_args()
 
     import torch
@@ -114,7 +118,7 @@ def main() -> None:
         f"flavors {args.min_flavors}-{args.max_flavors}, torch threads {torch.get_num_threads()}"
     )
 
-    cache_dir = work / "cache"
+    cache_dir = args.cache_dir or work / "cache"
 
     def build():
         ours = Interrogator(clip, banks, EmbeddingCache(cache_dir), settings)
@@ -124,7 +128,8 @@ def main() -> None:
 
     miss, _ = timed(build)
     hit, ours = timed(build)
-    print(f"bank tables: cache miss {miss:.2f}s, cache hit {hit:.3f}s ({miss / hit:.0f}x)")
+    first = "first build (given cache)" if args.cache_dir else "cache miss"
+    print(f"bank tables: {first} {miss:.2f}s, cache hit {hit:.3f}s ({miss / hit:.0f}x)")
 
     pixels = clip.transform(image).unsqueeze(0)
     features = ours.image_features(pixels)
@@ -133,8 +138,11 @@ def main() -> None:
         print(f"{mode:>8}: {seconds:.2f}s per image ({1 / seconds:.2f} images/s)")
 
     best_time, best_prompt = timed(lambda: ours.best(features, CAPTION))
+    if args.skip_whole:
+        whole_time, whole_prompt = float("nan"), best_prompt
     ours.settings.prefix_kv = False
-    whole_time, whole_prompt = timed(lambda: ours.best(features, CAPTION))
+    if not args.skip_whole:
+        whole_time, whole_prompt = timed(lambda: ours.best(features, CAPTION))
     ours.settings.prefix_kv = True
     print(
         f"best, prefix-KV {best_time:.2f}s vs whole-text encoding {whole_time:.2f}s: "
