@@ -190,16 +190,18 @@ class Interrogator:
         pool = list(dict.fromkeys(phrases))
         tokens: dict[str, list[int]] = {}  # each phrase's BPE tokens, once per chain
         if not best_prompt:
-            best_prompt = pool[self._rank_continuations(features, "", pool, reverse, tokens)]
-            best_sim = self.similarity(features, best_prompt)
+            index, best_sim = self._rank_continuations(features, "", pool, reverse, tokens)
+            best_prompt = pool[index]
             pool.remove(best_prompt)
         curr_prompt, curr_sim = best_prompt, best_sim
         for idx in range(max_count):
             if not pool:
                 break
-            flavor = pool[self._rank_continuations(features, curr_prompt, pool, reverse, tokens)]
+            # The winner's similarity comes from the same pass that ranked it, instead of
+            # encoding the prompt once more; the two differ only by float rounding.
+            index, sim = self._rank_continuations(features, curr_prompt, pool, reverse, tokens)
+            flavor = pool[index]
             prompt = f"{curr_prompt}, {flavor}"
-            sim = self.similarity(features, prompt)
             if reverse:
                 sim = -sim
             if sim > best_sim:
@@ -220,8 +222,8 @@ class Interrogator:
         pool: list[str],
         reverse: bool,
         cache: dict[str, list[int]],
-    ) -> int:
-        """Index in `pool` of the best "prefix, phrase" (or bare phrase without prefix)."""
+    ) -> tuple[int, float]:
+        """(index in `pool`, similarity) of the best "prefix, phrase" (or bare phrase)."""
         texts_suffix = [f", {p}" for p in pool] if prefix else pool
         model, tokenizer = self.clip.model, self.clip.tokenizer
         use_prefix = (
@@ -265,8 +267,9 @@ def _topk(sims: torch.Tensor, k: int, reverse: bool) -> list[int]:
     return values.float().cpu().topk(k).indices.tolist()
 
 
-def _argbest(sims: torch.Tensor, reverse: bool) -> int:
-    return int((-sims if reverse else sims).argmax().item())
+def _argbest(sims: torch.Tensor, reverse: bool) -> tuple[int, float]:
+    index = int((-sims if reverse else sims).argmax().item())
+    return index, float(sims[index].item())
 
 
 def caption_or_empty(caption: Any) -> str:
