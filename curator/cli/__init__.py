@@ -29,6 +29,8 @@ COMMAND_MODULES = [
     "curator.cli.prepare",
     "curator.cli.review",
     "curator.cli.generate",
+    "curator.cli.search",
+    "curator.cli.describe",
 ]
 COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "scan": (
@@ -112,6 +114,30 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "xyz": (
         ("curator.cli.generate",),
         "An A1111 X/Y/Z plot: one image per cell and a labelled grid, all catalogued.",
+    ),
+    "embed": (
+        ("curator.cli.search",),
+        "Store a CLIP image embedding per image and model (for similar, search, dedup).",
+    ),
+    "similar": (
+        ("curator.cli.search",),
+        "Images most like IMAGE (a catalogued path, sha256 prefix or id, or any image file).",
+    ),
+    "search": (
+        ("curator.cli.search",),
+        'Images that best match TEXT, e.g. curator search "a red bicycle".',
+    ),
+    "describe": (
+        ("curator.cli.describe",),
+        "Describe images in plain sentences for people using screen readers.",
+    ),
+    "interrogate": (
+        ("curator.cli.describe",),
+        "Write a Stable Diffusion prompt per image, the clip-interrogator way.",
+    ),
+    "caption": (
+        ("curator.cli.describe",),
+        "Caption images with BLIP, BLIP-2 or GIT (stored as captions of kind `caption`).",
     ),
     "exports": (
         ("curator.cli.export",),

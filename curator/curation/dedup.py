@@ -37,6 +37,7 @@ from curator.curation.edits import ChangeSet, EditResult, chunks
 from curator.curation.hamming_index import near_pairs
 from curator.errors import UsageError
 from curator.query.compile import compile_query
+from curator.search.search import decode_vector
 from curator.tags.view import TagRules
 from db.engine import Catalog
 from db.schema import Embedding, File, Image, Score, to_unsigned64
@@ -437,8 +438,8 @@ def load_embeddings(s: Session, model: str, ids: Sequence[int]) -> dict[int, np.
                 Embedding.model == model, Embedding.image_id.in_(chunk)
             )
         ):
-            if blob is not None and len(blob) == 4 * dim:
-                out[image_id] = np.frombuffer(blob, dtype="<f4").astype(np.float32)
+            if blob is not None and len(blob) in (2 * dim, 4 * dim):
+                out[image_id] = decode_vector(blob, dim)
     dims = [len(v) for v in out.values()]
     if len(set(dims)) > 1:  # rows of another width cannot be compared; keep the usual one
         usual = max(set(dims), key=dims.count)

@@ -239,14 +239,16 @@ def write_batch(
             caption_rows.append(
                 {
                     "image_id": image_id,
-                    "kind": "caption",
+                    # An interrogator's prompt is kind "interrogation", a captioner's "caption".
+                    "kind": getattr(model, "caption_kind", "caption"),
                     "source": source,
                     "text": result.caption,
                     "run_id": run_id,
                 }
             )
         if result.embedding is not None:
-            vec = np.asarray(result.embedding, dtype="<f4").ravel()
+            # float16 halves the catalog's largest rows; cosine ranking does not notice.
+            vec = np.asarray(result.embedding, dtype="<f2").ravel()
             embedding_rows.append(
                 {
                     "image_id": image_id,
