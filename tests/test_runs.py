@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -524,3 +525,21 @@ def test_odd_model_outputs_are_skipped_or_one_line_errors(tmp_path, colours):
             assert set(s.scalars(select(Score.name))) == {"fine"}
         with pytest.raises(TaggerError, match="gave 1 results for 5 images"):
             run_models(cat, [Odd(results_per_batch=1)], RunOptions(workers=0, redo=True))
+
+
+def test_decoder_warnings_stay_off_the_terminal_during_a_run(tmp_path, tagger_dir, capfd):
+    from tests.corpus import jpeg_with_corrupt_exif
+
+    root = tmp_path / "warn"
+    root.mkdir()
+    jpeg_with_corrupt_exif(root / "exif.jpg")
+    with open_catalog(str(tmp_path / "c.db")) as cat:
+        scan(cat, [root], ScanOptions(workers=0))
+        capfd.readouterr()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            (summary,) = run_models(cat, [load_model(str(tagger_dir))], RunOptions(workers=0))
+    out, err = capfd.readouterr()
+    assert summary.done == 1 and summary.failed == 0
+    assert [str(w.message) for w in caught] == []
+    assert "EXIF" not in out + err and "Warning" not in out + err

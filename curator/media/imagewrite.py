@@ -97,9 +97,10 @@ def load_for_export(
     output_format = normalize_format(output_format)
     try:
         with warnings.catch_warnings():
-            # Oversized images are rejected by Pillow's own bomb check (an error above
-            # twice MAX_IMAGE_PIXELS); the warning below that is noise for an export.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Decoder warnings ("Corrupt EXIF data", oversized images below Pillow's
+            # bomb error) were recorded with the image when it was scanned
+            # (`curator problems --warnings`); here they would only break the progress bar.
+            warnings.simplefilter("ignore")
             with Image.open(path) as image:
                 if target_size is not None and image.format == "JPEG":
                     width, height = target_size

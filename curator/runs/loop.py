@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
@@ -178,8 +179,12 @@ def decode_for_models(path: str, models: Sequence[Model], needs: Sequence[int]) 
     if not needs:
         return {}
     sizes = [models[i].input_size for i in needs if needs_pixels(models[i])]
-    decoded = decode(path, max(sizes) if sizes and all(sizes) else None, pixels=bool(sizes))
-    return {i: models[i].preprocess(decoded) for i in needs}
+    with warnings.catch_warnings():
+        # Decoder warnings were recorded with the image by the scan (`curator problems
+        # --warnings`); from a worker they would only break the progress bar.
+        warnings.simplefilter("ignore")
+        decoded = decode(path, max(sizes) if sizes and all(sizes) else None, pixels=bool(sizes))
+        return {i: models[i].preprocess(decoded) for i in needs}
 
 
 def _decode_batch(jobs: list[_Job], models: Sequence[Model]) -> list[_Decoded]:
