@@ -208,6 +208,17 @@ def test_similar_pairs_blocks_match_all_pairs():
     assert similar_pairs(x, 0.95, block=4) == expected == similar_pairs(x, 0.95)
 
 
+def test_semantic_pairs_through_the_approximate_index_match_exact_ones():
+    pytest.importorskip("hnswlib", reason="the approximate backend is optional")
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=(300, 32)).astype(np.float32)
+    copies = base[:40] + rng.normal(scale=0.02, size=(40, 32)).astype(np.float32)
+    x = np.concatenate([base, copies])
+    exact = similar_pairs(x, 0.97, backend="exact")
+    assert len(exact) >= 40
+    assert similar_pairs(x, 0.97, backend="hnsw") == exact
+
+
 def test_dedup_cli(catalog, near, db_path):
     def cli(*args):
         result = CliRunner().invoke(main, ["--db", str(db_path), *map(str, args)])

@@ -48,6 +48,7 @@ METHODS = (EXACT, PHASH, CLIP)
 DEFAULT_DISTANCE = 6
 DEFAULT_THRESHOLD = 0.95
 _BLOCK = 2048  # rows per block of the similarity matrix: 2048 x 2048 float32 = 16 MB
+_NEIGHBOURS = 32  # nearest neighbours asked of an approximate index per image
 # The confirming thumbnails: 16 x 16 colour pixels, box-filtered. Measured on copies
 # (resized, JPEG q60-85, cropped 2%) the largest pixel difference stays under 40 of
 # 255; a recoloured variant or another emblem on the same icon differs by 120 or more.
@@ -459,14 +460,37 @@ def _embeddings(
 
 
 def similar_pairs(
-    vectors: np.ndarray, threshold: float, block: int = _BLOCK
+    vectors: np.ndarray,
+    threshold: float,
+    block: int = _BLOCK,
+    *,
+    backend: str = "auto",
+    neighbours: int = _NEIGHBOURS,
 ) -> list[tuple[int, int]]:
-    """Index pairs (i < j) of rows with cosine similarity >= threshold, block by block."""
+    """Index pairs (i < j) of rows with cosine similarity >= threshold.
+
+    Uses the search's vector index (`curator.search.index.build_index`): where it
+    picks exact search (up to about 100,000 vectors) every pair is compared, a block
+    of the similarity matrix at a time; beyond that, the approximate index finds each
+    row's ``neighbours`` nearest, so the work grows as n log n rather than n².
+    """
+    from curator.search.index import ExactIndex, build_index
+
     x = np.asarray(vectors, dtype=np.float32)
     if x.ndim != 2 or len(x) < 2:
         return []
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    x = x / np.where(norms == 0, 1, norms)
+    index = build_index(np.arange(len(x)), x, backend)
+    if not isinstance(index, ExactIndex):
+        found: set[tuple[int, int]] = set()
+        for i, row in enumerate(x):
+            ids, sims = index.search(row, min(neighbours + 1, len(x)))
+            found.update(
+                (min(i, int(j)), max(i, int(j)))
+                for j, sim in zip(ids, sims, strict=True)
+                if int(j) != i and sim >= threshold
+            )
+        return sorted(found)
+    x = index.vectors  # normalised
     n = len(x)
     out: list[tuple[int, int]] = []
     for i0 in range(0, n, block):
