@@ -161,3 +161,29 @@ def test_cli_undo_redo_and_history_by_user(catalog, folders, db_path, as_user):
     assert result.exit_code == 2 and "not in the range" in result.output
     with catalog.session() as s:
         assert s.scalars(select(Edit.undone).order_by(Edit.id)).all() == [False, True]
+
+
+def test_a_persons_caption_is_an_edit_that_undo_and_redo_restore(catalog, tmp_path):
+    from curator.curation.edits import redo, set_caption, undo
+    from curator.ingest.scan import ScanOptions, scan
+    from db.schema import Caption
+    from tests.corpus import pattern
+
+    (tmp_path / "imgs").mkdir()
+    pattern(32, 32, 1).save(tmp_path / "imgs" / "a.png")
+    scan(catalog, [str(tmp_path / "imgs")], ScanOptions(workers=0))
+
+    def user_captions():
+        with catalog.session() as s:
+            return [c.text for c in s.query(Caption).filter_by(source="user")]
+
+    assert set_caption(catalog, 1, "a red square").images == 1
+    assert set_caption(catalog, 1, "a red square on grey").images == 1
+    assert set_caption(catalog, 1, "a red square on grey").images == 0  # nothing changed
+    assert user_captions() == ["a red square on grey"]
+    undo(catalog)
+    assert user_captions() == ["a red square"]
+    undo(catalog)
+    assert user_captions() == []
+    redo(catalog)
+    assert user_captions() == ["a red square"]

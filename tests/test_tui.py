@@ -17,7 +17,7 @@ from curator.cli import main  # noqa: E402
 from curator.curation import edits  # noqa: E402
 from curator.ingest.scan import ScanOptions, scan  # noqa: E402
 from curator.tags.view import effective_tags  # noqa: E402
-from db.schema import File, Image  # noqa: E402
+from db.schema import Caption, File, Image  # noqa: E402
 from tui.app import ReviewApp  # noqa: E402
 from tui.components.confirm import Confirm  # noqa: E402
 from tui.components.filter_bar import FilterBar  # noqa: E402
@@ -376,6 +376,11 @@ async def test_the_detail_panel_and_a_caption_edit(catalog, scanned):
         await pilot.press("e", "escape")
         await settle(app, pilot)
         assert app.status.history[-1] == "caption unchanged"
+        await pilot.press("u")  # a caption edit undoes like any other
+        await settle(app, pilot)
+        assert app.status.history[-1].startswith("undid")
+        with catalog.session() as s:
+            assert not s.query(Caption).filter_by(source="user").count()
 
 
 async def test_tag_frequencies_of_the_filtered_set(catalog, scanned):

@@ -24,6 +24,7 @@ from textual.worker import get_current_worker
 from curator.catalog import browse
 from curator.catalog.browse import DEFAULT_SCORE, Listing
 from curator.curation import edits, review
+from curator.curation.caption_edits import USER_CAPTION
 from curator.errors import CuratorError, QueryError
 from curator.progress import CancelToken
 from tui import bulk
@@ -47,9 +48,7 @@ from tui.runs import RunsMixin
 if TYPE_CHECKING:  # the catalog's type only: tui/ calls the library, not db/
     from db.engine import Catalog
 
-CAPTION_NOTE = (
-    "Caption edits are kept but not in the undo history; model captions stay as they are."
-)
+CAPTION_NOTE = "Your caption is one undoable edit; model captions stay as they are."
 W = TypeVar("W", bound=Widget)
 SETTLE_S = 0.12  # the cursor rests this long before preview and detail load
 
@@ -346,9 +345,7 @@ class ReviewApp(RunsMixin, App[None]):
         if report is None:
             report = browse.image_detail(self.catalog, row.id)
         captions = report["captions"] if report else []
-        mine = [
-            c for c in captions if c["source"] == browse.USER_CAPTION and c["kind"] == "caption"
-        ]
+        mine = [c for c in captions if c["source"] == USER_CAPTION and c["kind"] == "caption"]
         start = (mine or captions or [{"text": ""}])[0]["text"]
 
         def save(text: str | None) -> None:
@@ -356,8 +353,8 @@ class ReviewApp(RunsMixin, App[None]):
                 self.say("caption unchanged", notify=False)
                 return
             self.write(
-                lambda: browse.set_caption(self.catalog, row.id, text),
-                lambda changed: f"{row.name}: caption saved" if changed else "caption unchanged",
+                lambda: edits.set_caption(self.catalog, row.id, text),
+                lambda done: f"{row.name}: caption saved" if done.images else "caption unchanged",
             )
 
         self.push_screen(CaptionEditor(start, CAPTION_NOTE), save)

@@ -30,18 +30,16 @@ from curator.curation.edits import (
     remove_tags,
 )
 from curator.curation.review import set_status
-from curator.errors import UsageError
 from curator.progress import CancelToken, Reporter
 from curator.query.compile import compile_query, page_statement
 from curator.runs.loop import RunOptions, RunSummary, run_models
 from curator.tags.view import USER_REMOVED, TagRules, effective_tags
 from db.engine import Catalog
-from db.schema import Caption, File, Image, ImageTag, Score, Tag
+from db.schema import File, Image, ImageTag, Score, Tag
 
 PAGE = 100
 KEEP_PAGES = 64  # pages held in memory: a few screens either way of each place visited
 DEFAULT_SCORE = "aesthetic"
-USER_CAPTION = "user"
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,37 +360,6 @@ def review_images(catalog: Catalog, image_ids: Iterable[int], status: str) -> Ed
     return set_status(catalog, None, status, image_ids=image_ids)
 
 
-def set_caption(catalog: Catalog, image_id: int, text: str, *, kind: str = "caption") -> bool:
-    """Write a person's caption of `kind` (empty text removes it); model captions stay.
-
-    Returns whether anything changed. Not recorded in the edit history (captions are
-    not among what `undo` restores), so callers should say so.
-    """
-    text = text.strip()
-    with catalog.write() as s:
-        if s.get(Image, image_id) is None:
-            raise UsageError(f"image {image_id} is no longer in the catalog")
-        row = s.scalar(
-            select(Caption).where(
-                Caption.image_id == image_id,
-                Caption.kind == kind,
-                Caption.source == USER_CAPTION,
-            )
-        )
-        if row is None:
-            if not text:
-                return False
-            s.add(Caption(image_id=image_id, kind=kind, source=USER_CAPTION, text=text))
-            return True
-        if not text:
-            s.delete(row)
-            return True
-        if row.text == text:
-            return False
-        row.text = text
-        return True
-
-
 __all__ = [
     "canonical_tag",
     "ImageRow",
@@ -402,7 +369,6 @@ __all__ = [
     "review_images",
     "rows_for",
     "run_named_models",
-    "set_caption",
     "source_kind",
     "tag_counts",
     "tag_images",

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from curator.query.compile import compile_query
 from curator.tags.store import tag_ids
 from curator.tags.view import TagRules
-from db.schema import Edit, Image, ImageTag, Tag, TagRule
+from db.schema import Caption, Edit, Image, ImageTag, Tag, TagRule
 
 CHUNK = 900  # ids per IN (...): under SQLite's variable limit
 IMAGE_COLUMNS = ("status", "duplicate_of")  # image fields edits may change
@@ -147,6 +147,7 @@ class ChangeSet:
         self._rules_deleted: list[list[Any]] = []
         self._rules_inserted: dict[tuple[str, str, str], list[Any]] = {}
         self._images: dict[tuple[int, str], list[Any]] = {}
+        self._captions: dict[tuple[int, str, str], list[Any]] = {}
         self.images_touched: set[int] = set()
 
     # --- image tags ---
@@ -253,6 +254,32 @@ class ChangeSet:
                 )
         return sum(len(v) for v in by_value.values())
 
+    # --- captions ---
+
+    def set_caption(self, image_id: int, kind: str, source: str, text: str | None) -> bool:
+        """Write (or with ``text`` None, delete) one caption; True when it changed."""
+        row = self.session.scalar(
+            select(Caption).where(
+                Caption.image_id == image_id, Caption.kind == kind, Caption.source == source
+            )
+        )
+        old = row.text if row is not None else None
+        if old == text:
+            return False
+        if row is None:
+            self.session.add(Caption(image_id=image_id, kind=kind, source=source, text=text))
+        elif text is None:
+            self.session.delete(row)
+        else:
+            row.text = text
+        self.session.flush()
+        noted = self._captions.setdefault(
+            (image_id, kind, source), [image_id, kind, source, old, text]
+        )
+        noted[4] = text
+        self.images_touched.add(image_id)
+        return True
+
     # --- recording ---
 
     @property
@@ -263,6 +290,7 @@ class ChangeSet:
             or self._rules_deleted
             or self._rules_inserted
             or any(old != new for _, _, old, new in self._images.values())
+            or any(old != new for *_, old, new in self._captions.values())
         )
 
     @property
@@ -280,6 +308,7 @@ class ChangeSet:
             "rules_deleted": self._rules_deleted,
             "rules_inserted": list(self._rules_inserted.values()),
             "images": [v for v in self._images.values() if v[2] != v[3]],
+            "captions": [v for v in self._captions.values() if v[3] != v[4]],
         }
 
     def record(

@@ -6,11 +6,13 @@ use in one place:
 - `curator.curation.changeset`: `ChangeSet` (notes every change of one transaction),
   `EditResult`, `Author` (who made an edit), selection helpers.
 - `curator.curation.tag_edits`: add, remove, replace and rename tags on selections.
+- `curator.curation.caption_edits`: a person's captions.
 - `curator.curation.history`: list edits, undo and redo them.
 """
 
 from __future__ import annotations
 
+from curator.curation.caption_edits import set_caption
 from curator.curation.changeset import (
     CHUNK,
     IMAGE_COLUMNS,
@@ -48,6 +50,7 @@ __all__ = [
     "describe",
     "history",
     "redo",
+    "set_caption",
     "remove_from",
     "remove_tags",
     "rename_rows",

@@ -22,7 +22,7 @@ from curator.curation.changeset import IMAGE_COLUMNS, Author, chunks
 from curator.errors import UsageError
 from curator.tags.store import tag_ids
 from db.engine import Catalog
-from db.schema import Edit, Image, ImageTag, Run, Tag, TagRule, utcnow
+from db.schema import Caption, Edit, Image, ImageTag, Run, Tag, TagRule, utcnow
 
 
 def history(
@@ -162,6 +162,8 @@ def _keys(p: dict[str, Any]) -> set[tuple]:
         keys.add(("image", r[0], r[1]))
     for r in p.get("rules_inserted", []) + p.get("rules_deleted", []):
         keys.add(("rule", r[0], r[1], r[2]))
+    for r in p.get("captions", []):
+        keys.add(("caption", r[0], r[1], r[2]))
     return keys
 
 
@@ -222,6 +224,7 @@ def _revert(s: Session, p: dict[str, Any]) -> None:
         _delete_rule(s, kind, tag, target)
     for kind, tag, target, at in p.get("rules_deleted", []):
         _add_rule(s, kind, tag, target, _parse_time(at))
+    _set_captions(s, p, existing_images, forward=False)
     s.flush()
 
 
@@ -253,6 +256,7 @@ def _apply(s: Session, p: dict[str, Any]) -> None:
         _delete_rule(s, kind, tag, target)
     for kind, tag, target in p.get("rules_inserted", []):
         _add_rule(s, kind, tag, target, utcnow())
+    _set_captions(s, p, existing_images, forward=True)
     s.flush()
 
 
@@ -268,6 +272,26 @@ def _set_images(s: Session, p: dict[str, Any], existing: set[int], *, forward: b
     for (column, value), image_ids in values.items():
         for id_chunk in chunks(image_ids):
             s.execute(update(Image).where(Image.id.in_(id_chunk)).values({column: value}))
+
+
+def _set_captions(s: Session, p: dict[str, Any], existing: set[int], *, forward: bool) -> None:
+    """Captions back to the text before the edit (or after it, for redo); None deletes."""
+    for image_id, kind, source, old, new in p.get("captions", []):
+        if image_id not in existing:
+            continue
+        text = new if forward else old
+        row = s.scalar(
+            select(Caption).where(
+                Caption.image_id == image_id, Caption.kind == kind, Caption.source == source
+            )
+        )
+        if text is None:
+            if row is not None:
+                s.delete(row)
+        elif row is None:
+            s.add(Caption(image_id=image_id, kind=kind, source=source, text=text))
+        else:
+            row.text = text
 
 
 def _write_rows(s: Session, rows: list[tuple], ids: dict[str, int]) -> None:
@@ -337,6 +361,7 @@ def _delete_keys(s: Session, tag_id: int, source: str, image_ids: Sequence[int])
 def _image_ids_in(p: dict[str, Any]) -> set[int]:
     ids = {r[0] for r in p.get("images", [])} | {r[0] for r in p.get("tags_deleted", [])}
     ids |= {r[0] for r in p.get("tags_inserted", [])}
+    ids |= {r[0] for r in p.get("captions", [])}
     ids |= {r[3] for r in p.get("images", []) if r[1] == "duplicate_of" and r[3] is not None}
     ids |= {r[2] for r in p.get("images", []) if r[1] == "duplicate_of" and r[2] is not None}
     return ids
