@@ -153,10 +153,10 @@ def test_lora_keys_are_kohyas_and_metadata_describes_the_training(tiny_dir, tmp_
         "lora_unet_" + name.replace(".", "_")
         for name, _ in pipe.unet.named_modules()
         if name.endswith((".to_q", ".to_k", ".to_v", ".to_out.0"))
-    } | {
-        "lora_te_" + name.replace(".", "_")
-        for name, _ in pipe.text_encoder.named_modules()
-        if name.endswith(("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "out_proj"))
+    } | {  # transformers 4 module paths, as sd-scripts and A1111 name them
+        f"lora_te_text_model_encoder_layers_{i}_self_attn_{p}"
+        for i in range(3)
+        for p in ("q_proj", "k_proj", "v_proj", "out_proj")
     }
     with safe_open(str(result.outputs[-1]), "pt") as f:
         keys, meta = set(f.keys()), f.metadata()

@@ -51,7 +51,13 @@ def kohya_name(prefix: str, module_path: str) -> str:
     return f"{prefix}.{module_path}".replace(".", "_")
 
 
-def lora_state_dict(model: Any, prefix: str, alpha: float) -> dict[str, Any]:
+def text_encoder_path_prefix(text_encoder: Any) -> str:
+    """transformers 5 flattened CLIPTextModel (`encoder.layers.0...`); sd-scripts and
+    A1111 run on transformers 4, whose module paths start with `text_model.`."""
+    return "" if hasattr(text_encoder, "text_model") else "text_model."
+
+
+def lora_state_dict(model: Any, prefix: str, alpha: float, path_prefix: str = "") -> dict[str, Any]:
     """Every peft LoRA layer in `model` as kohya keys (float32, contiguous, on the CPU)."""
     import torch
     from peft.tuners.lora import LoraLayer
@@ -60,7 +66,7 @@ def lora_state_dict(model: Any, prefix: str, alpha: float) -> dict[str, Any]:
     for path, module in model.named_modules():
         if not isinstance(module, LoraLayer) or "default" not in module.lora_A:
             continue
-        name = kohya_name(prefix, path)
+        name = kohya_name(prefix, path_prefix + path)
         down = module.lora_A["default"].weight.detach()
         up = module.lora_B["default"].weight.detach()
         state[f"{name}.lora_down.weight"] = down.float().cpu().contiguous()
@@ -223,7 +229,12 @@ def _train(options: LoraOptions, dataset: Any, name: str) -> TrainResult:
     def save(path: Path, step: int) -> None:
         tensors = lora_state_dict(pipe.unet, UNET_PREFIX, options.alpha)
         if options.train_text_encoder:
-            tensors.update(lora_state_dict(pipe.text_encoder, TEXT_ENCODER_PREFIX, options.alpha))
+            te = pipe.text_encoder
+            tensors.update(
+                lora_state_dict(
+                    te, TEXT_ENCODER_PREFIX, options.alpha, text_encoder_path_prefix(te)
+                )
+            )
         save_lora(path, tensors, kohya_metadata(options, dataset, step, started, data_hash))
 
     method = Method("lora", groups, encode, save)
