@@ -100,6 +100,19 @@ def test_buckets_keep_batches_single_sized_and_repeats_count(tmp_path):
     }
 
 
+def test_regularization_images_fill_as_many_places_as_training_images(tmp_path):
+    data = make_data(tmp_path, [(32, 32)] * 2, repeats=2)
+    reg = tmp_path / "reg" / "1_cat"
+    reg.mkdir(parents=True)
+    for i in range(5):
+        Image.new("RGB", (32, 32), (i, 0, 0)).save(reg / f"r{i}.png")  # no captions needed
+    dataset = load_dataset(data)
+    pool = dataset.epoch_pool(random.Random(0))
+    assert (dataset.train_count, dataset.reg_count) == (4, 5)
+    assert sum(e.is_reg for e in pool) == 4 and {e.caption for e in pool if e.is_reg} == {"cat"}
+    assert load_dataset(data, reg=False).reg_count == 0
+
+
 def test_keep_tokens_stay_first_when_captions_shuffle(tmp_path):
     data = make_data(tmp_path, [(32, 32)])
     (data / "dataset.toml").write_text(
@@ -141,9 +154,14 @@ def test_lora_keys_are_kohyas_and_metadata_describes_the_training(tiny_dir, tmp_
     from safetensors import safe_open
 
     data = make_data(tmp_path / "d", [(32, 32)] * 2 + [(48, 32)] * 2)
+    reg = data / "reg" / "1_cat"
+    reg.mkdir(parents=True)
+    Image.new("RGB", (32, 32), "gray").save(reg / "r.png")
+    Image.new("RGB", (32, 32), "white").save(reg / "s.png")
     options = LoraOptions(
         base=str(tiny_dir), data=str(data), out=str(tmp_path / "o"), steps=4, batch_size=2,
         rank=2, alpha=1.0, device="cpu", train_text_encoder=True, save_every=2,
+        prior_loss_weight=0.5,
     )  # fmt: skip
     result = train_lora(options)
     assert [p.name for p in result.outputs] == ["lora-000002.safetensors", "lora.safetensors"]
@@ -169,7 +187,10 @@ def test_lora_keys_are_kohyas_and_metadata_describes_the_training(tiny_dir, tmp_
     assert meta["ss_network_module"] == "networks.lora"
     assert (meta["ss_network_dim"], meta["ss_network_alpha"]) == ("2", "1.0")
     assert json.loads(meta["ss_tag_frequency"])["1_sks cat"]["sks cat"] == 4
-    assert len(json.loads(meta["ss_bucket_info"])["buckets"]) == 2
+    buckets = json.loads(meta["ss_bucket_info"])["buckets"]
+    # 32x32: 2 training images + the 2 reg images twice (as many as training images)
+    assert [b["count"] for b in buckets.values()] == [6, 2]
+    assert (meta["ss_num_train_images"], meta["ss_num_reg_images"]) == ("4", "2")
     assert meta["ss_dataset_hash"] == result.data_hash and len(meta["ss_new_sd_model_hash"]) == 64
     assert (meta["ss_max_train_steps"], meta["ss_steps"], meta["ss_seed"]) == ("4", "4", "0")
     lines = result.loss_log.read_text().splitlines()

@@ -174,6 +174,13 @@ def _base_fields(o: dict[str, Any], quiet: bool, as_json: bool) -> dict[str, Any
     help="Also put LoRA layers on the text encoder's attention projections.",
 )
 @click.option(
+    "--prior-loss-weight",
+    type=click.FloatRange(0),
+    default=1.0,
+    show_default=True,
+    help="Loss weight of the export's reg/ (class) images, as sd-scripts weighs them.",
+)
+@click.option(
     "--text-encoder-lr",
     type=float,
     default=None,
@@ -191,6 +198,7 @@ def lora_cmd(app: AppContext, quiet: bool, as_json: bool, **o: Any) -> None:
         alpha=o["alpha"],
         train_text_encoder=o["train_text_encoder"],
         text_encoder_lr=o["text_encoder_lr"],
+        prior_loss_weight=o["prior_loss_weight"],
     )
     with _ctrl_c_cancels(options.cancel):
         result = train_lora(options, app.catalog)

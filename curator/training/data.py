@@ -5,6 +5,8 @@ kohya-dreambooth` writes: each subfolder of `img/` is named `{repeats}_{class to
 holds images already cut to their aspect-ratio buckets, and a caption file beside each
 image (`.txt` unless `dataset.toml` says otherwise). `dataset.toml`, when present, also
 supplies `shuffle_caption` and `keep_tokens`, applied per step as sd-scripts does.
+`reg/N_class/` holds regularization images (their caption, or the folder's class
+tokens); as in sd-scripts, an epoch uses as many of them as it has training images.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class Example:
     caption: str
     size: tuple[int, int]  # (width, height): the image's bucket
     folder: str  # the `N_tokens` folder it came from
+    repeats: int = 1
+    is_reg: bool = False
 
 
 @dataclass
@@ -48,6 +52,30 @@ class Dataset:
         for index, example in enumerate(self.examples):
             self.buckets.setdefault(example.size, []).append(index)
 
+    @property
+    def train_count(self) -> int:
+        """Training images per epoch, repeats counted."""
+        return sum(e.repeats for e in self.examples if not e.is_reg)
+
+    @property
+    def reg_count(self) -> int:
+        return sum(e.repeats for e in self.examples if e.is_reg)
+
+    def epoch_pool(self, rng: random.Random | None = None) -> list[Example]:
+        """One epoch's images: each training image `repeats` times, then regularization
+        images (repeats counted) cycled or cut to as many as there are training images."""
+        train = [e for e in self.examples if not e.is_reg for _ in range(e.repeats)]
+        reg = [e for e in self.examples if e.is_reg for _ in range(e.repeats)]
+        if rng is not None:
+            rng.shuffle(reg)
+        if reg:
+            reg = [reg[i % len(reg)] for i in range(len(train))]
+        return train + reg
+
+    def bucket_counts(self) -> dict[tuple[int, int], int]:
+        counts: Counter = Counter(e.size for e in self.epoch_pool())
+        return dict(sorted(counts.items()))
+
     def tag_frequency(self) -> dict[str, dict[str, int]]:
         """kohya's `ss_tag_frequency`: per folder, how many captions hold each tag."""
         out: dict[str, Counter] = {}
@@ -59,8 +87,7 @@ class Dataset:
     def bucket_info(self) -> dict:
         """kohya's `ss_bucket_info`: each bucket's resolution and image count (with repeats)."""
         buckets = {}
-        for index, (size, members) in enumerate(sorted(self.buckets.items())):
-            count = sum(self.repeats[self.examples[i].folder] for i in members)
+        for index, (size, count) in enumerate(self.bucket_counts().items()):
             buckets[str(index)] = {"resolution": list(size), "count": count}
         return {"buckets": buckets, "mean_img_ar_error": 0.0}
 
@@ -88,13 +115,12 @@ class Dataset:
     def epoch_batches(self, batch_size: int, rng: random.Random) -> list[list[Example]]:
         """One epoch: each image `repeats` times, batches drawn from one bucket each,
         bucket order shuffled; a bucket's last batch may be smaller, as in sd-scripts."""
+        by_bucket: dict[tuple[int, int], list[Example]] = {}
+        for example in self.epoch_pool(rng):
+            by_bucket.setdefault(example.size, []).append(example)
         batches = []
-        for members in self.buckets.values():
-            pool = [
-                self.examples[i]
-                for i in members
-                for _ in range(self.repeats[self.examples[i].folder])
-            ]
+        for size in sorted(by_bucket):
+            pool = by_bucket[size]
             rng.shuffle(pool)
             batches += [pool[i : i + batch_size] for i in range(0, len(pool), batch_size)]
         rng.shuffle(batches)
@@ -129,9 +155,10 @@ def _repeat_folder(path: Path) -> tuple[int, str] | None:
     return int(count), tokens
 
 
-def load_dataset(root: str | Path, *, need_captions: bool = True) -> Dataset:
+def load_dataset(root: str | Path, *, need_captions: bool = True, reg: bool = True) -> Dataset:
     """Read `root` (a kohya DreamBooth export, or its `img/` folder) or say why it cannot
-    train: no repeat folders, no images, images without captions."""
+    train: no repeat folders, no images, images without captions. `reg`: also read the
+    export's `reg/` folders."""
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise TrainingDataError(f"no such training data folder: {root}")
@@ -144,9 +171,13 @@ def load_dataset(root: str | Path, *, need_captions: bool = True) -> Dataset:
             f"{images_dir} has no `N_tokens` folders (kohya DreamBooth layout: "
             "img/10_sks dog/ with images and caption files)"
         )
+    reg_dir = root / "reg"
+    if reg and images_dir != root and reg_dir.is_dir():
+        folders += sorted(p for p in reg_dir.iterdir() if p.is_dir() and _repeat_folder(p))
     examples, repeats, uncaptioned, unreadable = [], {}, [], []
     for folder in folders:
         count, tokens = _repeat_folder(folder)  # type: ignore[misc]
+        is_reg = folder.parent == reg_dir
         repeats[folder.name] = count
         for path in sorted(folder.iterdir()):
             if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
@@ -158,12 +189,12 @@ def load_dataset(root: str | Path, *, need_captions: bool = True) -> Dataset:
             caption_file = path.with_suffix(extension)
             if caption_file.is_file():
                 caption = caption_file.read_text(encoding="utf-8-sig").strip()
-            elif need_captions:
+            elif need_captions and not is_reg:
                 uncaptioned.append(path.name)
                 continue
             else:
                 caption = tokens
-            examples.append(Example(path, caption or tokens, size, folder.name))
+            examples.append(Example(path, caption or tokens, size, folder.name, count, is_reg))
     if unreadable:
         raise TrainingDataError(
             f"{len(unreadable)} image(s) cannot be read, e.g. {unreadable[0]}; "
@@ -173,7 +204,7 @@ def load_dataset(root: str | Path, *, need_captions: bool = True) -> Dataset:
         raise TrainingDataError(
             f"{len(uncaptioned)} image(s) have no caption file ({extension}), e.g. {uncaptioned[0]}"
         )
-    if not examples:
+    if not any(not e.is_reg for e in examples):
         raise TrainingDataError(f"no images under {images_dir}")
     return Dataset(
         root,
@@ -188,8 +219,7 @@ def load_dataset(root: str | Path, *, need_captions: bool = True) -> Dataset:
 def check_batches(dataset: Dataset, batch_size: int, multiple_of: int = 8) -> None:
     """Refuse, before training, buckets that cannot fill a batch or that the VAE cannot
     encode (sides must be multiples of 8)."""
-    for size, members in sorted(dataset.buckets.items()):
-        count = sum(dataset.repeats[dataset.examples[i].folder] for i in members)
+    for size, count in dataset.bucket_counts().items():
         if count < batch_size:
             raise TrainingDataError(
                 f"bucket {size[0]}x{size[1]} has {count} image(s) (with repeats), fewer than "

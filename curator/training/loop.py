@@ -33,6 +33,7 @@ class TrainOptions:
     batch_size: int = 1
     seed: int = 0
     save_every: int = 0  # 0: only at the end
+    prior_loss_weight: float = 1.0  # the loss weight of regularization images
     device: str | None = None  # None: CUDA, MPS or CPU, whichever is there
     config: str | None = None  # component configs for a single-file base, offline
     reporter: Reporter | None = field(default=None, repr=False)
@@ -74,13 +75,15 @@ def check_options(options: TrainOptions) -> None:
         raise UsageError("--batch-size must be at least 1")
     if options.lr <= 0:
         raise UsageError("--lr must be positive")
+    if options.prior_loss_weight < 0:
+        raise UsageError("--prior-loss-weight must be 0 or more")
     if options.save_every < 0:
         raise UsageError("--save-every must be 0 (only at the end) or more")
 
 
-def prepare_data(options: TrainOptions) -> Dataset:
+def prepare_data(options: TrainOptions, reg: bool = True) -> Dataset:
     check_options(options)
-    dataset = load_dataset(options.data)
+    dataset = load_dataset(options.data, reg=reg)
     check_batches(dataset, options.batch_size)
     return dataset
 
@@ -138,8 +141,9 @@ def token_ids(tokenizer: Any, captions: list[str], device: str):
     ).input_ids.to(device)
 
 
-def denoising_loss(pipe: Any, noise_scheduler: Any, pixels, hidden, generator):
-    """The Stable Diffusion objective: predict the noise (or v) added at a random step."""
+def denoising_loss(pipe: Any, noise_scheduler: Any, pixels, hidden, generator, weights=None):
+    """The Stable Diffusion objective: predict the noise (or v) added at a random step;
+    `weights` (one per image) weigh each image's loss, as sd-scripts' prior loss weight."""
     import torch
     import torch.nn.functional as F
 
@@ -157,7 +161,10 @@ def denoising_loss(pipe: Any, noise_scheduler: Any, pixels, hidden, generator):
         target = noise_scheduler.get_velocity(latents, noise, timesteps)
     else:
         target = noise
-    return F.mse_loss(prediction.float(), target.float())
+    if weights is None:
+        return F.mse_loss(prediction.float(), target.float())
+    each = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    return (each * weights).mean()
 
 
 def noise_scheduler_for(pipe: Any):
@@ -222,8 +229,11 @@ def run_loop(
                 batch = batches.pop()
                 captions = [dataset.caption_for_step(e, rng) for e in batch]
                 pixels = pixel_batch(batch, device)
+                weights = torch.tensor(
+                    [options.prior_loss_weight if e.is_reg else 1.0 for e in batch], device=device
+                )
                 loss = denoising_loss(
-                    pipe, noise_scheduler, pixels, method.encode(captions), generator
+                    pipe, noise_scheduler, pixels, method.encode(captions), generator, weights
                 )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -296,7 +306,8 @@ def train_recorded(
             if result is not None:
                 row.counts = {
                     "steps": result.steps,
-                    "images": len(dataset.examples),
+                    "images": sum(not e.is_reg for e in dataset.examples),
+                    "reg_images": sum(e.is_reg for e in dataset.examples),
                     "final_loss": result.losses[-1] if result.losses else None,
                     "outputs": [str(p) for p in result.outputs],
                     "loss_log": str(result.loss_log),

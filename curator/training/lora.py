@@ -95,7 +95,7 @@ def kohya_metadata(
     """The `ss_` keys sd-scripts writes that describe this network and its training."""
     old_hash, new_hash = base_model_hashes(options.base)
     sizes = sorted(dataset.buckets)
-    images = sum(dataset.repeats[e.folder] for e in dataset.examples)
+    per_epoch = len(dataset.epoch_batches(options.batch_size, _Fixed()))
     dirs = {
         folder: {
             "n_repeats": repeats,
@@ -110,10 +110,11 @@ def kohya_metadata(
         "ss_learning_rate": options.lr,
         "ss_text_encoder_lr": options.text_encoder_lr or options.lr,
         "ss_unet_lr": options.lr,
-        "ss_num_train_images": images,
-        "ss_num_reg_images": 0,
-        "ss_num_batches_per_epoch": len(dataset.epoch_batches(options.batch_size, _Fixed())),
-        "ss_num_epochs": 1,
+        "ss_num_train_images": dataset.train_count,
+        "ss_num_reg_images": dataset.reg_count,
+        "ss_num_batches_per_epoch": per_epoch,
+        "ss_num_epochs": -(-options.steps // per_epoch),
+        "ss_prior_loss_weight": options.prior_loss_weight,
         "ss_batch_size_per_device": options.batch_size,
         "ss_total_batch_size": options.batch_size,
         "ss_max_train_steps": options.steps,
