@@ -89,8 +89,21 @@ def addnet_hashes(tensors: dict[str, Any], metadata: dict[str, str]) -> tuple[st
     return model_hash, hashlib.sha256(legacy.read(0x10000)).hexdigest()[:8]
 
 
+def model_version(pipe: Any) -> tuple[bool, str, bool]:
+    """(v2, sd-scripts' `ss_base_model_version`, v-parameterization) of the base: SD 2.x
+    has a 1024-wide OpenCLIP text encoder."""
+    v2 = pipe.text_encoder.config.hidden_size == 1024
+    v_pred = pipe.scheduler.config.get("prediction_type") == "v_prediction"
+    return v2, ("sd_v2" if v2 else "sd_v1") + ("_v" if v_pred else ""), v_pred
+
+
 def kohya_metadata(
-    options: LoraOptions, dataset: Any, step: int, started: float, data_hash: str
+    options: LoraOptions,
+    dataset: Any,
+    step: int,
+    started: float,
+    data_hash: str,
+    version: tuple[bool, str, bool] = (False, "sd_v1", False),
 ) -> dict[str, str]:
     """The `ss_` keys sd-scripts writes that describe this network and its training."""
     old_hash, new_hash = base_model_hashes(options.base)
@@ -130,8 +143,9 @@ def kohya_metadata(
         "ss_network_train_text_encoder_only": False,
         "ss_mixed_precision": "no",
         "ss_full_fp16": False,
-        "ss_v2": False,
-        "ss_base_model_version": "sd_v1",
+        "ss_v2": version[0],
+        "ss_base_model_version": version[1],
+        "ss_v_parameterization": version[2],
         "ss_sd_model_name": Path(options.base).name,
         "ss_sd_model_hash": old_hash,
         "ss_new_sd_model_hash": new_hash,
@@ -219,6 +233,7 @@ def _train(options: LoraOptions, dataset: Any, name: str) -> TrainResult:
     started = time.time()
     data_hash = dataset.content_hash()
     device = str(pipe.device)
+    version = model_version(pipe)
 
     def encode(captions: list[str]):
         ids = token_ids(pipe.tokenizer, captions, device)
@@ -236,7 +251,9 @@ def _train(options: LoraOptions, dataset: Any, name: str) -> TrainResult:
                     te, TEXT_ENCODER_PREFIX, options.alpha, text_encoder_path_prefix(te)
                 )
             )
-        save_lora(path, tensors, kohya_metadata(options, dataset, step, started, data_hash))
+        save_lora(
+            path, tensors, kohya_metadata(options, dataset, step, started, data_hash, version)
+        )
 
     method = Method("lora", groups, encode, save)
     return run_loop(pipe, dataset, options, method, name)

@@ -119,7 +119,7 @@ def _train(options: TextualInversionOptions, dataset: Any, name: str) -> TrainRe
     ids = tokenizer.convert_tokens_to_ids(words)
     initial = initial_vectors(pipe, options.init_text, options.vectors)
     encoder = pipe.text_encoder
-    encoder.resize_token_embeddings(len(tokenizer))
+    encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # rows set below
     table = encoder.get_input_embeddings().weight
     with torch.no_grad():
         table[ids] = initial
