@@ -3,6 +3,7 @@ that load back into the generation backend, data errors, cancellation, catalogue
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -193,6 +194,10 @@ def test_lora_keys_are_kohyas_and_metadata_describes_the_training(tiny_dir, tmp_
     assert (meta["ss_num_train_images"], meta["ss_num_reg_images"]) == ("4", "2")
     assert meta["ss_dataset_hash"] == result.data_hash and len(meta["ss_new_sd_model_hash"]) == 64
     assert (meta["ss_max_train_steps"], meta["ss_steps"], meta["ss_seed"]) == ("4", "4", "0")
+    # the hash A1111 shows is sd-scripts' hash of the tensor data after the header
+    raw = result.outputs[-1].read_bytes()
+    header = int.from_bytes(raw[:8], "little")
+    assert meta["sshs_model_hash"] == hashlib.sha256(raw[8 + header :]).hexdigest()
     lines = result.loss_log.read_text().splitlines()
     assert lines[0].startswith("step,epoch,loss") and len(lines) == 5
 
@@ -344,3 +349,28 @@ def test_textual_inversion_refuses_a_word_the_vocabulary_has(tiny_dir, tmp_path)
          "--device", "cpu"],
     )  # fmt: skip
     assert result.exit_code == 2 and "already one token" in result.output
+
+
+def test_cli_textual_inversion_from_a_single_file_base(tiny_dir, tmp_path):
+    from db import open_catalog
+    from db.schema import Run
+    from tests.fixtures.tiny_pipeline import save_tiny_single_file
+
+    checkpoint = save_tiny_single_file(tiny_dir, tmp_path / "tiny.safetensors")
+    data = make_data(tmp_path / "d", [(32, 32)])
+    result = CliRunner().invoke(
+        main,
+        ["--db", str(tmp_path / "c.db"), "train", "textual-inversion", "--base", str(checkpoint),
+         "--config", str(tiny_dir), "--data", str(data), "--out", str(tmp_path / "emb"),
+         "--token", "skstok", "--vectors", "3", "--steps", "2", "--device", "cpu", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["outputs"] == [str(tmp_path / "emb" / "skstok.safetensors")]
+    catalog = open_catalog(str(tmp_path / "c.db"))
+    with catalog.session() as session:
+        run = session.get(Run, report["run_id"])
+        assert (run.kind, run.status) == ("train", "finished")
+        assert run.params["method"] == "textual-inversion"
+        assert (run.params["token"], run.params["vectors"]) == ("skstok", 3)
+    catalog.close()
