@@ -176,7 +176,7 @@ def noise_scheduler_for(pipe: Any):
 def output_path(options: TrainOptions, name: str, step: int | None, suffix: str) -> Path:
     """kohya's names: `NAME.safetensors` at the end, `NAME-000500.safetensors` on the way."""
     stem = name if step is None else f"{name}-{step:06d}"
-    return Path(options.out).expanduser() / f"{stem}{suffix}"
+    return Path(options.out).expanduser().absolute() / f"{stem}{suffix}"
 
 
 def run_loop(
@@ -280,9 +280,19 @@ def train_recorded(
         result = train()
         result.data_hash = data_hash
         return result
-    params = {"method": kind, **options.recorded(), **extra, "data_hash": data_hash}
+    base = Path(options.base).expanduser()
+    model = str(base.resolve()) if base.exists() else options.base  # else a hub id
+    params = {
+        "method": kind,
+        **options.recorded(),
+        **extra,
+        "base": model,
+        "data": str(dataset.root),
+        "out": str(Path(options.out).expanduser().resolve()),
+        "data_hash": data_hash,
+    }
     with catalog.write() as session:
-        run = Run(kind="train", model=options.base, revision=data_hash[:12], params=params)
+        run = Run(kind="train", model=model, revision=data_hash[:12], params=params)
         session.add(run)
     status, result, started = "failed", None, time.monotonic()
     try:
