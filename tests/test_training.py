@@ -340,15 +340,31 @@ def test_textual_inversion_learns_on_a_fixed_draw(tiny_dir, tmp_path):
     assert losses[1] < losses[0]
 
 
-def test_textual_inversion_refuses_a_word_the_vocabulary_has(tiny_dir, tmp_path):
+def test_textual_inversion_trains_a_word_the_vocabulary_has_and_refuses_two_words(
+    tiny_dir, tmp_path
+):
     data = make_data(tmp_path / "d", [(32, 32)])
-    result = CliRunner().invoke(
-        main,
-        ["--db", str(tmp_path / "c.db"), "train", "textual-inversion", "--base", str(tiny_dir),
-         "--data", str(data), "--out", str(tmp_path / "o"), "--token", "cat", "--steps", "1",
-         "--device", "cpu"],
-    )  # fmt: skip
-    assert result.exit_code == 2 and "already one token" in result.output
+    args = [
+        "--db",
+        str(tmp_path / "c.db"),
+        "train",
+        "textual-inversion",
+        "--base",
+        str(tiny_dir),
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "o"),
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+    ]
+    result = CliRunner().invoke(main, [*args, "--token", "cat"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "o" / "cat.safetensors").is_file()
+    result = CliRunner().invoke(main, [*args, "--token", "two words"])
+    assert result.exit_code == 2 and result.output.startswith("error: --token must be one word")
 
 
 def test_cli_textual_inversion_from_a_single_file_base(tiny_dir, tmp_path):

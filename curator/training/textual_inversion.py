@@ -5,8 +5,9 @@ Saved as A1111 loads it: `NAME.safetensors` holding one tensor, `emb_params`, sh
 embedding by its file name, so the file is named after the trigger word.
 
 During training the trigger word is spelled with placeholder tokens added to a copy
-of the tokenizer (`NAME`, `NAME_1`, ... one per vector); a caption that does not
-mention the word gets it in front, as the subject of the image.
+of the tokenizer (one per vector), so any word can be the trigger, even one the
+vocabulary has: like A1111, the embedding replaces the word's tokens wherever the word
+appears. A caption that does not mention the word gets it in front.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def initial_vectors(pipe: Any, init_text: str, count: int):
 
 
 def placeholder_words(token: str, count: int) -> list[str]:
-    return [token] + [f"{token}_{i}" for i in range(1, count)]
+    return [f"<{token}-{i}>" for i in range(count)]
 
 
 def prompt_with_token(caption: str, token: str, spelled: str) -> str:
@@ -112,9 +113,6 @@ def _train(options: TextualInversionOptions, dataset: Any, name: str) -> TrainRe
     # the pipeline's own tokenizer stays as it was: the placeholders live in a copy
     tokenizer = copy.deepcopy(pipe.tokenizer)
     words = placeholder_words(options.token, options.vectors)
-    clashes = [w for w in words if len(tokenizer.tokenize(w)) == 1 and w in tokenizer.get_vocab()]
-    if clashes:
-        raise UsageError(f"--token {options.token!r} is already one token of the vocabulary")
     tokenizer.add_tokens(words)
     ids = tokenizer.convert_tokens_to_ids(words)
     initial = initial_vectors(pipe, options.init_text, options.vectors)
