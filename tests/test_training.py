@@ -390,3 +390,19 @@ def test_cli_textual_inversion_from_a_single_file_base(tiny_dir, tmp_path):
         assert run.params["method"] == "textual-inversion"
         assert (run.params["token"], run.params["vectors"]) == ("skstok", 3)
     catalog.close()
+
+
+def test_first_ctrl_c_asks_to_stop_and_the_second_interrupts():
+    import os
+    import signal
+
+    from curator.cli.train import _ctrl_c_cancels
+
+    token = CancelToken()
+    previous = signal.getsignal(signal.SIGINT)
+    with _ctrl_c_cancels(token):
+        os.kill(os.getpid(), signal.SIGINT)
+        assert token.cancelled
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is previous
