@@ -162,7 +162,7 @@ def test_lora_keys_are_kohyas_and_metadata_describes_the_training(tiny_dir, tmp_
     options = LoraOptions(
         base=str(tiny_dir), data=str(data), out=str(tmp_path / "o"), steps=4, batch_size=2,
         rank=2, alpha=1.0, device="cpu", train_text_encoder=True, save_every=2,
-        prior_loss_weight=0.5,
+        prior_loss_weight=0.5, lr=1e-4, lr_scheduler="linear", lr_warmup_steps=2,
     )  # fmt: skip
     result = train_lora(options)
     assert [p.name for p in result.outputs] == ["lora-000002.safetensors", "lora.safetensors"]
@@ -198,8 +198,11 @@ def test_lora_keys_are_kohyas_and_metadata_describes_the_training(tiny_dir, tmp_
     raw = result.outputs[-1].read_bytes()
     header = int.from_bytes(raw[:8], "little")
     assert meta["sshs_model_hash"] == hashlib.sha256(raw[8 + header :]).hexdigest()
+    assert (meta["ss_lr_scheduler"], meta["ss_lr_warmup_steps"]) == ("linear", "2")
     lines = result.loss_log.read_text().splitlines()
-    assert lines[0].startswith("step,epoch,loss") and len(lines) == 5
+    assert lines[0].startswith("step,epoch,loss,lr") and len(lines) == 5
+    # warm-up from 0 over 2 steps, then linear decay towards 0 at step 4
+    assert [float(line.split(",")[3]) for line in lines[1:]] == [0.0, 5e-5, 1e-4, 5e-5]
 
 
 def test_lora_learns_and_changes_what_the_backend_generates(tiny_dir, tmp_path):

@@ -11,6 +11,7 @@ import click
 
 from curator.cli.context import AppContext, emit_json, json_option, pass_app, quiet_option
 from curator.cli.progress import RichReporter
+from curator.training.loop import LR_SCHEDULERS  # plain names: imports no torch
 
 
 @click.group("train")
@@ -59,6 +60,20 @@ def _common(func):
             default=1,
             show_default=True,
             help="Images per step, all from one aspect-ratio bucket.",
+        ),
+        click.option(
+            "--lr-scheduler",
+            type=click.Choice(LR_SCHEDULERS),
+            default="constant",
+            show_default=True,
+            help="How the learning rate changes over the steps (diffusers' schedules).",
+        ),
+        click.option(
+            "--lr-warmup-steps",
+            type=click.IntRange(0),
+            default=0,
+            show_default=True,
+            help="Steps over which the learning rate rises from 0 to --lr.",
         ),
         click.option("--seed", type=int, default=0, show_default=True, help="Random seed."),
         click.option(
@@ -144,6 +159,8 @@ def _base_fields(o: dict[str, Any], quiet: bool, as_json: bool) -> dict[str, Any
         "batch_size": o["batch_size"],
         "seed": o["seed"],
         "save_every": o["save_every"],
+        "lr_scheduler": o["lr_scheduler"],
+        "lr_warmup_steps": o["lr_warmup_steps"],
         "device": None if o["device"] == "auto" else o["device"],
         "reporter": RichReporter(not (quiet or as_json)),
         "cancel": CancelToken(),

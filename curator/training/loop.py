@@ -21,6 +21,15 @@ from curator.errors import Cancelled, UsageError
 from curator.progress import CancelToken, Reporter, phase
 from curator.training.data import Dataset, Example, check_batches, load_dataset
 
+LR_SCHEDULERS = (
+    "constant",
+    "constant_with_warmup",
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+)
+
 
 @dataclass
 class TrainOptions:
@@ -34,6 +43,8 @@ class TrainOptions:
     seed: int = 0
     save_every: int = 0  # 0: only at the end
     prior_loss_weight: float = 1.0  # the loss weight of regularization images
+    lr_scheduler: str = "constant"  # a diffusers (and sd-scripts) schedule name
+    lr_warmup_steps: int = 0
     device: str | None = None  # None: CUDA, MPS or CPU, whichever is there
     config: str | None = None  # component configs for a single-file base, offline
     reporter: Reporter | None = field(default=None, repr=False)
@@ -77,6 +88,12 @@ def check_options(options: TrainOptions) -> None:
         raise UsageError("--lr must be positive")
     if options.prior_loss_weight < 0:
         raise UsageError("--prior-loss-weight must be 0 or more")
+    if options.lr_scheduler not in LR_SCHEDULERS:
+        raise UsageError(
+            f"unknown --lr-scheduler {options.lr_scheduler!r}; one of {', '.join(LR_SCHEDULERS)}"
+        )
+    if not 0 <= options.lr_warmup_steps < options.steps:
+        raise UsageError("--lr-warmup-steps must be 0 or more and fewer than --steps")
     if options.save_every < 0:
         raise UsageError("--save-every must be 0 (only at the end) or more")
 
@@ -203,6 +220,14 @@ def run_loop(
     optimizer = torch.optim.AdamW(
         method.parameters, lr=options.lr, weight_decay=method.weight_decay
     )
+    from diffusers.optimization import get_scheduler
+
+    schedule = get_scheduler(
+        options.lr_scheduler,
+        optimizer,
+        num_warmup_steps=options.lr_warmup_steps,
+        num_training_steps=options.steps,
+    )
     log_path = out / f"{name}-loss.csv"
     losses: list[float] = []
     outputs: list[Path] = []
@@ -238,6 +263,8 @@ def run_loop(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                rate = schedule.get_last_lr()[0]  # the rate this step used
+                schedule.step()
                 method.after_step()
                 value = float(loss.detach())
                 losses.append(value)
@@ -247,7 +274,7 @@ def run_loop(
                         step,
                         epoch,
                         f"{value:.6g}",
-                        options.lr,
+                        f"{rate:.6g}",
                         f"{size[0]}x{size[1]}",
                         f"{time.monotonic() - started:.3f}",
                     ]
