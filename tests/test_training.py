@@ -409,3 +409,23 @@ def test_first_ctrl_c_asks_to_stop_and_the_second_interrupts():
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is previous
+
+
+def test_cached_latents_encode_each_image_once(tiny_dir, tmp_path, monkeypatch):
+    from diffusers import AutoencoderKL
+
+    encoded = []
+    original = AutoencoderKL.encode
+
+    def counting(self, pixels, *args, **kwargs):
+        encoded.append(pixels.shape[0])
+        return original(self, pixels, *args, **kwargs)
+
+    monkeypatch.setattr(AutoencoderKL, "encode", counting)
+    data = make_data(tmp_path / "d", [(32, 32), (32, 32)], repeats=3)
+    common = {"base": str(tiny_dir), "data": str(data), "steps": 6, "device": "cpu"}
+    result = train_lora(LoraOptions(**common, out=str(tmp_path / "a"), cache_latents=True))
+    assert sum(encoded) == 2 and np.isfinite(result.losses).all()
+    encoded.clear()
+    train_lora(LoraOptions(**common, out=str(tmp_path / "b")))
+    assert sum(encoded) == 6

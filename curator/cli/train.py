@@ -77,6 +77,12 @@ def _common(func):
         ),
         click.option("--seed", type=int, default=0, show_default=True, help="Random seed."),
         click.option(
+            "--cache-latents",
+            is_flag=True,
+            help="Encode each image with the VAE once and keep it in memory (faster; a "
+            "fresh latent is still drawn each step).",
+        ),
+        click.option(
             "--save-every",
             type=click.IntRange(0),
             default=0,
@@ -159,6 +165,7 @@ def _base_fields(o: dict[str, Any], quiet: bool, as_json: bool) -> dict[str, Any
         "batch_size": o["batch_size"],
         "seed": o["seed"],
         "save_every": o["save_every"],
+        "cache_latents": o["cache_latents"],
         "lr_scheduler": o["lr_scheduler"],
         "lr_warmup_steps": o["lr_warmup_steps"],
         "device": None if o["device"] == "auto" else o["device"],

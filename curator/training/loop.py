@@ -43,6 +43,7 @@ class TrainOptions:
     seed: int = 0
     save_every: int = 0  # 0: only at the end
     prior_loss_weight: float = 1.0  # the loss weight of regularization images
+    cache_latents: bool = False  # encode each image once (VAE posterior kept in memory)
     lr_scheduler: str = "constant"  # a diffusers (and sd-scripts) schedule name
     lr_warmup_steps: int = 0
     device: str | None = None  # None: CUDA, MPS or CPU, whichever is there
@@ -162,11 +163,41 @@ def denoising_loss(pipe: Any, noise_scheduler: Any, pixels, hidden, generator, w
     """The Stable Diffusion objective: predict the noise (or v) added at a random step;
     `weights` (one per image) weigh each image's loss, as sd-scripts' prior loss weight."""
     import torch
-    import torch.nn.functional as F
 
     with torch.no_grad():
         latents = pipe.vae.encode(pixels).latent_dist.sample(generator)
-        latents = latents * pipe.vae.config.scaling_factor
+    return latent_loss(pipe, noise_scheduler, latents, hidden, generator, weights)
+
+
+class LatentCache:
+    """Each image's VAE posterior (mean and std), encoded once. A fresh latent is still
+    drawn from it every step, so caching changes the speed, not what is learned."""
+
+    def __init__(self, pipe: Any):
+        self.pipe = pipe
+        self.stored: dict[Path, tuple[Any, Any]] = {}
+
+    def sample(self, batch: list[Example], generator):
+        import torch
+
+        missing = list({e.path: e for e in batch if e.path not in self.stored}.values())
+        if missing:
+            with torch.no_grad():
+                posterior = self.pipe.vae.encode(pixel_batch(missing, self.pipe.device)).latent_dist
+            for i, example in enumerate(missing):
+                self.stored[example.path] = (posterior.mean[i], posterior.std[i])
+        mean = torch.stack([self.stored[e.path][0] for e in batch])
+        std = torch.stack([self.stored[e.path][1] for e in batch])
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + std * noise
+
+
+def latent_loss(pipe: Any, noise_scheduler: Any, latents, hidden, generator, weights=None):
+    """`denoising_loss` from unscaled VAE latents."""
+    import torch
+    import torch.nn.functional as F
+
+    latents = latents * pipe.vae.config.scaling_factor
     noise = torch.randn(latents.shape, generator=generator, device=latents.device)
     steps = noise_scheduler.config.num_train_timesteps
     timesteps = torch.randint(
@@ -228,6 +259,7 @@ def run_loop(
         num_warmup_steps=options.lr_warmup_steps,
         num_training_steps=options.steps,
     )
+    cache = LatentCache(pipe) if options.cache_latents else None
     log_path = out / f"{name}-loss.csv"
     losses: list[float] = []
     outputs: list[Path] = []
@@ -253,13 +285,16 @@ def run_loop(
                     batches = dataset.epoch_batches(options.batch_size, rng)
                 batch = batches.pop()
                 captions = [dataset.caption_for_step(e, rng) for e in batch]
-                pixels = pixel_batch(batch, device)
                 weights = torch.tensor(
                     [options.prior_loss_weight if e.is_reg else 1.0 for e in batch], device=device
                 )
-                loss = denoising_loss(
-                    pipe, noise_scheduler, pixels, method.encode(captions), generator, weights
-                )
+                hidden = method.encode(captions)
+                if cache is not None:
+                    latents = cache.sample(batch, generator)
+                    loss = latent_loss(pipe, noise_scheduler, latents, hidden, generator, weights)
+                else:
+                    pixels = pixel_batch(batch, device)
+                    loss = denoising_loss(pipe, noise_scheduler, pixels, hidden, generator, weights)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -150,6 +150,7 @@ def kohya_metadata(
         "ss_sd_model_hash": old_hash,
         "ss_new_sd_model_hash": new_hash,
         "ss_seed": options.seed,
+        "ss_cache_latents": options.cache_latents,
         "ss_resolution": f"({max(s[0] for s in sizes)}, {max(s[1] for s in sizes)})",
         "ss_enable_bucket": True,
         "ss_min_bucket_reso": min(min(s) for s in sizes),
