@@ -429,3 +429,37 @@ def test_cached_latents_encode_each_image_once(tiny_dir, tmp_path, monkeypatch):
     encoded.clear()
     train_lora(LoraOptions(**common, out=str(tmp_path / "b")))
     assert sum(encoded) == 6
+
+
+def test_a1111_pt_embedding_holds_only_what_its_restricted_loader_admits(tiny_dir, tmp_path):
+    import pickletools
+    import re
+    import zipfile
+
+    import torch
+
+    from curator.generation.embeddings import load_embeddings
+
+    data = make_data(tmp_path / "d", [(32, 32)])
+    options = TextualInversionOptions(
+        base=str(tiny_dir), data=str(data), out=str(tmp_path / "emb"), steps=2,
+        token="skspt", vectors=2, device="cpu", file_format="pt",
+    )  # fmt: skip
+    path = train_textual_inversion(options).outputs[-1]
+    assert path.name == "skspt.pt"
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        pickled = archive.read(next(n for n in names if n.endswith("/data.pkl")))
+    # A1111 (modules/safe.py) admits only these entries and these globals
+    assert all(re.match(r"^([^/]+)/((data/\d+)|version|(data\.pkl))$", n) for n in names)
+    globals_used = {a for op, a, _ in pickletools.genops(pickled) if op.name == "GLOBAL"}
+    assert globals_used <= {
+        "torch._utils _rebuild_tensor_v2", "torch FloatStorage", "collections OrderedDict",
+    }  # fmt: skip
+    saved = torch.load(path, weights_only=True)
+    assert saved["string_to_token"] == {"*": 265} and saved["name"] == "skspt"
+    assert saved["step"] == 2 and saved["sd_checkpoint_name"] == "tiny"
+    assert tuple(saved["string_to_param"]["*"].shape) == (2, 32)
+    pipe = load_pipeline(str(tiny_dir), device="cpu").pipeline
+    db = load_embeddings([str(tmp_path / "emb")], pipe.tokenizer, 32, allow_pickle=True)
+    assert db

@@ -250,9 +250,17 @@ def lora_cmd(app: AppContext, quiet: bool, as_json: bool, **o: Any) -> None:
     show_default=True,
     help="Vectors per token: how many prompt tokens the embedding takes.",
 )
+@click.option(
+    "--format",
+    "file_format",
+    type=click.Choice(["safetensors", "pt"]),
+    default="safetensors",
+    show_default=True,
+    help="TOKEN.safetensors (emb_params) or A1111's own TOKEN.pt dict.",
+)
 @pass_app
 def textual_inversion_cmd(app: AppContext, quiet: bool, as_json: bool, **o: Any) -> None:
-    """Learn a new token's embedding; saved as A1111's TOKEN.safetensors (emb_params)."""
+    """Learn a new token's embedding, saved as A1111 loads it: TOKEN.safetensors or .pt."""
     from curator.training.textual_inversion import (
         TextualInversionOptions,
         train_textual_inversion,
@@ -264,6 +272,7 @@ def textual_inversion_cmd(app: AppContext, quiet: bool, as_json: bool, **o: Any)
         token=o["token"],
         init_text=o["init_text"],
         vectors=o["vectors"],
+        file_format=o["file_format"],
     )
     with _ctrl_c_cancels(options.cancel):
         result = train_textual_inversion(options, app.catalog)

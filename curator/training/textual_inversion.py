@@ -2,7 +2,10 @@
 
 Saved as A1111 loads it: `NAME.safetensors` holding one tensor, `emb_params`, shaped
 [vectors, text-encoder width]; A1111 (and Curator's `--embeddings-dir`) knows the
-embedding by its file name, so the file is named after the trigger word.
+embedding by its file name, so the file is named after the trigger word. On request
+the file is A1111's own `NAME.pt` dict instead (`string_to_token`, `string_to_param`,
+`name`, `step`, `sd_checkpoint`, `sd_checkpoint_name`), written so that A1111's
+restricted unpickler accepts it.
 
 During training the trigger word is spelled with placeholder tokens added to a copy
 of the tokenizer (one per vector), so any word can be the trigger, even one the
@@ -22,6 +25,7 @@ from curator.training.loop import (
     Method,
     TrainOptions,
     TrainResult,
+    base_model_hashes,
     load_base,
     prepare_data,
     run_loop,
@@ -38,6 +42,43 @@ class TextualInversionOptions(TrainOptions):
     init_text: str = "*"  # A1111's default initialization text
     vectors: int = 1
     lr: float = 5e-3  # A1111's default embedding learning rate
+    file_format: str = "safetensors"  # or "pt": A1111's own pickled dict
+
+
+PT_ENTRY = re.compile(r"^([^/]+)/((data/\d+)|version|(data\.pkl))$")
+
+
+def save_a1111_pt(path: Path, vectors: Any, fields: dict[str, Any]) -> None:
+    """A1111's `.pt` embedding: its dict, in a zip A1111's restricted loader accepts.
+
+    That loader admits only the entries `data.pkl`, `version` and `data/N`; recent torch
+    also writes `byteorder`, `.format_version`, `.storage_alignment` and
+    `.data/serialization_id`, which torch does not need to read the file back (a
+    missing byte-order record means little-endian, what every supported machine uses),
+    so they are left out.
+    """
+    import io
+    import sys
+    import zipfile
+
+    import torch
+
+    if sys.byteorder != "little":
+        raise UsageError("the .pt embedding format needs a little-endian machine")
+    data = {
+        "string_to_token": {"*": 265},  # A1111 writes this fixed placeholder
+        "string_to_param": {"*": vectors.detach().float().cpu().contiguous()},
+        **fields,
+    }
+    buffer = io.BytesIO()
+    torch.save(data, buffer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".part")
+    with zipfile.ZipFile(buffer) as source, zipfile.ZipFile(temporary, "w") as target:
+        for info in source.infolist():
+            if PT_ENTRY.match(info.filename):
+                target.writestr(info.filename, source.read(info), zipfile.ZIP_STORED)
+    temporary.replace(path)
 
 
 def check_token(options: TextualInversionOptions) -> None:
@@ -46,6 +87,8 @@ def check_token(options: TextualInversionOptions) -> None:
             "--token must be one word of letters, digits, '_' or '-' (it is the file name "
             "and the word prompts use)"
         )
+    if options.file_format not in ("safetensors", "pt"):
+        raise UsageError("--format must be safetensors or pt")
     if not 1 <= options.vectors <= 75:
         raise UsageError("--vectors must be between 1 and 75")
 
@@ -136,7 +179,19 @@ def _train(options: TextualInversionOptions, dataset: Any, name: str) -> TrainRe
         with torch.no_grad():  # only the new rows learn
             table[keep] = frozen[keep]
 
+    is_file = Path(options.base).expanduser().is_file()
+    checkpoint_hash = base_model_hashes(options.base)[1][:10] if is_file else None  # AutoV2
+
     def save(path: Path, step: int) -> None:
+        if options.file_format == "pt":
+            fields = {
+                "name": options.token,
+                "step": step,
+                "sd_checkpoint": checkpoint_hash,
+                "sd_checkpoint_name": Path(options.base).stem,
+            }
+            save_a1111_pt(path, table[ids], fields)
+            return
         metadata = {
             "name": options.token,
             "step": str(step),
@@ -146,4 +201,4 @@ def _train(options: TextualInversionOptions, dataset: Any, name: str) -> TrainRe
         save_embedding(path, table[ids], metadata)
 
     method = Method("textual-inversion", [table], encode, save, after_step, weight_decay=0.0)
-    return run_loop(pipe, dataset, options, method, name)
+    return run_loop(pipe, dataset, options, method, name, suffix=f".{options.file_format}")
