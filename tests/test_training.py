@@ -463,3 +463,15 @@ def test_a1111_pt_embedding_holds_only_what_its_restricted_loader_admits(tiny_di
     pipe = load_pipeline(str(tiny_dir), device="cpu").pipeline
     db = load_embeddings([str(tmp_path / "emb")], pipe.tokenizer, 32, allow_pickle=True)
     assert db
+
+
+def test_a_loss_that_blows_up_stops_with_one_line(tiny_dir, tmp_path):
+    data = make_data(tmp_path / "d", [(32, 32)])
+    result = CliRunner().invoke(
+        main,
+        ["--db", str(tmp_path / "c.db"), "train", "lora", "--base", str(tiny_dir),
+         "--data", str(data), "--out", str(tmp_path / "o"), "--steps", "30", "--lr", "1e30",
+         "--alpha", "4", "--device", "cpu"],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("error: the loss became") and "lower --lr" in result.output

@@ -10,6 +10,7 @@ its weights are saved.
 from __future__ import annotations
 
 import csv
+import math
 import random
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from curator.errors import Cancelled, UsageError
+from curator.errors import Cancelled, CuratorError, UsageError
 from curator.progress import CancelToken, Reporter, phase
 from curator.training.data import Dataset, Example, check_batches, load_dataset
 
@@ -29,6 +30,10 @@ LR_SCHEDULERS = (
     "cosine_with_restarts",
     "polynomial",
 )
+
+
+class TrainingError(CuratorError):
+    """Training that cannot go on."""
 
 
 @dataclass
@@ -240,6 +245,7 @@ def run_loop(
     A cancelled run saves its weights at the step it reached, then raises `Cancelled`.
     """
     import torch
+    from diffusers.optimization import get_scheduler
 
     out = Path(options.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
@@ -251,8 +257,6 @@ def run_loop(
     optimizer = torch.optim.AdamW(
         method.parameters, lr=options.lr, weight_decay=method.weight_decay
     )
-    from diffusers.optimization import get_scheduler
-
     schedule = get_scheduler(
         options.lr_scheduler,
         optimizer,
@@ -302,6 +306,11 @@ def run_loop(
                 schedule.step()
                 method.after_step()
                 value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise TrainingError(
+                        f"the loss became {value} at step {step}; lower --lr "
+                        "(weights saved before this step are kept)"
+                    )
                 losses.append(value)
                 size = batch[0].size
                 log.writerow(
@@ -314,6 +323,7 @@ def run_loop(
                         f"{time.monotonic() - started:.3f}",
                     ]
                 )
+                log_file.flush()  # readable while training runs
                 if options.save_every and step % options.save_every == 0 and step < options.steps:
                     path = output_path(options, name, step, suffix)
                     method.save(path, step)
