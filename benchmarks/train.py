@@ -119,6 +119,14 @@ def measure(name: str, model_dir: Path, size: int, device: str, steps: int) -> N
                 lambda: train_lora(LoraOptions(**common, out=f"{tmp}/lora", rank=16, alpha=16.0)),
             ),
             (
+                "lora, cached latents",
+                lambda: train_lora(
+                    LoraOptions(
+                        **common, out=f"{tmp}/cached", rank=16, alpha=16.0, cache_latents=True
+                    )
+                ),
+            ),
+            (
                 "textual inversion",
                 lambda: train_textual_inversion(
                     TextualInversionOptions(**common, out=f"{tmp}/ti", token="skstok")
@@ -132,7 +140,7 @@ def measure(name: str, model_dir: Path, size: int, device: str, steps: int) -> N
             first, last = float(rows[0].split(",")[-1]), float(rows[-1].split(",")[-1])
             per_step = (last - first) / max(len(rows) - 1, 1)
             seconds[label] = per_step
-            print(f"  {label:18} {1 / per_step:8.2f} it/s   peak {peak_mib(device)}")
+            print(f"  {label:20} {1 / per_step:8.2f} it/s   peak {peak_mib(device)}")
         bare = bare_lora_seconds(model_dir, data, device, steps)
         print(f"  overhead ratio train_lora/bare step: {seconds['lora rank 16'] / bare:.3f}")
 
