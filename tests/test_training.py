@@ -368,6 +368,8 @@ def test_textual_inversion_trains_a_word_the_vocabulary_has_and_refuses_two_word
     assert (tmp_path / "o" / "cat.safetensors").is_file()
     result = CliRunner().invoke(main, [*args, "--token", "two words"])
     assert result.exit_code == 2 and result.output.startswith("error: --token must be one word")
+    result = CliRunner().invoke(main, [*args, "--token", "cat", "--name", "dog"])
+    assert result.exit_code == 2 and "name it with --token" in result.output
 
 
 def test_cli_textual_inversion_from_a_single_file_base(tiny_dir, tmp_path):

@@ -97,7 +97,11 @@ def _common(func):
             show_default=True,
             help="cuda, mps, cpu, or auto (the best there is).",
         ),
-        click.option("--name", default="", help="Output file name (without .safetensors)."),
+        click.option(
+            "--name",
+            default="",
+            help="Output file name without extension (a LoRA; an embedding is named --token).",
+        ),
         quiet_option,
         json_option,
     ]

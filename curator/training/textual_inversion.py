@@ -87,6 +87,10 @@ def check_token(options: TextualInversionOptions) -> None:
             "--token must be one word of letters, digits, '_' or '-' (it is the file name "
             "and the word prompts use)"
         )
+    if options.name and options.name != options.token:
+        raise UsageError(
+            "an embedding's file name is its trigger word: name it with --token, not --name"
+        )
     if options.file_format not in ("safetensors", "pt"):
         raise UsageError("--format must be safetensors or pt")
     if not 1 <= options.vectors <= 75:
@@ -132,7 +136,7 @@ def train_textual_inversion(options: TextualInversionOptions, catalog: Any = Non
     """Learn `options.vectors` vectors for `options.token` from `options.data`."""
     check_token(options)
     dataset = prepare_data(options, reg=False)  # class images would teach the word the class
-    name = options.name or options.token
+    name = options.token
     extra = {"token": options.token, "init_text": options.init_text, "vectors": options.vectors}
     return train_recorded(
         catalog,
