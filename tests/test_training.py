@@ -477,3 +477,34 @@ def test_a_loss_that_blows_up_stops_with_one_line(tiny_dir, tmp_path):
     )  # fmt: skip
     assert result.exit_code == 1, result.output
     assert result.output.startswith("error: the loss became") and "lower --lr" in result.output
+
+
+def test_resume_continues_the_step_count_from_a_saved_lora(tiny_dir, tmp_path):
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    data = make_data(tmp_path / "d", [(32, 32)])
+    common = {"base": str(tiny_dir), "data": str(data), "device": "cpu", "lr": 1e-2, "rank": 2}
+    first = train_lora(LoraOptions(**common, out=str(tmp_path / "o"), steps=4, save_every=2))
+    saved = tmp_path / "o" / "lora-000002.safetensors"
+    resumed = train_lora(LoraOptions(**common, out=str(tmp_path / "r"), steps=4, resume=str(saved)))
+    assert len(resumed.losses) == 2 and len(first.losses) == 4
+    steps = [line.split(",")[0] for line in resumed.loss_log.read_text().splitlines()]
+    assert steps == ["step", "3", "4"]
+    with safe_open(str(resumed.outputs[-1]), "pt") as f:
+        assert f.metadata()["ss_steps"] == "4"
+    # the saved weights are where training picks up: with a vanishing rate they stay
+    still = train_lora(
+        LoraOptions(**{**common, "lr": 1e-12}, out=str(tmp_path / "s"), steps=4, resume=str(saved))
+    )
+    before, after = load_file(str(saved)), load_file(str(still.outputs[-1]))
+    assert before.keys() == after.keys()
+    assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)
+    assert any(before[k].abs().max() > 0 for k in before if "lora_up" in k)
+    with pytest.raises(Exception, match="alpha"):
+        train_lora(
+            LoraOptions(**common, out=str(tmp_path / "x"), steps=4, alpha=2.0, resume=str(saved))
+        )
+    with pytest.raises(Exception, match="more than that"):
+        train_lora(LoraOptions(**common, out=str(tmp_path / "x"), steps=2, resume=str(saved)))

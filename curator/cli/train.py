@@ -214,6 +214,12 @@ def _base_fields(o: dict[str, Any], quiet: bool, as_json: bool) -> dict[str, Any
     default=None,
     help="Learning rate for the text encoder's LoRA [default: --lr].",
 )
+@click.option(
+    "--resume",
+    metavar="FILE",
+    help="Continue from a LoRA this command saved (e.g. NAME-000500.safetensors): its "
+    "weights, step count and learning-rate schedule; optimizer moments start again.",
+)
 @pass_app
 def lora_cmd(app: AppContext, quiet: bool, as_json: bool, **o: Any) -> None:
     """Train a LoRA on the UNet's attention layers; saved in kohya's .safetensors layout."""
@@ -227,6 +233,7 @@ def lora_cmd(app: AppContext, quiet: bool, as_json: bool, **o: Any) -> None:
         train_text_encoder=o["train_text_encoder"],
         text_encoder_lr=o["text_encoder_lr"],
         prior_loss_weight=o["prior_loss_weight"],
+        resume=o["resume"],
     )
     with _ctrl_c_cancels(options.cancel):
         result = train_lora(options, app.catalog)

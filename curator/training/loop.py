@@ -239,6 +239,7 @@ def run_loop(
     method: Method,
     name: str,
     suffix: str = ".safetensors",
+    start_step: int = 0,
 ) -> TrainResult:
     """Train `method.parameters` for `options.steps` steps; save on schedule and at the end.
 
@@ -270,11 +271,15 @@ def run_loop(
     started = time.monotonic()
     batches: list[list[Example]] = []
     epoch = 0
-    with open(log_path, "w", newline="", encoding="utf-8") as log_file:
+    for _ in range(start_step):  # a resumed run's learning rate continues where it was
+        schedule.step()
+    appending = start_step > 0 and log_path.is_file()
+    with open(log_path, "a" if appending else "w", newline="", encoding="utf-8") as log_file:
         log = csv.writer(log_file)
-        log.writerow(["step", "epoch", "loss", "lr", "bucket", "seconds"])
-        with phase(options.reporter, f"train {method.kind}", options.steps) as bar:
-            for step in range(1, options.steps + 1):
+        if not appending:
+            log.writerow(["step", "epoch", "loss", "lr", "bucket", "seconds"])
+        with phase(options.reporter, f"train {method.kind}", options.steps - start_step) as bar:
+            for step in range(start_step + 1, options.steps + 1):
                 if options.cancel is not None and options.cancel.cancelled:
                     path = output_path(options, name, step - 1, suffix)
                     method.save(path, step - 1)
@@ -332,7 +337,8 @@ def run_loop(
     final = output_path(options, name, None, suffix)
     method.save(final, options.steps)
     outputs.append(final)
-    return TrainResult(outputs, losses, options.steps, log_path, seconds=time.monotonic() - started)
+    seconds = time.monotonic() - started
+    return TrainResult(outputs, losses, options.steps, log_path, seconds=seconds)
 
 
 def train_recorded(

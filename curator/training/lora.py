@@ -44,6 +44,7 @@ class LoraOptions(TrainOptions):
     alpha: float = 1.0  # kohya's network_alpha (its default is 1)
     train_text_encoder: bool = False
     text_encoder_lr: float | None = None  # None: the same as --lr
+    resume: str | None = None  # a LoRA file this trainer saved: its weights and step
 
 
 def kohya_name(prefix: str, module_path: str) -> str:
@@ -230,6 +231,7 @@ def _train(options: LoraOptions, dataset: Any, name: str) -> TrainResult:
                 "lr": options.text_encoder_lr or options.lr,
             }
         )
+    start_step = _resume(options, pipe) if options.resume else 0
     pipe.unet.train()
     started = time.time()
     data_hash = dataset.content_hash()
@@ -257,4 +259,55 @@ def _train(options: LoraOptions, dataset: Any, name: str) -> TrainResult:
         )
 
     method = Method("lora", groups, encode, save)
-    return run_loop(pipe, dataset, options, method, name)
+    return run_loop(pipe, dataset, options, method, name, start_step=start_step)
+
+
+def _resume(options: LoraOptions, pipe: Any) -> int:
+    """Load a saved LoRA's weights into the fresh layers; return the step it was saved at.
+
+    The file holds weights, not optimizer moments: AdamW's moments start again, as with
+    sd-scripts' `--network_weights`; the step count and learning-rate schedule continue.
+    """
+    import torch
+    from peft.tuners.lora import LoraLayer
+    from safetensors import safe_open
+
+    path = Path(options.resume).expanduser()
+    if not path.is_file():
+        raise UsageError(f"no such LoRA file to resume from: {path}")
+    with safe_open(str(path), "pt") as handle:
+        meta = handle.metadata() or {}
+        state = {key: handle.get_tensor(key) for key in handle.keys()}
+    step = int(meta.get("ss_steps", "0") or 0)
+    if not 0 < step < options.steps:
+        raise UsageError(
+            f"{path.name} was saved at step {step}; --steps must be more than that to resume"
+        )
+    te = pipe.text_encoder
+    parts = [(pipe.unet, UNET_PREFIX, "")]
+    if options.train_text_encoder:
+        parts.append((te, TEXT_ENCODER_PREFIX, text_encoder_path_prefix(te)))
+    expected = set()
+    with torch.no_grad():
+        for model, prefix, path_prefix in parts:
+            for module_path, module in model.named_modules():
+                if not isinstance(module, LoraLayer) or "default" not in module.lora_A:
+                    continue
+                name = kohya_name(prefix, path_prefix + module_path)
+                expected.add(name)
+                down = state.get(f"{name}.lora_down.weight")
+                up = state.get(f"{name}.lora_up.weight")
+                alpha = state.get(f"{name}.alpha")
+                target_down = module.lora_A["default"].weight
+                if down is None or up is None or down.shape != target_down.shape:
+                    raise UsageError(
+                        f"{path.name} does not match this training (rank, layers or "
+                        "--train-text-encoder differ)"
+                    )
+                if alpha is not None and abs(float(alpha) - options.alpha) > 1e-6:
+                    raise UsageError(f"{path.name} has alpha {float(alpha):g}; pass --alpha so")
+                target_down.copy_(down)
+                module.lora_B["default"].weight.copy_(up)
+    if {key.split(".")[0] for key in state} != expected:
+        raise UsageError(f"{path.name} has layers this training does not (--train-text-encoder?)")
+    return step
