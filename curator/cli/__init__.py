@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "curator.cli.generate",
     "curator.cli.search",
     "curator.cli.describe",
+    "curator.cli.train",
 ]
 COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "scan": (
@@ -144,6 +145,10 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         "List past exports, newest first, with the ids `reexport` and `crops set` take.",
     ),
     "crops": (("curator.cli.export",), "Stored crops of past exports."),
+    "train": (
+        ("curator.cli.train",),
+        "Train a LoRA or a textual-inversion embedding on an exported training set.",
+    ),
     "prepare": (
         ("curator.cli.prepare",),
         "Scan SRC, drop duplicates and images too small to train on, detect faces, tag, "

@@ -1,0 +1,294 @@
+"""`curator train lora|textual-inversion`: train on a kohya DreamBooth export."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from curator.cli.context import AppContext, emit_json, json_option, pass_app, quiet_option
+from curator.cli.progress import RichReporter
+from curator.training.loop import LR_SCHEDULERS  # plain names: imports no torch
+
+
+@click.group("train")
+def train_group() -> None:
+    """Train a LoRA or a textual-inversion embedding on an exported training set."""
+
+
+def _common(func):
+    """Options every training method takes."""
+    options = [
+        click.option(
+            "--base",
+            required=True,
+            metavar="PATH|HUB_ID",
+            help="Base model: diffusers folder, hub id (from the local cache) or .safetensors.",
+        ),
+        click.option(
+            "--config",
+            metavar="FOLDER",
+            help="Component configs for a single-file --base (a diffusers folder), offline.",
+        ),
+        click.option(
+            "--data",
+            required=True,
+            metavar="DIR",
+            help="A kohya DreamBooth export (img/N_tokens/ with captions), e.g. from "
+            "`curator export --layout kohya-dreambooth`.",
+        ),
+        click.option(
+            "--out",
+            "out",
+            required=True,
+            metavar="DIR",
+            help="Folder for the weights, checkpoints and the loss log (CSV).",
+        ),
+        click.option(
+            "--steps",
+            type=click.IntRange(1),
+            default=500,
+            show_default=True,
+            help="Optimizer steps.",
+        ),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(1),
+            default=1,
+            show_default=True,
+            help="Images per step, all from one aspect-ratio bucket.",
+        ),
+        click.option(
+            "--lr-scheduler",
+            type=click.Choice(LR_SCHEDULERS),
+            default="constant",
+            show_default=True,
+            help="How the learning rate changes over the steps (diffusers' schedules).",
+        ),
+        click.option(
+            "--lr-warmup-steps",
+            type=click.IntRange(0),
+            default=0,
+            show_default=True,
+            help="Steps over which the learning rate rises from 0 to --lr.",
+        ),
+        click.option("--seed", type=int, default=0, show_default=True, help="Random seed."),
+        click.option(
+            "--cache-latents",
+            is_flag=True,
+            help="Encode each image with the VAE once and keep it in memory (faster; a "
+            "fresh latent is still drawn each step).",
+        ),
+        click.option(
+            "--save-every",
+            type=click.IntRange(0),
+            default=0,
+            show_default=True,
+            metavar="N",
+            help="Also save the weights every N steps as NAME-00000N.safetensors "
+            "(0: only at the end).",
+        ),
+        click.option(
+            "--device",
+            default="auto",
+            show_default=True,
+            help="cuda, mps, cpu, or auto (the best there is).",
+        ),
+        click.option(
+            "--name",
+            default="",
+            help="Output file name without extension (a LoRA; an embedding is named --token).",
+        ),
+        quiet_option,
+        json_option,
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@contextmanager
+def _ctrl_c_cancels(token: Any) -> Iterator[None]:
+    """The first Ctrl-C stops at the next step and saves; a second one stops at once."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if token.cancelled:
+            raise KeyboardInterrupt
+        token.cancel()
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: leave Ctrl-C as it is
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _report(result: Any, as_json: bool, quiet: bool) -> None:
+    if as_json:
+        emit_json(
+            {
+                "outputs": [str(p) for p in result.outputs],
+                "steps": result.steps,
+                "first_loss": result.losses[0] if result.losses else None,
+                "final_loss": result.losses[-1] if result.losses else None,
+                "loss_log": str(result.loss_log),
+                "data_hash": result.data_hash,
+                "run_id": result.run_id,
+                "seconds": round(result.seconds, 3),
+            }
+        )
+        return
+    tail = result.losses[-10:]
+    click.echo(
+        f"trained {result.steps} steps in {result.seconds:.1f}s, "
+        f"loss (last {len(tail)} steps) {sum(tail) / max(len(tail), 1):.4f}"
+    )
+    for path in result.outputs:
+        click.echo(f"saved {path}")
+    if not quiet:
+        click.echo(f"loss log {result.loss_log}")
+
+
+def _base_fields(o: dict[str, Any], quiet: bool, as_json: bool) -> dict[str, Any]:
+    from curator.progress import CancelToken
+
+    return {
+        "base": o["base"],
+        "config": o["config"],
+        "data": o["data"],
+        "out": o["out"],
+        "name": o["name"],
+        "steps": o["steps"],
+        "batch_size": o["batch_size"],
+        "seed": o["seed"],
+        "save_every": o["save_every"],
+        "cache_latents": o["cache_latents"],
+        "lr_scheduler": o["lr_scheduler"],
+        "lr_warmup_steps": o["lr_warmup_steps"],
+        "device": None if o["device"] == "auto" else o["device"],
+        "reporter": RichReporter(not (quiet or as_json)),
+        "cancel": CancelToken(),
+    }
+
+
+@train_group.command("lora")
+@_common
+@click.option("--lr", type=float, default=1e-4, show_default=True, help="AdamW learning rate.")
+@click.option(
+    "--rank",
+    type=click.IntRange(1),
+    default=4,
+    show_default=True,
+    help="LoRA rank (kohya's network_dim).",
+)
+@click.option(
+    "--alpha",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="LoRA alpha (kohya's network_alpha); updates scale by alpha / rank.",
+)
+@click.option(
+    "--train-text-encoder/--unet-only",
+    default=False,
+    show_default=True,
+    help="Also put LoRA layers on the text encoder's attention projections.",
+)
+@click.option(
+    "--prior-loss-weight",
+    type=click.FloatRange(0),
+    default=1.0,
+    show_default=True,
+    help="Loss weight of the export's reg/ (class) images, as sd-scripts weighs them.",
+)
+@click.option(
+    "--text-encoder-lr",
+    type=float,
+    default=None,
+    help="Learning rate for the text encoder's LoRA [default: --lr].",
+)
+@click.option(
+    "--resume",
+    metavar="FILE",
+    help="Continue from a LoRA this command saved (e.g. NAME-000500.safetensors): its "
+    "weights, step count and learning-rate schedule; optimizer moments start again.",
+)
+@pass_app
+def lora_cmd(app: AppContext, quiet: bool, as_json: bool, **o: Any) -> None:
+    """Train a LoRA on the UNet's attention layers; saved in kohya's .safetensors layout."""
+    from curator.training.lora import LoraOptions, train_lora
+
+    options = LoraOptions(
+        **_base_fields(o, quiet, as_json),
+        lr=o["lr"],
+        rank=o["rank"],
+        alpha=o["alpha"],
+        train_text_encoder=o["train_text_encoder"],
+        text_encoder_lr=o["text_encoder_lr"],
+        prior_loss_weight=o["prior_loss_weight"],
+        resume=o["resume"],
+    )
+    with _ctrl_c_cancels(options.cancel):
+        result = train_lora(options, app.catalog)
+    _report(result, as_json, quiet)
+
+
+@train_group.command("textual-inversion")
+@_common
+@click.option("--lr", type=float, default=5e-3, show_default=True, help="AdamW learning rate.")
+@click.option(
+    "--token",
+    required=True,
+    help="The new trigger word; the embedding is saved as TOKEN.safetensors.",
+)
+@click.option(
+    "--init-text",
+    default="*",
+    show_default=True,
+    help="Text whose token embeddings start the new vectors (empty: zeros).",
+)
+@click.option(
+    "--vectors",
+    type=click.IntRange(1, 75),
+    default=1,
+    show_default=True,
+    help="Vectors per token: how many prompt tokens the embedding takes.",
+)
+@click.option(
+    "--format",
+    "file_format",
+    type=click.Choice(["safetensors", "pt"]),
+    default="safetensors",
+    show_default=True,
+    help="TOKEN.safetensors (emb_params) or A1111's own TOKEN.pt dict.",
+)
+@pass_app
+def textual_inversion_cmd(app: AppContext, quiet: bool, as_json: bool, **o: Any) -> None:
+    """Learn a new token's embedding, saved as A1111 loads it: TOKEN.safetensors or .pt."""
+    from curator.training.textual_inversion import (
+        TextualInversionOptions,
+        train_textual_inversion,
+    )
+
+    options = TextualInversionOptions(
+        **_base_fields(o, quiet, as_json),
+        lr=o["lr"],
+        token=o["token"],
+        init_text=o["init_text"],
+        vectors=o["vectors"],
+        file_format=o["file_format"],
+    )
+    with _ctrl_c_cancels(options.cancel):
+        result = train_textual_inversion(options, app.catalog)
+    _report(result, as_json, quiet)
+
+
+def register(main: click.Group) -> None:
+    main.add_command(train_group)
