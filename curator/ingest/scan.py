@@ -40,6 +40,7 @@ from curator.progress import CancelToken, Reporter, phase
 from curator.tags.store import replace_source_tags, set_caption
 from db.engine import Catalog
 from db.schema import File, Generation, Image, Problem, Run, to_signed64, utcnow
+from db.upsert import insert_ignore, insert_new, upsert
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -322,34 +323,35 @@ class Scanner:
 
     def _record_problem(self, s: Session, p: ProbeProblem) -> None:
         self._count_problem(p.kind)
-        row = s.scalar(select(Problem).where(Problem.path == p.path))
-        if row is None:
-            s.add(
-                Problem(
-                    path=p.path, kind=p.kind, message=p.message, size=p.size, mtime_ns=p.mtime_ns
-                )
-            )
-        else:
-            row.kind, row.message, row.size, row.mtime_ns = p.kind, p.message, p.size, p.mtime_ns
-            row.seen_at = utcnow()
+        row = {"path": p.path, "kind": p.kind, "message": p.message}
+        row |= {"size": p.size, "mtime_ns": p.mtime_ns, "seen_at": utcnow()}
+        upsert(s, Problem.__table__, [row], ["path"], [k for k in row if k != "path"])
         s.execute(update(File).where(File.path == p.path).values(present=False))
 
     def _record_image(self, s: Session, r: ProbeResult) -> None:
         image = s.scalar(select(Image).where(Image.sha256 == r.sha256))
+        # Insert-if-absent, not add(): another machine scanning the same content into a
+        # shared catalog may insert it between the look and the write.
+        new_id = None
         if image is None:
-            image = Image(
-                sha256=r.sha256,
-                bytes=r.size,
-                width=r.width,
-                height=r.height,
-                format=r.format,
-                mode=r.mode,
-                frames=r.frames,
-                orientation=r.orientation,
-                phash=to_signed64(r.phash),
+            new_id = insert_new(
+                s,
+                Image.__table__,
+                {
+                    "sha256": r.sha256,
+                    "bytes": r.size,
+                    "width": r.width,
+                    "height": r.height,
+                    "format": r.format,
+                    "mode": r.mode,
+                    "frames": r.frames,
+                    "orientation": r.orientation,
+                    "phash": to_signed64(r.phash),
+                },
+                ["sha256"],
             )
-            s.add(image)
-            s.flush()
+            image = s.scalar(select(Image).where(Image.sha256 == r.sha256))
+        if new_id is not None:
             self.summary.new_images += 1
         elif s.scalar(
             select(File.id).where(File.image_id == image.id, File.path != r.path).limit(1)
@@ -360,23 +362,35 @@ class Scanner:
             self.summary.warnings += 1
         if r.generation and s.get(Generation, image.id) is None:
             self.summary.with_parameters += 1
-            s.add(Generation(image_id=image.id, **_generation_columns(r.generation)))
+            insert_ignore(
+                s,
+                Generation.__table__,
+                [{"image_id": image.id, **_generation_columns(r.generation)}],
+                ["image_id"],
+            )
         sidecars = self._sidecars_for.get(r.path, [])
         f = s.scalar(select(File).where(File.path == r.path))
         now = utcnow()
+        new_file = None
         if f is None:
-            self.summary.new_files += 1
-            f = File(
-                path=r.path,
-                folder=os.path.dirname(r.path),
-                image_id=image.id,
-                size=r.size,
-                mtime_ns=r.mtime_ns,
-                present=True,
-                first_seen=now,
-                last_seen=now,
+            new_file = insert_new(
+                s,
+                File.__table__,
+                {
+                    "path": r.path,
+                    "folder": os.path.dirname(r.path),
+                    "image_id": image.id,
+                    "size": r.size,
+                    "mtime_ns": r.mtime_ns,
+                    "present": True,
+                    "first_seen": now,
+                    "last_seen": now,
+                },
+                ["path"],
             )
-            s.add(f)
+            f = s.scalar(select(File).where(File.path == r.path))
+        if new_file is not None:
+            self.summary.new_files += 1
         else:
             self.summary.changed += 1
             f.image_id, f.size, f.mtime_ns = image.id, r.size, r.mtime_ns
