@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "curator.cli.prepare",
     "curator.cli.review",
     "curator.cli.generate",
+    "curator.cli.db",
 ]
 COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "scan": (
@@ -124,6 +125,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         "bucket, crop, caption and write a DreamBooth training set, then say what was kept "
         "and what was dropped and why.",
     ),
+    "db": (("curator.cli.db",), "Catalog databases: copy a catalog between SQLite and PostgreSQL."),
 }
 
 
