@@ -165,3 +165,23 @@ def db_path(tmp_path: Path, request: pytest.FixtureRequest):
     if request.config.getoption("--engine") == "postgresql":
         return request.getfixturevalue("pg_database")
     return tmp_path / "catalog.db"
+
+
+@pytest.fixture(scope="session")
+def new_catalog_spec(request: pytest.FixtureRequest):
+    """For fixtures wider than one test: `spec(path)` is `path` on SQLite, or the URL of
+    a fresh server database (dropped at the end of the session) on PostgreSQL."""
+    made: list[str] = []
+    server = None
+    if request.config.getoption("--engine") == "postgresql":
+        server = request.getfixturevalue("pg_server")
+
+    def spec(path: Path):
+        if server is None:
+            return path
+        made.append(server.create())
+        return server.url_of(made[-1])
+
+    yield spec
+    for name in made:
+        server.drop(name)
