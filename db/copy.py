@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, insert, select, text
+from sqlalchemy import JSON, Connection, Table, func, insert, select, text
 
 from db.engine import Catalog
 from db.migrate import CatalogOpenError, open_catalog
@@ -92,6 +92,26 @@ def _empty(conn: Connection) -> bool:
     return all(conn.execute(select(func.count()).select_from(t)).scalar() == 0 for t in _tables())
 
 
+def _copy_in(conn: Connection, table: Table, rows: Iterator[dict[str, Any]]) -> None:
+    """PostgreSQL's COPY: about ten times the rows per second of batched INSERTs, in the
+    same transaction. psycopg adapts each value; JSON columns are given as JSON text."""
+    names = [c.name for c in table.columns]
+    # As SQLAlchemy's own insert writes them: None is JSON null unless none_as_null.
+    as_json = {c.name: c.type.none_as_null for c in table.columns if isinstance(c.type, JSON)}
+    cols = ", ".join(f'"{n}"' for n in names)
+    cursor = conn.connection.driver_connection.cursor()
+    with cursor.copy(f'COPY "{table.name}" ({cols}) FROM STDIN') as copy:
+        for row in rows:
+            copy.write_row(
+                [
+                    json.dumps(row[n])
+                    if n in as_json and (row[n] is not None or not as_json[n])
+                    else row[n]
+                    for n in names
+                ]
+            )
+
+
 def _reset_sequences(conn: Connection) -> None:
     """Ids continue after the copied ones (PostgreSQL's sequences do not follow inserts
     that give the id)."""
@@ -132,6 +152,9 @@ def copy_catalog(source: str, dest: str) -> list[TableCopy]:
                     "(nothing was changed)"
                 )
             for table in _tables():
+                if write.dialect.driver == "psycopg":
+                    _copy_in(write, table, _rows(read, table))
+                    continue
                 batch: list[dict[str, Any]] = []
                 for row in _rows(read, table):
                     batch.append(row)
