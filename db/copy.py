@@ -12,7 +12,6 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Connection, Table, func, insert, select, text
@@ -58,26 +57,25 @@ def _rows(conn: Connection, table: Table) -> Iterator[dict[str, Any]]:
 
 
 def _canonical(value: Any) -> Any:
-    """One spelling per value, whichever engine and driver returned it."""
+    """One spelling per value, whichever engine and driver returned it (repr() of ints,
+    floats, strings, bytes and naive datetimes is exact and stable)."""
     if isinstance(value, memoryview):
-        value = bytes(value)
-    if isinstance(value, bytes):
-        return {"b": value.hex()}
-    if isinstance(value, datetime | date):
-        return {"t": value.isoformat()}
-    if isinstance(value, float):
-        return {"f": repr(value)}
+        return bytes(value)
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True)
     return value
 
 
 def table_checksum(conn: Connection, table: Table) -> tuple[int, str]:
     """Rows and a SHA-256 of `table`'s content in primary-key order."""
     digest = hashlib.sha256()
-    names = [c.name for c in table.columns]
     count = 0
-    for row in _rows(conn, table):
-        values = [_canonical(row[n]) for n in names]
-        digest.update(json.dumps(values, sort_keys=True, default=repr).encode())
+    order = list(table.primary_key.columns) or list(table.columns)
+    result = conn.execution_options(stream_results=True, yield_per=BATCH).execute(
+        select(table).order_by(*order)
+    )
+    for row in result.tuples():
+        digest.update(repr(tuple(map(_canonical, row))).encode())
         digest.update(b"\n")
         count += 1
     return count, digest.hexdigest()
