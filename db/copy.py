@@ -74,7 +74,7 @@ def table_checksum(conn: Connection, table: Table) -> tuple[int, str]:
     result = conn.execution_options(stream_results=True, yield_per=BATCH).execute(
         select(table).order_by(*order)
     )
-    for row in result.tuples():
+    for row in result:
         digest.update(repr(tuple(map(_canonical, row))).encode())
         digest.update(b"\n")
         count += 1

@@ -56,6 +56,7 @@ SQLITE_ONLY = {
     "test_new_catalog_is_at_head_with_sqlite_pragmas",
     "test_older_catalog_is_backed_up_then_upgraded",
     "test_foreign_sqlite_file_is_refused",
+    "test_tag_queries_use_the_covering_index",  # reads SQLite's EXPLAIN QUERY PLAN
 }
 
 
