@@ -87,3 +87,28 @@ def test_cli_json_report(source: Path, db_path) -> None:
     report = {r["table"]: r for r in json.loads(result.output)}
     assert report["files"]["same"] and report["files"]["dest_rows"] > 0
     assert report["files"]["source_checksum"] == report["files"]["dest_checksum"]
+
+
+def test_tag_wildcards_ignore_case_on_every_engine(catalog) -> None:
+    """SQLite's LIKE ignores ASCII case, PostgreSQL's does not: the query language
+    gives both the same answer."""
+    from curator.query.compile import compile_query
+    from db.schema import Image as ImageRow
+
+    with catalog.write() as s:
+        tag = Tag(name="blue_eyes")
+        s.add(tag)
+        image = ImageRow(sha256="a", bytes=1, width=1, height=1, format="PNG", mode="RGB")
+        s.add(image)
+        s.flush()
+        s.add(ImageTag(image_id=image.id, tag_id=tag.id, source="model:wd14"))
+    with catalog.session() as s:
+        for text, expected in [
+            ("Blue_*", [image.id]),
+            ("*_EYES", [image.id]),
+            ("blue_eyes", [image.id]),
+            ("source:MODEL:* blue_*", [image.id]),
+            ("red_*", []),
+        ]:
+            found = list(s.scalars(select(ImageRow.id).where(compile_query(text))))
+            assert found == expected, text
