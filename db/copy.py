@@ -12,11 +12,13 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, Connection, Table, func, insert, select, text
+from sqlalchemy.engine import make_url
 
-from db.engine import Catalog
+from db.engine import Catalog, database_url, is_sqlite
 from db.migrate import CatalogOpenError, open_catalog
 from db.schema import Base
 
@@ -136,6 +138,11 @@ def copy_catalog(source: str, dest: str) -> list[TableCopy]:
     whether the destination reads back as the source); raises CopyError when the
     destination is not empty.
     """
+    src_url = database_url(source)
+    if is_sqlite(src_url):
+        path = make_url(src_url).database
+        if path and path != ":memory:" and not Path(path).is_file():
+            raise CopyError(f"no catalog at {path}: nothing to copy")
     with open_catalog(source) as src, open_catalog(dest) as dst:
         if src.url == dst.url:
             raise CopyError("source and destination are the same catalog")

@@ -112,3 +112,9 @@ def test_tag_wildcards_ignore_case_on_every_engine(catalog) -> None:
         ]:
             found = list(s.scalars(select(ImageRow.id).where(compile_query(text))))
             assert found == expected, text
+
+
+def test_copy_from_a_missing_file_is_refused(tmp_path: Path, db_path) -> None:
+    with pytest.raises(CopyError, match="no catalog at"):
+        copy_catalog(str(tmp_path / "nope.db"), str(db_path))
+    assert not (tmp_path / "nope.db").exists()
