@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -330,28 +331,21 @@ class Scanner:
 
     def _record_image(self, s: Session, r: ProbeResult) -> None:
         image = s.scalar(select(Image).where(Image.sha256 == r.sha256))
-        # Insert-if-absent, not add(): another machine scanning the same content into a
-        # shared catalog may insert it between the look and the write.
-        new_id = None
+        new_image = False
         if image is None:
-            new_id = insert_new(
-                s,
-                Image.__table__,
-                {
-                    "sha256": r.sha256,
-                    "bytes": r.size,
-                    "width": r.width,
-                    "height": r.height,
-                    "format": r.format,
-                    "mode": r.mode,
-                    "frames": r.frames,
-                    "orientation": r.orientation,
-                    "phash": to_signed64(r.phash),
-                },
-                ["sha256"],
-            )
-            image = s.scalar(select(Image).where(Image.sha256 == r.sha256))
-        if new_id is not None:
+            fields = {
+                "sha256": r.sha256,
+                "bytes": r.size,
+                "width": r.width,
+                "height": r.height,
+                "format": r.format,
+                "mode": r.mode,
+                "frames": r.frames,
+                "orientation": r.orientation,
+                "phash": to_signed64(r.phash),
+            }
+            image, new_image = _add_if_absent(s, Image, fields, "sha256")
+        if new_image:
             self.summary.new_images += 1
         elif s.scalar(
             select(File.id).where(File.image_id == image.id, File.path != r.path).limit(1)
@@ -371,25 +365,20 @@ class Scanner:
         sidecars = self._sidecars_for.get(r.path, [])
         f = s.scalar(select(File).where(File.path == r.path))
         now = utcnow()
-        new_file = None
+        new_file = False
         if f is None:
-            new_file = insert_new(
-                s,
-                File.__table__,
-                {
-                    "path": r.path,
-                    "folder": os.path.dirname(r.path),
-                    "image_id": image.id,
-                    "size": r.size,
-                    "mtime_ns": r.mtime_ns,
-                    "present": True,
-                    "first_seen": now,
-                    "last_seen": now,
-                },
-                ["path"],
-            )
-            f = s.scalar(select(File).where(File.path == r.path))
-        if new_file is not None:
+            fields = {
+                "path": r.path,
+                "folder": os.path.dirname(r.path),
+                "image_id": image.id,
+                "size": r.size,
+                "mtime_ns": r.mtime_ns,
+                "present": True,
+                "first_seen": now,
+                "last_seen": now,
+            }
+            f, new_file = _add_if_absent(s, File, fields, "path")
+        if new_file:
             self.summary.new_files += 1
         else:
             self.summary.changed += 1
@@ -494,6 +483,22 @@ class Scanner:
             if stale:
                 with self.catalog.write() as s:
                     s.execute(Generation.__table__.delete().where(Generation.image_id.in_(stale)))
+
+
+def _add_if_absent(s: Session, model: type, fields: dict, key: str) -> tuple[Any, bool]:
+    """The row with `fields[key]`, added unless there: (row, whether this call added it).
+
+    SQLite's write transaction holds the whole catalog, so the ORM's add() is safe (and
+    quickest). On a server another machine may insert the same key between our look and
+    our write: INSERT ... ON CONFLICT DO NOTHING lets the database decide."""
+    if s.get_bind().dialect.name == "sqlite":
+        row = model(**fields)
+        s.add(row)
+        s.flush()
+        return row, True
+    added = insert_new(s, model.__table__, fields, [key]) is not None
+    column = getattr(model, key)
+    return s.scalar(select(model).where(column == fields[key])), added
 
 
 def _sidecar_stamp(sidecars: list[str]) -> int | None:
