@@ -3,6 +3,11 @@
     python benchmarks/query.py                        # 1,000,000 images, 30,000,000 image_tags
     python benchmarks/query.py --images 100000 --tags-per-image 20
     python benchmarks/query.py --db /tmp/q.db         # built once, reused on later runs
+    python benchmarks/query.py --images 100000 --db postgresql+psycopg://me@host/qbench
+
+The catalog is built in SQLite (fast raw SQL); with a server URL for `--db` it is then
+moved there with `curator db copy`'s library call (the database must be new or empty;
+it is reused when it already holds images), ANALYZEd, and queried on the server.
 
 The catalog is made by the real migrations, then filled with raw SQL: tags drawn
 from a Zipf law over ~10,000 names (general, character, copyright, artist, meta),
@@ -35,6 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import Connection, func, select  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
 
 from curator.query.compile import (  # noqa: E402
     compile_query,
@@ -43,7 +49,9 @@ from curator.query.compile import (  # noqa: E402
     page_statement,
 )
 from db import open_catalog  # noqa: E402
-from db.schema import Image  # noqa: E402
+from db.copy import copy_catalog  # noqa: E402
+from db.schema import Image, TagRule  # noqa: E402
+from db.upsert import insert_ignore  # noqa: E402
 
 # The most frequent tags get real names, so the queries below read like a user's.
 TOP_TAGS = (
@@ -230,14 +238,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--db", type=Path, help="catalog to build or reuse (default: a temp dir)")
+    ap.add_argument(
+        "--db",
+        help="SQLite file or database URL to build or reuse (default: a file in a temp dir)",
+    )
     ap.add_argument("--images", type=int, default=1_000_000)
     ap.add_argument("--tags-per-image", type=int, default=30)
     ap.add_argument("--tag-names", type=int, default=10_000)
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rebuild", action="store_true", help="build again even if --db exists")
-    ap.add_argument("--plan", action="store_true", help="print each query's SQLite plan")
+    ap.add_argument("--plan", action="store_true", help="print each query's plan")
     ap.add_argument(
         "--rules",
         action="store_true",
@@ -247,16 +258,32 @@ def main() -> None:
     ap.add_argument("query", nargs="*", help="time these queries instead of the built-in set")
     args = ap.parse_args()
 
+    server = args.db if args.db and "://" in args.db and not args.db.startswith("sqlite") else None
     with tempfile.TemporaryDirectory() as tmp:
-        path = args.db or Path(tmp) / "query-bench.db"
+        path = Path(tmp) / "query-bench.db" if server or not args.db else Path(args.db)
         if args.rebuild and path.exists():
             path.unlink()
+        if server and _images(server):
+            run_queries(server, args)
+            return
         if not path.exists():
             print(f"building {path}: {args.images:,} images, ~{args.tags_per_image} tags each")
             t = time.perf_counter()
             build(path, args.images, args.tags_per_image, args.tag_names, args.seed)
             print(f"built in {time.perf_counter() - t:.1f}s", flush=True)
-        run_queries(path, args)
+        if server:
+            t = time.perf_counter()
+            copied = copy_catalog(str(path), server)
+            with open_catalog(server) as catalog, catalog.engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
+            rows = sum(r.dest_rows for r in copied)
+            print(f"copied {rows:,} rows to the server in {time.perf_counter() - t:.1f}s")
+        run_queries(server or str(path), args)
+
+
+def _images(url: str) -> int:
+    with open_catalog(url) as catalog, catalog.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(Image)).scalar_one()
 
 
 RULE_QUERIES = [
@@ -270,18 +297,19 @@ def add_rules(conn: Connection) -> None:
     """Rules touching popular tags: what a curated catalog holds (idempotent)."""
     rules = [("alias", "longhair", "long_hair"), ("blacklist", "monochrome", "")]
     rules += [("implication", t, "hair") for t in ("long_hair", "short_hair", "blonde_hair")]
-    for kind, tag, target in rules:
-        conn.exec_driver_sql(
-            "INSERT OR IGNORE INTO tag_rules (kind, tag, target, at) "
-            "VALUES (?, ?, ?, CURRENT_TIMESTAMP)",
-            (kind, tag, target),
+    with Session(conn) as s:
+        insert_ignore(
+            s,
+            TagRule.__table__,
+            [{"kind": k, "tag": t, "target": g} for k, t, g in rules],
+            ["kind", "tag", "target"],
         )
-    conn.commit()
+        s.commit()
 
 
-def run_queries(path: Path, args: argparse.Namespace) -> None:
+def run_queries(spec: str, args: argparse.Namespace) -> None:
     queries = [("", q) for q in args.query] or QUERIES + (RULE_QUERIES if args.rules else [])
-    catalog = open_catalog(str(path))
+    catalog = open_catalog(spec)
     if args.rules:
         with catalog.engine.connect() as conn:
             add_rules(conn)
@@ -294,7 +322,10 @@ def run_queries(path: Path, args: argparse.Namespace) -> None:
         queries = [(label, text.replace("{rare}", rare)) for label, text in queries]
         total = conn.execute(select(func.count()).select_from(Image)).scalar_one()
         tag_rows = conn.exec_driver_sql("SELECT max(id) FROM image_tags").scalar_one()
-        print(f"catalog: {total:,} images, ~{tag_rows:,} image_tags rows; median of {args.runs}")
+        print(
+            f"catalog ({conn.dialect.name}): {total:,} images, ~{tag_rows:,} image_tags rows;"
+            f" median of {args.runs}"
+        )
         print(
             f"{'':<24} {'query':<44} {'matches':>9} {'count ms':>9} {'page ms':>8}"
             f" {'stored ms':>9}  plan"
@@ -348,7 +379,8 @@ def _plan_name(conn: Connection, text: str) -> str:
 def _print_plan(conn: Connection, text: str) -> None:
     stmt = page_statement(conn, text)
     compiled = stmt.compile(conn, compile_kwargs={"literal_binds": True})
-    for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}").all():
+    explain = "EXPLAIN QUERY PLAN" if conn.dialect.name == "sqlite" else "EXPLAIN"
+    for row in conn.exec_driver_sql(f"{explain} {compiled}").all():
         print("    ", row[-1])
 
 

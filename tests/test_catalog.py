@@ -31,8 +31,8 @@ def test_db_spec_from_env_and_default(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("CURATOR_DB", raising=False)
     assert database_url() == f"sqlite:///{tmp_path / 'curator.db'}"
-    monkeypatch.setenv("CURATOR_DB", "postgresql://u@h/db")
-    assert database_url() == "postgresql://u@h/db"
+    monkeypatch.setenv("CURATOR_DB", "postgresql+psycopg://u@h/db")
+    assert database_url() == "postgresql+psycopg://u@h/db"
     assert database_url("x.db") == f"sqlite:///{tmp_path / 'x.db'}"
 
 

@@ -140,8 +140,8 @@ def root(home: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def db_path(home: Path) -> Path:
-    return home / "catalog.db"
+def db_path(home: Path, new_catalog_spec) -> Path:
+    return new_catalog_spec(home / "catalog.db")
 
 
 @pytest.fixture(scope="module")

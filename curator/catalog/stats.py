@@ -47,7 +47,8 @@ def catalog_stats(catalog: Catalog) -> dict[str, Any]:
         aspects = dict(s.execute(select(aspect_bucket, func.count()).group_by(aspect_bucket)).all())
         return {
             "images": s.scalar(select(func.count(Image.id))),
-            "bytes": s.scalar(select(func.coalesce(func.sum(Image.bytes), 0))),
+            # int(): PostgreSQL sums a bigint column as numeric (a Decimal).
+            "bytes": int(s.scalar(select(func.coalesce(func.sum(Image.bytes), 0)))),
             "files_present": s.scalar(select(func.count(File.id)).where(File.present.is_(True))),
             "files_missing": s.scalar(select(func.count(File.id)).where(File.present.is_(False))),
             "formats": dict(

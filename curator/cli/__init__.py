@@ -32,6 +32,7 @@ COMMAND_MODULES = [
     "curator.cli.search",
     "curator.cli.describe",
     "curator.cli.train",
+    "curator.cli.db",
 ]
 COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "scan": (
@@ -155,6 +156,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         "bucket, crop, caption and write a DreamBooth training set, then say what was kept "
         "and what was dropped and why.",
     ),
+    "db": (("curator.cli.db",), "Catalog databases: copy a catalog between SQLite and PostgreSQL."),
 }
 
 

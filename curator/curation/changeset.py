@@ -24,6 +24,7 @@ from curator.query.compile import compile_query
 from curator.tags.store import tag_ids
 from curator.tags.view import TagRules
 from db.schema import Caption, Edit, Image, ImageTag, Tag, TagRule
+from db.upsert import insert_new
 
 CHUNK = 900  # ids per IN (...): under SQLite's variable limit
 IMAGE_COLUMNS = ("status", "duplicate_of")  # image fields edits may change
@@ -206,15 +207,10 @@ class ChangeSet:
     # --- rules ---
 
     def add_rule(self, kind: str, tag: str, target: str = "") -> bool:
-        exists = self.session.scalar(
-            select(TagRule.id).where(
-                TagRule.kind == kind, TagRule.tag == tag, TagRule.target == target
-            )
-        )
-        if exists is not None:
+        # Insert-if-absent: the same rule added from two machines at once is one rule.
+        row = {"kind": kind, "tag": tag, "target": target}
+        if insert_new(self.session, TagRule.__table__, row, list(row)) is None:
             return False
-        self.session.add(TagRule(kind=kind, tag=tag, target=target))
-        self.session.flush()
         self._rules_inserted[(kind, tag, target)] = [kind, tag, target]
         return True
 

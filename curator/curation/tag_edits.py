@@ -35,7 +35,8 @@ from curator.tags.view import (
     normalize_tag,
 )
 from db.engine import Catalog
-from db.schema import Tag
+from db.schema import Image, Tag
+from db.upsert import lock_rows
 
 
 def canonical_names(rules: TagRules, tags: Iterable[str]) -> list[str]:
@@ -50,6 +51,7 @@ def add_to(
     s: Session, cs: ChangeSet, rules: TagRules, wanted: dict[int, set[str]], category: str
 ) -> None:
     """Give images tags as the user: a `user` row each, lifting `user-removed` marks."""
+    lock_rows(s, Image.__table__, wanted)  # racing edits of one image wait their turn
     spellings = {sp: n for names in wanted.values() for n in names for sp in rules.spellings(n)}
     rows = tag_rows(s, list(wanted), spellings)
     has_user: set[tuple[int, str]] = set()
@@ -76,6 +78,7 @@ def add_to(
 
 def remove_from(s: Session, cs: ChangeSet, rules: TagRules, unwanted: dict[int, set[str]]) -> None:
     """Take tags off images: drop `user` rows, hide what models or implications give."""
+    lock_rows(s, Image.__table__, unwanted)
     spellings = {sp: n for names in unwanted.values() for n in names for sp in rules.spellings(n)}
     rows = tag_rows(s, list(unwanted), spellings)
     drop: list[TagRowData] = []

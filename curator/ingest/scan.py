@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -40,6 +41,7 @@ from curator.progress import CancelToken, Reporter, phase
 from curator.tags.store import replace_source_tags, set_caption
 from db.engine import Catalog
 from db.schema import File, Generation, Image, Problem, Run, to_signed64, utcnow
+from db.upsert import insert_ignore, insert_new, upsert
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -322,34 +324,28 @@ class Scanner:
 
     def _record_problem(self, s: Session, p: ProbeProblem) -> None:
         self._count_problem(p.kind)
-        row = s.scalar(select(Problem).where(Problem.path == p.path))
-        if row is None:
-            s.add(
-                Problem(
-                    path=p.path, kind=p.kind, message=p.message, size=p.size, mtime_ns=p.mtime_ns
-                )
-            )
-        else:
-            row.kind, row.message, row.size, row.mtime_ns = p.kind, p.message, p.size, p.mtime_ns
-            row.seen_at = utcnow()
+        row = {"path": p.path, "kind": p.kind, "message": p.message}
+        row |= {"size": p.size, "mtime_ns": p.mtime_ns, "seen_at": utcnow()}
+        upsert(s, Problem.__table__, [row], ["path"], [k for k in row if k != "path"])
         s.execute(update(File).where(File.path == p.path).values(present=False))
 
     def _record_image(self, s: Session, r: ProbeResult) -> None:
         image = s.scalar(select(Image).where(Image.sha256 == r.sha256))
+        new_image = False
         if image is None:
-            image = Image(
-                sha256=r.sha256,
-                bytes=r.size,
-                width=r.width,
-                height=r.height,
-                format=r.format,
-                mode=r.mode,
-                frames=r.frames,
-                orientation=r.orientation,
-                phash=to_signed64(r.phash),
-            )
-            s.add(image)
-            s.flush()
+            fields = {
+                "sha256": r.sha256,
+                "bytes": r.size,
+                "width": r.width,
+                "height": r.height,
+                "format": r.format,
+                "mode": r.mode,
+                "frames": r.frames,
+                "orientation": r.orientation,
+                "phash": to_signed64(r.phash),
+            }
+            image, new_image = _add_if_absent(s, Image, fields, "sha256")
+        if new_image:
             self.summary.new_images += 1
         elif s.scalar(
             select(File.id).where(File.image_id == image.id, File.path != r.path).limit(1)
@@ -360,23 +356,30 @@ class Scanner:
             self.summary.warnings += 1
         if r.generation and s.get(Generation, image.id) is None:
             self.summary.with_parameters += 1
-            s.add(Generation(image_id=image.id, **_generation_columns(r.generation)))
+            insert_ignore(
+                s,
+                Generation.__table__,
+                [{"image_id": image.id, **_generation_columns(r.generation)}],
+                ["image_id"],
+            )
         sidecars = self._sidecars_for.get(r.path, [])
         f = s.scalar(select(File).where(File.path == r.path))
         now = utcnow()
+        new_file = False
         if f is None:
+            fields = {
+                "path": r.path,
+                "folder": os.path.dirname(r.path),
+                "image_id": image.id,
+                "size": r.size,
+                "mtime_ns": r.mtime_ns,
+                "present": True,
+                "first_seen": now,
+                "last_seen": now,
+            }
+            f, new_file = _add_if_absent(s, File, fields, "path")
+        if new_file:
             self.summary.new_files += 1
-            f = File(
-                path=r.path,
-                folder=os.path.dirname(r.path),
-                image_id=image.id,
-                size=r.size,
-                mtime_ns=r.mtime_ns,
-                present=True,
-                first_seen=now,
-                last_seen=now,
-            )
-            s.add(f)
         else:
             self.summary.changed += 1
             f.image_id, f.size, f.mtime_ns = image.id, r.size, r.mtime_ns
@@ -480,6 +483,22 @@ class Scanner:
             if stale:
                 with self.catalog.write() as s:
                     s.execute(Generation.__table__.delete().where(Generation.image_id.in_(stale)))
+
+
+def _add_if_absent(s: Session, model: type, fields: dict, key: str) -> tuple[Any, bool]:
+    """The row with `fields[key]`, added unless there: (row, whether this call added it).
+
+    SQLite's write transaction holds the whole catalog, so the ORM's add() is safe (and
+    quickest). On a server another machine may insert the same key between our look and
+    our write: INSERT ... ON CONFLICT DO NOTHING lets the database decide."""
+    if s.get_bind().dialect.name == "sqlite":
+        row = model(**fields)
+        s.add(row)
+        s.flush()
+        return row, True
+    added = insert_new(s, model.__table__, fields, [key]) is not None
+    column = getattr(model, key)
+    return s.scalar(select(model).where(column == fields[key])), added
 
 
 def _sidecar_stamp(sidecars: list[str]) -> int | None:

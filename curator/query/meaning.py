@@ -40,6 +40,7 @@ from curator.query.parser import Value
 from curator.query.sets import USER_REMOVED_SQL, Ids, Part, any_of
 from curator.tags.view import ALIAS, BLACKLIST, IMPLICATION, TagRules
 from db.schema import Image, ImageTag, Tag, TagRule
+from db.sql import like_ci
 
 RowTest = Callable[[Any], ColumnElement[bool]]  # a condition on an image_tags alias
 
@@ -140,7 +141,7 @@ class KnownRules(Meaning):
         t = aliased(Tag)
         own: list[Any] = [t.name.not_in(excluded)] if excluded else []
         if value.text.strip("*"):
-            own.append(t.name.like(value.like_pattern(), escape="\\"))
+            own.append(like_ci(t.name, value.like_pattern(), escape="\\"))
         by_name = and_(*own) if own else None
         if extra and by_name is not None:  # no exclusion: aliases match like any name
             by_name = or_(by_name, t.name.in_(extra))
@@ -398,7 +399,7 @@ class StoredRules(Meaning):
         def matching(name: Any) -> list[Any]:
             out = [~_blacklisted(name)]
             if value.text.strip("*"):
-                out.append(name.like(value.like_pattern(), escape="\\"))
+                out.append(like_ci(name, value.like_pattern(), escape="\\"))
             return out
 
         it = aliased(ImageTag)

@@ -39,6 +39,7 @@ from curator.query.values import (
 )
 from curator.tags.view import RATINGS, USER_REMOVED
 from db.schema import Caption, Detection, Embedding, File, Generation, Image, ImageTag, Score
+from db.sql import like_ci
 
 TAG_NAMESPACES = ("general", "character", "copyright", "artist", "meta")
 STATUSES = ("pending", "accepted", "rejected")
@@ -413,7 +414,7 @@ def _source_match(column: Any, source: str) -> ColumnElement[bool]:
         return column.like("model:%")
     if "*" in source:
         pattern = source.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        return column.like(pattern.replace("*", "%"), escape="\\")
+        return like_ci(column, pattern.replace("*", "%"), escape="\\")
     return column == source
 
 

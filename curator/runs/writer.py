@@ -8,14 +8,13 @@ bulk statements let SQLite write over a hundred thousand.
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Table, and_, delete, insert, or_, select
+from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.orm import Session
 
 from curator.tags.view import RATINGS, model_source
@@ -23,6 +22,7 @@ from db.schema import (
     Caption,
     Detection,
     Embedding,
+    Image,
     ImageTag,
     Problem,
     Processed,
@@ -30,6 +30,7 @@ from db.schema import (
     Tag,
     utcnow,
 )
+from db.upsert import insert_ignore, lock_rows, upsert
 from taggers.base import Model, Result
 
 # Bound parameters per IN (...) list: well under SQLite's 32766 and PostgreSQL's 65535.
@@ -58,29 +59,6 @@ def _chunks(values: Sequence[Any], n: int = IN_CHUNK) -> Iterable[Sequence[Any]]
         yield values[i : i + n]
 
 
-def _upsert(
-    s: Session, table: Table, rows: list[dict[str, Any]], keys: Sequence[str], update: Sequence[str]
-) -> None:
-    """Insert `rows`, replacing the `update` columns of rows whose `keys` already exist."""
-    if not rows:
-        return
-    unique = list({tuple(r[k] for k in keys): r for r in rows}.values())
-    dialect = s.get_bind().dialect.name
-    if dialect in ("sqlite", "postgresql"):
-        stmt = importlib.import_module(f"sqlalchemy.dialects.{dialect}").insert(table)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=list(keys), set_={c: stmt.excluded[c] for c in update}
-        )
-        s.execute(stmt, unique)
-        return
-    # Other databases: delete the keys, then insert (still a bounded number of statements).
-    for chunk in _chunks(unique, 500):
-        s.execute(
-            delete(table).where(or_(*(and_(*(table.c[k] == r[k] for k in keys)) for r in chunk)))
-        )
-    s.execute(insert(table), unique)
-
-
 def _bulk_insert(s: Session, table: Table, columns: Sequence[str], rows: list[tuple]) -> None:
     """Insert many rows given as tuples. Where the driver takes positional parameters
     (SQLite's qmark, psycopg's format) they go straight to its executemany: building a
@@ -99,19 +77,6 @@ def _bulk_insert(s: Session, table: Table, columns: Sequence[str], rows: list[tu
     s.connection().exec_driver_sql(sql, rows)
 
 
-def _insert_ignore(
-    s: Session, table: Table, rows: list[dict[str, Any]], keys: Sequence[str]
-) -> None:
-    if not rows:
-        return
-    dialect = s.get_bind().dialect.name
-    if dialect in ("sqlite", "postgresql"):
-        stmt = importlib.import_module(f"sqlalchemy.dialects.{dialect}").insert(table)
-        s.execute(stmt.on_conflict_do_nothing(index_elements=list(keys)), rows)
-    else:
-        s.execute(insert(table), rows)
-
-
 def tag_ids(s: Session, categories: dict[str, str]) -> dict[str, int]:
     """Ids for tag names (name → category), creating missing tags in bulk."""
     names = list(categories)
@@ -120,7 +85,7 @@ def tag_ids(s: Session, categories: dict[str, str]) -> dict[str, int]:
         found.update(s.execute(select(Tag.name, Tag.id).where(Tag.name.in_(chunk))).all())
     missing = [n for n in names if n not in found]
     if missing:
-        _insert_ignore(
+        insert_ignore(
             s, Tag.__table__, [{"name": n, "category": categories[n]} for n in missing], ["name"]
         )
         for chunk in _chunks(missing):
@@ -176,6 +141,8 @@ def write_batch(
     """Write one batch: results of every model, `processed` rows, and problems (path, message)."""
     counts = Counts([0] * len(models), [0] * len(models))
     now = utcnow()
+    # Another machine's writer replacing the same images' rows waits for this one.
+    lock_rows(s, Image.__table__, (item.image_id for item in items))
     tag_rows: list[tuple[int, int, str, str, float | None]] = []  # model, image, name, cat, score
     replace_tags: dict[int, list[int]] = {}  # model → images whose tags are replaced
     score_rows: list[dict[str, Any]] = []
@@ -293,7 +260,7 @@ def write_batch(
             ("image_id", "tag_id", "source", "score", "run_id"),
             sorted(rows.values(), key=lambda r: (r[1], r[0])),
         )
-    _upsert(s, Score.__table__, score_rows, ["image_id", "name"], ["value", "source", "run_id"])
+    upsert(s, Score.__table__, score_rows, ["image_id", "name"], ["value", "source", "run_id"])
     for i, ids in replace_detections.items():
         for chunk in _chunks(ids):
             s.execute(
@@ -303,14 +270,14 @@ def write_batch(
             )
     if detection_rows:
         s.execute(insert(Detection.__table__), detection_rows)
-    _upsert(s, Caption.__table__, caption_rows, ["image_id", "kind", "source"], ["text", "run_id"])
-    _upsert(
+    upsert(s, Caption.__table__, caption_rows, ["image_id", "kind", "source"], ["text", "run_id"])
+    upsert(
         s, Embedding.__table__, embedding_rows, ["image_id", "model"], ["dim", "vector", "run_id"]
     )
-    _upsert(
+    upsert(
         s, Processed.__table__, processed_rows, ["model", "revision", "image_id"], ["run_id", "at"]
     )
-    _upsert(
+    upsert(
         s,
         Problem.__table__,
         [{"path": p, "kind": "decode_failed", "message": m, "seen_at": now} for p, m in problems],

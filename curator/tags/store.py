@@ -7,7 +7,8 @@ from collections.abc import Iterable
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from db.schema import Caption, ImageTag, Tag
+from db.schema import Caption, Image, ImageTag, Tag
+from db.upsert import insert_ignore, lock_rows, upsert
 
 
 def tag_ids(session: Session, names: Iterable[str], category: str = "general") -> dict[str, int]:
@@ -18,11 +19,14 @@ def tag_ids(session: Session, names: Iterable[str], category: str = "general") -
         chunk = wanted[i : i + 500]
         found.update(session.execute(select(Tag.name, Tag.id).where(Tag.name.in_(chunk))).all())
     missing = [n for n in wanted if n not in found]
-    for name in missing:
-        tag = Tag(name=name, category=category)
-        session.add(tag)
-        session.flush()
-        found[name] = tag.id
+    if missing:
+        # Another writer may create the same names meanwhile: the database decides.
+        insert_ignore(
+            session, Tag.__table__, [{"name": n, "category": category} for n in missing], ["name"]
+        )
+        for i in range(0, len(missing), 500):
+            chunk = missing[i : i + 500]
+            found.update(session.execute(select(Tag.name, Tag.id).where(Tag.name.in_(chunk))).all())
     return found
 
 
@@ -35,6 +39,7 @@ def replace_source_tags(
 ) -> int:
     """Make `source`'s tags on an image exactly `tags` (name, category, score)."""
     tags = list(tags)
+    lock_rows(session, Image.__table__, [image_id])  # one writer at a time per image
     session.execute(
         delete(ImageTag).where(ImageTag.image_id == image_id, ImageTag.source == source)
     )
@@ -65,12 +70,10 @@ def set_caption(
     source: str,
     run_id: int | None = None,
 ) -> None:
-    row = session.scalar(
-        select(Caption).where(
-            Caption.image_id == image_id, Caption.kind == kind, Caption.source == source
-        )
+    upsert(
+        session,
+        Caption.__table__,
+        [{"image_id": image_id, "kind": kind, "source": source, "text": text, "run_id": run_id}],
+        ["image_id", "kind", "source"],
+        ["text", "run_id"],
     )
-    if row is None:
-        session.add(Caption(image_id=image_id, kind=kind, source=source, text=text, run_id=run_id))
-    else:
-        row.text, row.run_id = text, run_id
