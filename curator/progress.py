@@ -68,6 +68,29 @@ class CancelToken:
             raise Cancelled("cancelled; finished work is saved, run again to resume")
 
 
+class RunOutcome:
+    """How a long call ended, as `runs.status` records it; read it in a ``finally``.
+
+    ``with outcome.track():`` around the work sets ``finished``, ``cancelled`` (a
+    `CancelToken`), ``interrupted`` (Ctrl-C) or leaves ``failed`` (any other error).
+    """
+
+    def __init__(self) -> None:
+        self.status = "failed"
+
+    @contextmanager
+    def track(self) -> Iterator[RunOutcome]:
+        try:
+            yield self
+        except Cancelled:
+            self.status = "cancelled"
+            raise
+        except KeyboardInterrupt:
+            self.status = "interrupted"
+            raise
+        self.status = "finished"
+
+
 @contextmanager
 def phase(
     reporter: Reporter | None, description: str, total: int | None = None

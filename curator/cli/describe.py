@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from curator.cli.context import AppContext, emit_json, pass_app
-from curator.cli.tagging import _options, _report, _run_options
+from curator.cli.tagging import report_runs, run_options, run_options_from
 from curator.runs.loop import run_models
 
 DEFAULT_CLIP = "ViT-L-14/openai"
@@ -153,7 +153,7 @@ def describe_cmd(
     type=click.Path(file_okay=False, path_type=Path),
     help="Bank text-embedding cache [default: ~/.cache/curator/text-embeddings].",
 )
-@_run_options
+@run_options
 @pass_app
 def interrogate_cmd(
     app: AppContext,
@@ -203,8 +203,8 @@ def interrogate_cmd(
         cache_dir=cache_dir,
         settings=InterrogatorSettings(min_flavors=min_flavors, max_flavors=max_flavors),
     )
-    opts = _options(where, redo, batch_size, workers, limit, quiet, as_json)
-    _report(run_models(app.catalog, [model], opts, kind="interrogate"), as_json)
+    opts = run_options_from(where, redo, batch_size, workers, limit, quiet, as_json)
+    report_runs(run_models(app.catalog, [model], opts, kind="interrogate"), as_json)
 
 
 @click.command("caption")
@@ -226,7 +226,7 @@ def interrogate_cmd(
 @click.option(
     "--max-length", type=click.IntRange(1), default=32, show_default=True, help="Most new tokens."
 )
-@_run_options
+@run_options
 @pass_app
 def caption_cmd(
     app: AppContext,
@@ -258,8 +258,8 @@ def caption_cmd(
         )
         for spec in specs or (DEFAULT_CAPTIONER,)
     ]
-    opts = _options(where, redo, batch_size, workers, limit, quiet, as_json)
-    _report(run_models(app.catalog, models, opts, kind="caption"), as_json)
+    opts = run_options_from(where, redo, batch_size, workers, limit, quiet, as_json)
+    report_runs(run_models(app.catalog, models, opts, kind="caption"), as_json)
 
 
 def register(main: click.Group) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from curator.cli.context import AppContext, emit_json, json_option, pass_app
-from curator.cli.tagging import _options, _report, _run_options
+from curator.cli.tagging import report_runs, run_options, run_options_from
 from curator.runs.loop import run_models
 
 DEFAULT_CLIP = "ViT-L-14/openai"
@@ -60,7 +60,7 @@ def _print_hits(hits, as_json: bool) -> None:
     metavar="ARCH/PRETRAINED|hf-hub:REPO|DIR",
     help=f"CLIP model; repeat for several [default: {DEFAULT_CLIP}].",
 )
-@_run_options
+@run_options
 @pass_app
 def embed_cmd(
     app: AppContext, specs, where, redo, batch_size, workers, device, threads, limit, quiet, as_json
@@ -80,8 +80,8 @@ def embed_cmd(
         ClipEmbedder(load_clip(spec, device=device, threads=threads), spec)
         for spec in specs or (DEFAULT_CLIP,)
     ]
-    opts = _options(where, redo, batch_size, workers, limit, quiet, as_json)
-    _report(run_models(app.catalog, models, opts, kind="embed"), as_json)
+    opts = run_options_from(where, redo, batch_size, workers, limit, quiet, as_json)
+    report_runs(run_models(app.catalog, models, opts, kind="embed"), as_json)
 
 
 @click.command("similar")

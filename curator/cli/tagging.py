@@ -27,7 +27,7 @@ from curator.runs.writer import DEFAULT_MAX_TAGS
 DEFAULT_TAGGER = "wd-vit-tagger-v3"
 
 
-def _run_options(f):
+def run_options(f):
     options = [
         click.option("--where", metavar="QUERY", help="Only images matching QUERY."),
         click.option("--redo", is_flag=True, help="Also redo images this model revision has done."),
@@ -57,7 +57,7 @@ def _run_options(f):
     return f
 
 
-def _report(summaries: list[RunSummary], as_json: bool) -> None:
+def report_runs(summaries: list[RunSummary], as_json: bool) -> None:
     if as_json:
         emit_json([s.as_dict() for s in summaries])
         return
@@ -70,7 +70,7 @@ def _report(summaries: list[RunSummary], as_json: bool) -> None:
         )
 
 
-def _options(where, redo, batch_size, workers, limit, quiet, as_json) -> RunOptions:
+def run_options_from(where, redo, batch_size, workers, limit, quiet, as_json) -> RunOptions:
     return RunOptions(
         where=where,
         redo=redo,
@@ -106,7 +106,7 @@ def _options(where, redo, batch_size, workers, limit, quiet, as_json) -> RunOpti
     show_default=True,
     help="Keep at most this many tags per image (the highest scores).",
 )
-@_run_options
+@run_options
 @pass_app
 def tag_cmd(
     app: AppContext,
@@ -149,14 +149,14 @@ def tag_cmd(
         load_model(spec, device=device, threads=threads, quantize=quantize, **options)
         for spec in specs or (DEFAULT_TAGGER,)
     ]
-    opts = _options(where, redo, batch_size, workers, limit, quiet, as_json)
+    opts = run_options_from(where, redo, batch_size, workers, limit, quiet, as_json)
     opts.max_tags = max_tags
-    _report(run_models(app.catalog, models, opts, kind="tag"), as_json)
+    report_runs(run_models(app.catalog, models, opts, kind="tag"), as_json)
 
 
 @click.command("detect")
 @click.argument("detectors", nargs=-1, required=True, type=click.Choice(["nsfw", "text", "faces"]))
-@_run_options
+@run_options
 @pass_app
 def detect_cmd(
     app: AppContext,
@@ -179,8 +179,8 @@ def detect_cmd(
     from taggers.factory import load_model
 
     models = [load_model(d, device=device, threads=threads) for d in dict.fromkeys(detectors)]
-    opts = _options(where, redo, batch_size, workers, limit, quiet, as_json)
-    _report(run_models(app.catalog, models, opts, kind="detect"), as_json)
+    opts = run_options_from(where, redo, batch_size, workers, limit, quiet, as_json)
+    report_runs(run_models(app.catalog, models, opts, kind="detect"), as_json)
 
 
 @click.group("models", cls=FullHelpGroup)

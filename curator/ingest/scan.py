@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from curator.errors import Cancelled, UsageError
+from curator.errors import UsageError
 from curator.ingest.infotext import is_a1111_infotext
 from curator.ingest.probe import DEFAULT_PIXEL_LIMIT, ProbeProblem, ProbeResult
 from curator.ingest.probing import Candidate, Outcome, ProbeRunner
@@ -37,7 +37,7 @@ from curator.ingest.walk import (
     printable_path,
     walk,
 )
-from curator.progress import CancelToken, Reporter, phase
+from curator.progress import CancelToken, Reporter, RunOutcome, phase
 from curator.tags.store import replace_source_tags, set_caption
 from db.engine import Catalog
 from db.schema import File, Generation, Image, Problem, Run, to_signed64, utcnow
@@ -135,21 +135,15 @@ class Scanner:
             run = Run(kind="scan", params={"roots": roots, "exclude": list(self.options.exclude)})
             s.add(run)
         self.summary.run_id = run.id
-        status = "failed"
+        outcome = RunOutcome()
         try:
-            self._scan(roots, scan_started)
-            status = "finished"
-        except Cancelled:
-            status = "cancelled"
-            raise
-        except KeyboardInterrupt:
-            status = "interrupted"
-            raise
+            with outcome.track():
+                self._scan(roots, scan_started)
         finally:
             self.summary.seconds = time.monotonic() - start
             with self.catalog.write() as s:
                 row = s.get(Run, run.id)
-                row.status = status
+                row.status = outcome.status
                 row.finished_at = utcnow()
                 row.duration_s = self.summary.seconds
                 row.counts = {k: v for k, v in self.summary.as_dict().items() if k != "run_id"}

@@ -30,8 +30,7 @@ from PIL import ImageOps
 from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.orm import aliased
 
-from curator.errors import Cancelled
-from curator.progress import CancelToken, Reporter, phase
+from curator.progress import CancelToken, Reporter, RunOutcome, phase
 from curator.query.compile import compile_query
 from curator.runs.writer import DEFAULT_MAX_TAGS, Item, write_batch
 from curator.workers import process_pool
@@ -418,9 +417,9 @@ def run_models(
         summary.skipped = done_before
     start = time.monotonic()
     workers = options.workers if options.workers is not None else max(1, (os.cpu_count() or 1) - 1)
-    status = "failed"
+    outcome = RunOutcome()
     try:
-        with phase(options.reporter, kind, todo) as bar:
+        with outcome.track(), phase(options.reporter, kind, todo) as bar:
             if workers <= 1:
                 for batch in _batched(jobs, options.batch_size):
                     _check(options.cancel)
@@ -428,15 +427,8 @@ def run_models(
                     bar.advance(len(batch))
             else:
                 _pipelined(runner, jobs, workers, bar)
-        status = "finished"
-    except Cancelled:
-        status = "cancelled"
-        raise
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
     finally:
-        runner.finish(status, time.monotonic() - start)
+        runner.finish(outcome.status, time.monotonic() - start)
     return runner.summaries
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from curator.errors import Cancelled, CuratorError, UsageError
-from curator.progress import CancelToken, Reporter, phase
+from curator.progress import CancelToken, Reporter, RunOutcome, phase
 from curator.training.data import Dataset, Example, check_batches, load_dataset
 
 LR_SCHEDULERS = (
@@ -372,23 +372,19 @@ def train_recorded(
     with catalog.write() as session:
         run = Run(kind="train", model=model, revision=data_hash[:12], params=params)
         session.add(run)
-    status, result, started = "failed", None, time.monotonic()
+    outcome, result, started = RunOutcome(), None, time.monotonic()
     try:
-        result = train()
-        status = "finished"
+        with outcome.track():
+            result = train()
     except Cancelled as error:
-        status = "cancelled"
         saved = getattr(error, "outputs", [])
         with catalog.write() as session:
             session.get(Run, run.id).counts = {"outputs": [str(p) for p in saved]}
         raise
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
     finally:
         with catalog.write() as session:
             row = session.get(Run, run.id)
-            row.status = status
+            row.status = outcome.status
             row.finished_at = utcnow()
             row.duration_s = time.monotonic() - started
             if result is not None:
