@@ -191,7 +191,7 @@ def initialize(mlp: Any, structure: Structure) -> None:
         weight, bias = layer.weight.data, layer.bias.data
         if structure.weight_init == "Normal" or isinstance(layer, torch.nn.LayerNorm):
             init.normal_(weight, mean=0.0, std=0.01)
-            init.zeros_(bias)
+            init.normal_(bias, mean=0.0, std=0.0)  # zeros, drawn: the same seed, the same start
         elif structure.weight_init == "XavierUniform":
             init.xavier_uniform_(weight)
             init.zeros_(bias)
@@ -289,11 +289,12 @@ def create_hypernetwork(
     if generator_seed is not None:
         torch.manual_seed(generator_seed)
     layers = {}
-    for size in sizes:
-        pair = (build_mlp(size, structure), build_mlp(size, structure))
-        for mlp in pair:
-            initialize(mlp, structure)
-        layers[int(size)] = pair
+    for size in sizes:  # built and initialized in A1111's order: the same seed, the same start
+        key = build_mlp(size, structure)
+        initialize(key, structure)
+        value = build_mlp(size, structure)
+        initialize(value, structure)
+        layers[int(size)] = (key, value)
     ds = structure.dropout_structure
     network = Hypernetwork(
         name,
