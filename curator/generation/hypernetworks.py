@@ -522,3 +522,35 @@ def registered_hypernetworks(catalog: Any) -> list[str]:
     from curator.generation.registry import list_model_files
 
     return [record.path for record in list_model_files(catalog, "hypernetwork")]
+
+
+def _strength_text(value: float) -> str:
+    return str(float(value))  # as A1111 appends it: 1.0, 0.5
+
+
+def prompt_with_hypernet(prompt: str, name: str | None, strength: float | None) -> str:
+    """The prompt with a hypernetwork set as A1111's hypernetwork setting sets it: NAME's
+    tag gets `strength`, or is appended (`<hypernet:NAME:STRENGTH>`, 1.0 by default) when
+    the prompt does not name it; `None` or an empty name removes every hypernetwork tag.
+    With no name, `strength` goes to every hypernetwork the prompt names."""
+    tags = list(HYPERNET_TAG.finditer(prompt))
+    if name is not None and name.strip().lower() in ("", "none"):
+        return HYPERNET_TAG.sub("", prompt)
+    if name is None:
+        if strength is None:
+            return prompt
+        if not tags:
+            raise HypernetworkError("a hypernetwork strength needs a <hypernet:...> in the prompt")
+        return HYPERNET_TAG.sub(
+            lambda m: f"<hypernet:{m.group(1)}:{_strength_text(strength)}>", prompt
+        )
+    if any(m.group(1) == name for m in tags):
+        if strength is None:
+            return prompt
+        return HYPERNET_TAG.sub(
+            lambda m: (
+                f"<hypernet:{name}:{_strength_text(strength)}>" if m.group(1) == name else m[0]
+            ),
+            prompt,
+        )
+    return f"{prompt}<hypernet:{name}:{_strength_text(1.0 if strength is None else strength)}>"
