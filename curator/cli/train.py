@@ -16,7 +16,7 @@ from curator.training.loop import LR_SCHEDULERS  # plain names: imports no torch
 
 @click.group("train")
 def train_group() -> None:
-    """Train a LoRA, a textual-inversion embedding or a hypernetwork on an exported set."""
+    """Train a LoRA or a textual-inversion embedding on an exported training set."""
 
 
 def _common(func):
