@@ -29,6 +29,8 @@ class HypernetworkAttnProcessor:
             pair = network.layers.get(context_k.shape[-1])
             if pair is None:
                 continue
+            if pair[0].linear[0].weight.device != context_k.device:
+                network.to(context_k.device)  # model CPU offload moves the UNet per call
             dtype = context_k.dtype
             context_k = pair[0](context_k.float()).to(dtype)
             context_v = pair[1](context_v.float()).to(dtype)
