@@ -421,6 +421,37 @@ def test_cli_trains_records_registers_and_generates(tiny_dir, tmp_path):
     assert "Hypernet hashes" in made[0]["infotext"]
 
 
+def test_resume_continues_the_step_count_and_the_schedule(tiny_dir, tmp_path):
+    data = make_data(tmp_path / "d", [(32, 32)])
+    common = {"base": str(tiny_dir), "data": str(data), "device": "cpu", "name": "again"}
+    schedule = "1e-3:3, 1e-4:6"
+    first = train_hypernetwork(
+        HypernetworkOptions(**common, out=str(tmp_path / "a"), steps=2, lr_schedule=schedule)
+    )
+    saved = first.outputs[-1]
+    more = train_hypernetwork(
+        HypernetworkOptions(
+            **common, out=str(tmp_path / "b"), steps=5, lr_schedule=schedule, resume=str(saved)
+        )
+    )
+    rows = [line.split(",") for line in more.loss_log.read_text().splitlines()[1:]]
+    assert [(r[0], r[3]) for r in rows] == [("3", "0.001"), ("4", "0.0001"), ("5", "0.0001")]
+    assert torch.load(more.outputs[-1], weights_only=True)["step"] == 5
+    # training goes on from the saved weights: with a vanishing rate they stay
+    still = train_hypernetwork(
+        HypernetworkOptions(**common, out=str(tmp_path / "c"), steps=3, lr=1e-12, resume=str(saved))
+    )
+    before, after = load_hypernetwork(saved), load_hypernetwork(still.outputs[-1])
+    for width, pair in before.layers.items():
+        for a, b in zip(pair, after.layers[width], strict=True):
+            for key, value in a.state_dict().items():
+                assert torch.allclose(value, b.state_dict()[key], atol=1e-6)
+    with pytest.raises(UsageError, match="2 steps behind it"):
+        train_hypernetwork(
+            HypernetworkOptions(**common, out=str(tmp_path / "x"), steps=2, resume=str(saved))
+        )
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

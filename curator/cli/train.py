@@ -351,6 +351,12 @@ def textual_inversion_cmd(app: AppContext, quiet: bool, as_json: bool, **o: Any)
     help="Context widths to train layers for, e.g. '768, 320, 640, 1280' (auto: every "
     "width the model's attentions take).",
 )
+@click.option(
+    "--resume",
+    metavar="FILE",
+    help="Train on from a hypernetwork .pt (this command's or A1111's), as A1111 trains an "
+    "existing one: its layers, structure and step count; the layout options are ignored.",
+)
 @pass_app
 def hypernetwork_cmd(app: AppContext, quiet: bool, as_json: bool, **o: Any) -> None:
     """Train an A1111 hypernetwork; saved as NAME.pt for <hypernet:NAME:STRENGTH>."""
@@ -373,6 +379,7 @@ def hypernetwork_cmd(app: AppContext, quiet: bool, as_json: bool, **o: Any) -> N
         weight_init=o["weight_init"],
         activate_output=o["activate_output"],
         sizes=o["sizes"],
+        resume=o["resume"],
     )
     with _ctrl_c_cancels(options.cancel):
         result = train_hypernetwork(options, app.catalog)

@@ -17,10 +17,12 @@ from typing import Any
 from curator.errors import UsageError
 from curator.generation.hypernetworks import (
     WEIGHT_INITS,
+    Hypernetwork,
     HypernetworkError,
     Structure,
     create_hypernetwork,
     default_dropout_structure,
+    load_hypernetwork,
     parse_numbers,
 )
 from curator.training.loop import (
@@ -50,6 +52,7 @@ class HypernetworkOptions(TrainOptions):
     weight_init: str = "Normal"
     activate_output: bool = False
     sizes: str = "auto"  # context widths, e.g. "768, 320, 640, 1280"; auto: the UNet's
+    resume: str | None = None  # a hypernetwork .pt to train on from its step (A1111's way)
 
 
 def learn_rate_pairs(text: str, max_steps: int, done: int = 0) -> list[tuple[float, int]]:
@@ -151,12 +154,17 @@ def hypernetwork_name(options: HypernetworkOptions) -> str:
     return name
 
 
-def check_hypernetwork_options(options: HypernetworkOptions) -> list[float] | None:
-    """Options checked before anything loads; A1111's rates per step when scheduled."""
+def check_hypernetwork_options(
+    options: HypernetworkOptions, done: int = 0
+) -> list[float | None] | None:
+    """Options checked before anything loads. With an A1111 schedule: the rate of every
+    step from the first (None for the `done` steps a resumed file has behind it)."""
     structure_from(options)
     parse_sizes(options.sizes)
     if options.weight_init not in WEIGHT_INITS:
         raise UsageError(f"--weight-init must be one of {', '.join(WEIGHT_INITS)}")
+    if done >= options.steps:
+        raise UsageError(f"the hypernetwork has {done} steps behind it; ask for more --steps")
     if options.lr_schedule is None:
         return None
     if options.lr_scheduler != "constant" or options.lr_warmup_steps:
@@ -164,28 +172,44 @@ def check_hypernetwork_options(options: HypernetworkOptions) -> list[float] | No
             "an A1111 --lr schedule sets the rate of every step; leave --lr-scheduler "
             "constant and --lr-warmup-steps 0"
         )
-    rates = learn_rates(options.lr_schedule, options.steps)
+    rates = learn_rates(options.lr_schedule, options.steps, done)
     if not rates:
-        raise UsageError(f"--lr {options.lr_schedule!r} ends before the first step")
-    return rates
+        raise UsageError(f"--lr {options.lr_schedule!r} ends before step {done + 1}")
+    return [None] * done + rates
+
+
+def resumed(options: HypernetworkOptions) -> Hypernetwork | None:
+    """The hypernetwork `--resume` names, as A1111 trains an existing one: its layers,
+    structure and name stay, and its step count goes on."""
+    if not options.resume:
+        return None
+    path = Path(options.resume).expanduser()
+    if not path.is_file():
+        raise UsageError(f"no such hypernetwork file to resume from: {path}")
+    try:
+        return load_hypernetwork(path)
+    except HypernetworkError as error:
+        raise UsageError(str(error)) from None
 
 
 def train_hypernetwork(options: HypernetworkOptions, catalog: Any = None) -> TrainResult:
     """Train a hypernetwork on `options.data`; saved as A1111's NAME.pt, registered in the
     catalog (when given) so that `<hypernet:NAME>` finds it."""
-    rates = check_hypernetwork_options(options)
+    start = resumed(options)
+    done = start.step if start is not None else 0
+    rates = check_hypernetwork_options(options, done)
     name = hypernetwork_name(options)
     if rates is not None:  # training ends where the schedule does
-        options.steps, options.lr = len(rates), rates[0]
+        options.steps, options.lr = len(rates), float(rates[done] or 0)
     dataset = prepare_data(options)
-    extra = {"name": name, "learn_rates": options.lr_schedule}
+    extra = {"name": name, "resumed_at": done}
     result = train_recorded(
         catalog,
         "hypernetwork",
         options,
         dataset,
         extra,
-        lambda: _train(options, dataset, name, rates),
+        lambda: _train(options, dataset, name, rates, start),
     )
     if catalog is not None:
         from curator.generation.registry import register_model_files
@@ -194,20 +218,24 @@ def train_hypernetwork(options: HypernetworkOptions, catalog: Any = None) -> Tra
     return result
 
 
-def _rate_schedule(rates: list[float]):
-    """A torch LR scheduler giving step `n` (from 0) the rate `rates[n]`."""
+def _rate_schedule(rates: list[float | None]):
+    """A torch LR scheduler giving step `n` (counted from 0) the rate `rates[n]`."""
     import torch
 
     class ScheduledRates(torch.optim.lr_scheduler.LRScheduler):
         def get_lr(self) -> list[float]:
-            rate = rates[min(self.last_epoch, len(rates) - 1)]
+            rate = rates[min(self.last_epoch, len(rates) - 1)] or 0.0
             return [rate for _ in self.optimizer.param_groups]
 
     return lambda optimizer: ScheduledRates(optimizer)
 
 
 def _train(
-    options: HypernetworkOptions, dataset: Any, name: str, rates: list[float] | None
+    options: HypernetworkOptions,
+    dataset: Any,
+    name: str,
+    rates: list[float | None] | None,
+    start: Hypernetwork | None,
 ) -> TrainResult:
     import torch
 
@@ -218,9 +246,12 @@ def _train(
     pipe = model.pipeline
     for part in (pipe.unet, pipe.vae, pipe.text_encoder):
         part.requires_grad_(False)
-    structure, use_dropout = structure_from(options)
-    sizes = parse_sizes(options.sizes) or context_widths(pipe.unet)
-    network = create_hypernetwork(name, sizes, structure, use_dropout, options.seed)
+    if start is None:
+        structure, use_dropout = structure_from(options)
+        sizes = parse_sizes(options.sizes) or context_widths(pipe.unet)
+        network = create_hypernetwork(name, sizes, structure, use_dropout, options.seed)
+    else:
+        network, network.name = start, name
     network.to(pipe.device)
     network.train(True)
     attach(pipe.unet, [network])  # the pipeline is this run's own: nothing to give back
@@ -244,4 +275,5 @@ def _train(
         save,
         lr_schedule=_rate_schedule(rates) if rates else None,
     )
-    return run_loop(pipe, dataset, options, method, name, suffix=".pt")
+    done = start.step if start is not None else 0
+    return run_loop(pipe, dataset, options, method, name, suffix=".pt", start_step=done)
