@@ -102,6 +102,7 @@ def sync(device: str) -> None:
 
 
 def measure(name: str, model_dir: Path, size: int, device: str, steps: int) -> None:
+    from curator.training.hypernetwork import HypernetworkOptions, train_hypernetwork
     from curator.training.lora import LoraOptions, train_lora
     from curator.training.textual_inversion import (
         TextualInversionOptions,
@@ -130,6 +131,12 @@ def measure(name: str, model_dir: Path, size: int, device: str, steps: int) -> N
                 "textual inversion",
                 lambda: train_textual_inversion(
                     TextualInversionOptions(**common, out=f"{tmp}/ti", token="skstok")
+                ),
+            ),
+            (
+                "hypernetwork 1,2,1",
+                lambda: train_hypernetwork(
+                    HypernetworkOptions(**common, out=f"{tmp}/hn", activation="relu")
                 ),
             ),
         ):

@@ -196,6 +196,15 @@ def _sampling_options(func):
             help="Folder of textual-inversion embeddings, used by file name in the prompt "
             "(repeatable).",
         ),
+        click.option(
+            "--hypernetwork-dir",
+            "hypernetwork_dirs",
+            multiple=True,
+            metavar="DIR",
+            help="Folder of A1111 hypernetworks (NAME.pt) for <hypernet:NAME:STRENGTH> in the "
+            "prompt (repeatable); files registered with `models checkpoints add --kind "
+            "hypernetwork` are found too.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -221,6 +230,7 @@ def _params(prompt: str, o: dict, **extra):
         rng=o["rng"],
         lora_dirs=list(o["lora_dirs"]),
         embeddings_dirs=list(o["embeddings_dirs"]),
+        hypernetwork_dirs=list(o["hypernetwork_dirs"]),
         allow_pickle=o["allow_pickle"],
         hr_scale=o["hr_scale"],
         hr_steps=o["hr_steps"],
@@ -253,6 +263,15 @@ def _loader(o: dict):
     return load
 
 
+def _add_registered_hypernetworks(app: AppContext, o: dict) -> None:
+    """Hypernetwork files registered in the catalog join --hypernetwork-dir (the catalog is
+    left alone with --no-catalog)."""
+    if not o["no_catalog"]:
+        from curator.generation.hypernetworks import registered_hypernetworks
+
+        o["hypernetwork_dirs"] = [*o["hypernetwork_dirs"], *registered_hypernetworks(app.catalog)]
+
+
 @click.command("generate")
 @click.argument("prompt")
 @_sampling_options
@@ -271,6 +290,7 @@ def generate_cmd(app: AppContext, prompt, batch_size, batch_count, quiet, as_jso
     from curator.generation.samplers import resolve_sampler
 
     resolve_sampler(o["sampler"], o["schedule"])  # a bad name fails before the model loads
+    _add_registered_hypernetworks(app, o)
     params = _params(prompt, o, batch_size=batch_size, batch_count=batch_count)
     loaded = _loader(o)()
     images = generate(loaded, params, o["out_dir"], reporter=RichReporter(not (quiet or as_json)))
@@ -308,6 +328,7 @@ def xyz_cmd(app: AppContext, prompt, x_spec, y_spec, z_spec, dry_run, quiet, as_
     from curator.generation.xyz import parse_axis, plan_cells, run_xyz
 
     x, y, z = parse_axis(x_spec), parse_axis(y_spec), parse_axis(z_spec)
+    _add_registered_hypernetworks(app, o)
     cells = plan_cells(_params(prompt, o), x, y, z, checkpoint=o["model"])
     if dry_run:
         report = describe(cells, x, y, z)
@@ -407,6 +428,14 @@ def _image_ids(app: AppContext, image: str | None, where: str | None) -> list[in
     metavar="DIR",
     help="Folder of textual-inversion embeddings (repeatable).",
 )
+@click.option(
+    "--hypernetwork-dir",
+    "hypernetwork_dirs",
+    multiple=True,
+    metavar="DIR",
+    help="Folder of A1111 hypernetworks the prompts name (repeatable; registered "
+    "hypernetwork files are found too).",
+)
 @click.option("--dry-run", is_flag=True, help="Only check and print what would run.")
 @quiet_option
 @json_option
@@ -422,6 +451,7 @@ def regenerate_cmd(
     allow_pickle,
     lora_dirs,
     embeddings_dirs,
+    hypernetwork_dirs,
     dry_run,
     quiet,
     as_json,
@@ -437,7 +467,13 @@ def regenerate_cmd(
     changes = parse_overrides(list(overrides))
     plans = [
         plan_regeneration(
-            app.catalog, i, changes, list(lora_dirs), allow_pickle, list(embeddings_dirs)
+            app.catalog,
+            i,
+            changes,
+            list(lora_dirs),
+            allow_pickle,
+            list(embeddings_dirs),
+            hypernetwork_dirs=list(hypernetwork_dirs),
         )
         for i in _image_ids(app, image, where)
     ]

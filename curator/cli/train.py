@@ -1,4 +1,4 @@
-"""`curator train lora|textual-inversion`: train on a kohya DreamBooth export."""
+"""`curator train lora|textual-inversion|hypernetwork`: train on a kohya DreamBooth export."""
 
 from __future__ import annotations
 
@@ -287,6 +287,102 @@ def textual_inversion_cmd(app: AppContext, quiet: bool, as_json: bool, **o: Any)
     )
     with _ctrl_c_cancels(options.cancel):
         result = train_textual_inversion(options, app.catalog)
+    _report(result, as_json, quiet)
+
+
+@train_group.command("hypernetwork")
+@_common
+@click.option(
+    "--lr",
+    "lr_text",
+    default="0.00001",
+    show_default=True,
+    metavar="RATE|SCHEDULE",
+    help="AdamW learning rate, or A1111's schedule: '1e-5:7000, 5e-6:180000' trains at "
+    "1e-5 until step 7000, then at 5e-6 (training ends where the schedule ends).",
+)
+@click.option(
+    "--layer-structure",
+    default="1, 2, 1",
+    show_default=True,
+    help="Layer widths as multiples of the context width, starting and ending with 1 "
+    "(e.g. '1, 1.5, 1.5, 1').",
+)
+@click.option(
+    "--activation",
+    default="linear",
+    show_default=True,
+    help="A1111's activation name: linear, relu, leakyrelu, elu, swish (Hardswish), tanh, "
+    "sigmoid, mish, gelu, silu, ... (any torch activation, lower-cased).",
+)
+@click.option(
+    "--layer-norm", is_flag=True, help="Add layer normalization after each layer (A1111)."
+)
+@click.option(
+    "--dropout",
+    is_flag=True,
+    help="Use dropout: 0.3 after every hidden layer but the last unless "
+    "--dropout-structure says otherwise.",
+)
+@click.option(
+    "--dropout-structure",
+    metavar="P, P, ...",
+    help="Dropout after each layer, one value per --layer-structure entry, first and last 0 "
+    "(e.g. '0, 0.05, 0.15, 0').",
+)
+@click.option(
+    "--weight-init",
+    type=click.Choice(
+        ["Normal", "XavierUniform", "XavierNormal", "KaimingUniform", "KaimingNormal"]
+    ),
+    default="Normal",
+    show_default=True,
+    help="A1111's weight initialization.",
+)
+@click.option(
+    "--activate-output",
+    is_flag=True,
+    help="Apply the activation after the last layer too (A1111's 'activate_output').",
+)
+@click.option(
+    "--sizes",
+    default="auto",
+    show_default=True,
+    help="Context widths to train layers for, e.g. '768, 320, 640, 1280' (auto: every "
+    "width the model's attentions take).",
+)
+@click.option(
+    "--resume",
+    metavar="FILE",
+    help="Train on from a hypernetwork .pt (this command's or A1111's), as A1111 trains an "
+    "existing one: its layers, structure and step count; the layout options are ignored.",
+)
+@pass_app
+def hypernetwork_cmd(app: AppContext, quiet: bool, as_json: bool, **o: Any) -> None:
+    """Train an A1111 hypernetwork; saved as NAME.pt for <hypernet:NAME:STRENGTH>."""
+    from curator.training.hypernetwork import HypernetworkOptions, train_hypernetwork
+
+    text = o["lr_text"].strip()
+    try:
+        lr, schedule = float(text), None
+    except ValueError:
+        lr, schedule = 1e-5, text
+    options = HypernetworkOptions(
+        **_base_fields(o, quiet, as_json),
+        lr=lr,
+        lr_schedule=schedule,
+        layer_structure=o["layer_structure"],
+        activation=o["activation"],
+        layer_norm=o["layer_norm"],
+        dropout=o["dropout"],
+        dropout_structure=o["dropout_structure"],
+        weight_init=o["weight_init"],
+        activate_output=o["activate_output"],
+        sizes=o["sizes"],
+        resume=o["resume"],
+    )
+    with _ctrl_c_cancels(options.cancel):
+        result = train_hypernetwork(options, app.catalog)
     _report(result, as_json, quiet)
 
 

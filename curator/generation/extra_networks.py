@@ -82,6 +82,8 @@ def resolve_loras(
     """The LoRAs a prompt names, found in `lora_dirs`; anything else is one error."""
     uses, problems = [], []
     for kind, args in networks:
+        if kind == "hypernet":  # curator.generation.hypernetworks takes these
+            continue
         if kind != "lora":
             problems.append(f"<{kind}:...> networks are not supported")
             continue

@@ -31,6 +31,12 @@ from curator.generation.extra_networks import (
     resolve_loras,
     split_extra_networks,
 )
+from curator.generation.hypernetworks import (
+    activate_hypernetworks,
+    deactivate_hypernetworks,
+    hypernet_infotext,
+    resolve_hypernetworks,
+)
 from curator.generation.loading import LoadedModel
 from curator.generation.samplers import make_scheduler, resolve_sampler
 from curator.ingest.infotext import Infotext, format_infotext
@@ -75,6 +81,7 @@ class GenerationParams:
     hr_steps: int = 0  # hires steps (0: same as steps)
     hr_upscaler: str = "Latent"  # only latent upscaling is available
     allow_pickle: bool = False  # pickled LoRA and embedding files too
+    hypernetwork_dirs: list[str] = field(default_factory=list)  # folders / files, <hypernet:>
 
 
 @dataclass
@@ -107,6 +114,7 @@ def infotext_params(
     seed: int,
     lora_hashes: str | None = None,
     ti_hashes: dict[str, str] | None = None,
+    hypernet_hashes: str | None = None,
 ) -> dict[str, str]:
     """The parameter line A1111 writes, in A1111's order."""
     sampler = resolve_sampler(params.sampler, params.schedule)
@@ -135,6 +143,8 @@ def infotext_params(
         )
     if lora_hashes:
         values["Lora hashes"] = lora_hashes
+    if hypernet_hashes:
+        values["Hypernet hashes"] = hypernet_hashes
     return {key: str(value) for key, value in values.items()}
 
 
@@ -237,6 +247,7 @@ def generate(
     pipe = model.pipeline
     _, networks = split_extra_networks(params.prompt)
     loras = resolve_loras(networks, params.lora_dirs, params.allow_pickle)
+    hypernets = resolve_hypernetworks(networks, params.hypernetwork_dirs, params.allow_pickle)
     init = _load_init(params) if params.init_image else None
     base_seed = resolve_seed(params.seed)
     out = Path(out_dir)
@@ -244,16 +255,19 @@ def generate(
     sampler = resolve_sampler(params.sampler, params.schedule)
     pipe.scheduler = make_scheduler(sampler, pipe.scheduler.config)
     activate_loras(pipe, loras)
+    attached = activate_hypernetworks(pipe, hypernets)
+    used = (lora_infotext(loras), hypernet_infotext(hypernets))
     try:
-        return _generate(model, params, out, base_seed, factor, init, loras, reporter, cancel)
+        return _generate(model, params, out, base_seed, factor, init, used, reporter, cancel)
     except (ValueError, RuntimeError) as error:  # diffusers and torch (out of memory, ...)
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise GenerationError(f"generation failed: {first}") from error
     finally:
+        deactivate_hypernetworks(pipe, attached)
         deactivate_loras(pipe)
 
 
-def _generate(model, params, out, base_seed, factor, init, loras, reporter, cancel):
+def _generate(model, params, out, base_seed, factor, init, used, reporter, cancel):
     import torch
 
     pipe = model.pipeline
@@ -315,7 +329,9 @@ def _generate(model, params, out, base_seed, factor, init, loras, reporter, canc
                 Infotext(
                     params.prompt,
                     params.negative_prompt,
-                    infotext_params(params, model, seed, lora_infotext(loras), conditioner.used),
+                    infotext_params(
+                        params, model, seed, used[0], conditioner.used, hypernet_hashes=used[1]
+                    ),
                 )
             )
             path = out / f"{index:05d}-{seed}.png"

@@ -20,6 +20,11 @@ from curator.generation.extra_networks import (
     split_extra_networks,
 )
 from curator.generation.generate import LATENT_UPSCALERS, GenerationParams
+from curator.generation.hypernetworks import (
+    HypernetworkError,
+    registered_hypernetworks,
+    resolve_hypernetworks,
+)
 from curator.generation.registry import find_model_file
 from curator.generation.samplers import SamplerError, resolve_sampler
 from db import Catalog
@@ -56,7 +61,6 @@ OVERRIDE_KEYS = {
 CHECKPOINT_KEYS = {"checkpoint", "model", "model hash"}
 UNSUPPORTED = (
     "Mask blur",
-    "Hypernet",
     "Refiner",
 )
 
@@ -103,6 +107,7 @@ def plan_regeneration(
     lora_dirs: list[str] | None = None,
     allow_pickle: bool = False,
     embeddings_dirs: list[str] | None = None,
+    hypernetwork_dirs: list[str] | None = None,
 ) -> RegenerationPlan:
     overrides = dict(overrides or {})
     problems: list[str] = []
@@ -159,10 +164,17 @@ def plan_regeneration(
             p.stem == name for d in params.embeddings_dirs for p in Path(d).expanduser().rglob("*")
         ):
             problems.append(f"embedding {name!r} not found in --embeddings-dir")
+    if "Hypernet" in extra:  # older A1111 named one hypernetwork outside the prompt
+        params.prompt += f"<hypernet:{extra['Hypernet']}:{extra.get('Hypernet strength', '1.0')}>"
+    params.hypernetwork_dirs = [*(hypernetwork_dirs or []), *registered_hypernetworks(catalog)]
     _, networks = split_extra_networks(params.prompt)
     try:
         resolve_loras(networks, params.lora_dirs, allow_pickle)
     except ExtraNetworkError as error:
+        problems.append(str(error))
+    try:
+        resolve_hypernetworks(networks, params.hypernetwork_dirs, load=False)
+    except HypernetworkError as error:
         problems.append(str(error))
 
     checkpoint_key = None

@@ -53,9 +53,12 @@ AXES: dict[str, Axis] = {
         Axis("VAE", str, None, cost=0.7),
         Axis("Clip skip", int, "clip_skip"),
         Axis("Denoising", float, "denoising_strength"),
+        Axis("Hypernetwork", str, None, with_label=False),
+        Axis("Hypernet str.", float, None),
     )
 }
 ALIASES = {"checkpoint": "checkpoint name", "cfg": "cfg scale", "prompt sr": "prompt s/r"}
+ALIASES |= {"hypernet": "hypernetwork", "hypernet strength": "hypernet str."}
 
 
 @dataclass
@@ -115,6 +118,8 @@ def _check(axis: AxisValues, base: GenerationParams) -> None:
         for value in axis.values:
             if value.lower() not in known:
                 raise XYZError(f"unknown schedule type {value!r}")
+    elif label == "Hypernetwork":  # A1111: the closest name; None for no hypernetwork
+        axis.values = [_hypernet_name(value, base) for value in axis.values]
     elif label == "Prompt S/R":
         first = axis.values[0]
         if first not in base.prompt and first not in base.negative_prompt:
@@ -136,9 +141,38 @@ def _apply(axis: AxisValues, value, params: GenerationParams, cell: dict) -> Gen
     if label == "VAE":
         cell["vae"] = None if value.lower() in ("none", "automatic", "auto") else value
         return params
+    if label in ("Hypernetwork", "Hypernet str."):
+        cell[label] = value
+        return params
     if axis.axis.field:
         return replace(params, **{axis.axis.field: value})
     return params
+
+
+def _hypernet_name(value: str, base: GenerationParams) -> str:
+    from curator.generation.hypernetworks import closest_name
+
+    if value.strip().lower() in ("", "none"):
+        return "None"
+    found = closest_name(value, base.hypernetwork_dirs)
+    if found is None:
+        raise XYZError(f"unknown hypernetwork {value!r} (none in --hypernetwork-dir matches)")
+    return found
+
+
+def _with_hypernet(params: GenerationParams, cell: dict) -> GenerationParams:
+    """The Hypernetwork and Hypernet str. axes set the prompt's `<hypernet:...>` tag."""
+    from curator.generation.hypernetworks import HypernetworkError, prompt_with_hypernet
+
+    if "Hypernetwork" not in cell and "Hypernet str." not in cell:
+        return params
+    try:
+        prompt = prompt_with_hypernet(
+            params.prompt, cell.get("Hypernetwork"), cell.get("Hypernet str.")
+        )
+    except HypernetworkError as error:
+        raise XYZError(f"Hypernet str. axis: {error}") from None
+    return replace(params, prompt=prompt)
 
 
 def plan_cells(
@@ -165,6 +199,7 @@ def plan_cells(
                 params = base
                 for axis, value in ((x, xv), (y, yv), (z, zv)):
                     params = _apply(axis, value, params, extra)
+                params = _with_hypernet(params, extra)
                 cells[(ix, iy, iz)] = Cell(ix, iy, iz, params, extra["checkpoint"], extra["vae"])
     return [cells[k] for k in _run_order(x, y, z)]
 

@@ -83,6 +83,7 @@ class Method:
     save: Callable[[Path, int], None]  # write the weights at a step to a path
     after_step: Callable[[], None] = lambda: None
     weight_decay: float = 1e-2  # AdamW's default
+    lr_schedule: Callable[[Any], Any] | None = None  # optimizer → its own LR scheduler
 
 
 def check_options(options: TrainOptions) -> None:
@@ -258,7 +259,8 @@ def run_loop(
     optimizer = torch.optim.AdamW(
         method.parameters, lr=options.lr, weight_decay=method.weight_decay
     )
-    schedule = get_scheduler(
+    schedule = method.lr_schedule(optimizer) if method.lr_schedule else None
+    schedule = schedule or get_scheduler(
         options.lr_scheduler,
         optimizer,
         num_warmup_steps=options.lr_warmup_steps,

@@ -49,7 +49,17 @@ PT_ENTRY = re.compile(r"^([^/]+)/((data/\d+)|version|(data\.pkl))$")
 
 
 def save_a1111_pt(path: Path, vectors: Any, fields: dict[str, Any]) -> None:
-    """A1111's `.pt` embedding: its dict, in a zip A1111's restricted loader accepts.
+    """A1111's `.pt` embedding: its dict, in a zip A1111's restricted loader accepts."""
+    data = {
+        "string_to_token": {"*": 265},  # A1111 writes this fixed placeholder
+        "string_to_param": {"*": vectors.detach().float().cpu().contiguous()},
+        **fields,
+    }
+    write_restricted_pt(path, data)
+
+
+def write_restricted_pt(path: Path, data: Any) -> None:
+    """`torch.save(data)` as a zip that A1111's restricted loader accepts.
 
     That loader admits only the entries `data.pkl`, `version` and `data/N`; recent torch
     also writes `byteorder`, `.format_version`, `.storage_alignment` and
@@ -64,12 +74,7 @@ def save_a1111_pt(path: Path, vectors: Any, fields: dict[str, Any]) -> None:
     import torch
 
     if sys.byteorder != "little":
-        raise UsageError("the .pt embedding format needs a little-endian machine")
-    data = {
-        "string_to_token": {"*": 265},  # A1111 writes this fixed placeholder
-        "string_to_param": {"*": vectors.detach().float().cpu().contiguous()},
-        **fields,
-    }
+        raise UsageError("A1111's .pt format needs a little-endian machine")
     buffer = io.BytesIO()
     torch.save(data, buffer)
     path.parent.mkdir(parents=True, exist_ok=True)
