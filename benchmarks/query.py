@@ -45,7 +45,6 @@ from sqlalchemy.orm import Session  # noqa: E402
 
 from curator.query.compile import (  # noqa: E402
     compile_query,
-    load_rules,
     page_ids,
     page_statement,
 )
