@@ -213,3 +213,10 @@ def test_long_lists_stay_within_sqlite_limits(catalog):
         assert s.scalar(count.where(to_expression(all_of([cat] * 600)))) == 6
         assert s.scalar(count.where(to_expression(any_of([*tags, cat])))) == 6
         assert s.scalar(count.where(to_expression(all_of([negate(t) for t in tags])))) == 6
+
+
+def test_has_tags_reads_the_same_when_a_blacklisted_tag_was_never_seen(catalog):
+    """`watermark` is blacklisted but on no image: every image with tags still has tags,
+    however the rules reach the SQL."""
+    assert run(catalog, "has:tags") == [1, 2, 3, 4, 5, 6]
+    assert run(catalog, "-has:tags") == []

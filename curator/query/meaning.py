@@ -243,13 +243,16 @@ class KnownRules(Meaning):
 
     # -- tags by name: ids looked up first (`TagIds`) or a subquery on `tags` -----------
 
-    def _in(self, column: Any, names: list[str], category: str | None = None) -> Any:
-        """`column` (a tag id) is the id of one of these tags (in `category`)."""
+    def _in(
+        self, column: Any, names: list[str], category: str | None = None, *, seek: bool = False
+    ) -> Any:
+        """`column` (a tag id) is the id of one of these tags (in `category`). `seek`: as
+        `= (scalar subquery)` for one tag, whose rows then come in image order from one
+        index range (never negated: a missing tag makes it NULL, not false)."""
         if self.tag_ids is not None:
             return _in_ids(column, self.tag_ids.ids(names, category))
         t = aliased(Tag)
-        if len(names) == 1 and category is None:
-            # A scalar subquery: its rows come in image order from one index range.
+        if seek and len(names) == 1 and category is None:
             return column == select(t.id).where(t.name == names[0]).scalar_subquery()
         tags = select(t.id).where(t.name.in_(names))
         if category is not None:
@@ -264,7 +267,7 @@ class KnownRules(Meaning):
             return false()  # no such tag (in that category): nothing to read
         it = aliased(ImageTag)
         if self.tag_ids is not None or category is None:
-            tag_is = self._in(it.tag_id, [tag], category)
+            tag_is = self._in(it.tag_id, [tag], category, seek=True)
         else:
             t = aliased(Tag)
             tag_id = select(t.id).where(t.name == tag, t.category == category)
@@ -274,14 +277,15 @@ class KnownRules(Meaning):
         where = [tag_is, *_row_tests(it, source, score)]
         removed = aliased(ImageTag)
         hidden = select(removed.image_id).where(
-            removed.source == USER_REMOVED_SQL, self._in(removed.tag_id, [tag], category)
+            removed.source == USER_REMOVED_SQL,
+            self._in(removed.tag_id, [tag], category, seek=True),
         )
         return Ids(select(it.image_id).where(*where), hidden, one_seek=True)
 
     def _removed_rows(self, names: list[str]) -> Select:
         removed = aliased(ImageTag)
         return select(removed.image_id).where(
-            removed.source == USER_REMOVED_SQL, self._in(removed.tag_id, names)
+            removed.source == USER_REMOVED_SQL, self._in(removed.tag_id, names, seek=True)
         )
 
     def _kept(
