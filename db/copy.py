@@ -169,6 +169,11 @@ def copy_catalog(source: str, dest: str) -> list[TableCopy]:
                 if batch:
                     write.execute(insert(table), batch)
             _reset_sequences(write)
+        # Statistics for the planner now, not whenever autovacuum comes by: the query
+        # compiler writes tag ids into its SQL so that PostgreSQL can plan each tag by how
+        # common it is, which only its statistics tell.
+        with dst.engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE")
         after = checksums(dst)
     report = [TableCopy(name, *before[name], *after[name]) for name in (t.name for t in _tables())]
     return report

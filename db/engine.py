@@ -41,7 +41,14 @@ def is_sqlite(url: str) -> bool:
 
 def make_engine(url: str) -> Engine:
     if not is_sqlite(url):
-        return create_engine(url, pool_pre_ping=True)
+        connect_args = {}
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "postgresql" and "options" not in parsed.query:
+            # No JIT compilation: the catalog's queries are short index walks, which its
+            # cost threshold mistakes for big ones once tag ids make the row estimates
+            # honest; compiling then costs a second, more than the query itself.
+            connect_args["options"] = "-c jit=off"
+        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")

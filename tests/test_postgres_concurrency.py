@@ -92,3 +92,99 @@ def test_concurrent_writers_lose_nothing(db_path, corpus: Path) -> None:
             assert "model_common" in model_rows
             assert len(model_rows) == 2
         assert s.scalar(select(func.count()).select_from(ImageTag)) == len(rows)
+
+
+# Racing edits of the same images: each process renames, replaces, undoes and redoes the
+# same tags at the same moment. Serialised per image, the outcome is that of SOME order
+# of the calls: one rename or replacement wins each image, one undo and one redo of an
+# edit take effect, and the others find nothing left to do.
+RACE_IMAGES = 60
+RACE_ROUNDS = 3
+
+RACER = r"""
+import json, sys, time
+
+from curator.curation.history import redo, undo
+from curator.curation.tag_edits import rename_tag, replace_tags
+from curator.errors import UsageError
+from db import open_catalog
+
+url, me, start, rounds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+edits = json.loads(sys.argv[5])
+done = {"undo": [], "redo": []}
+with open_catalog(url) as cat:
+    time.sleep(max(0.0, start - time.time()))  # all start together, imports done
+    for r in range(rounds):
+        rename_tag(cat, f"old_{r}", f"renamed_{r}_{me}")
+        replace_tags(cat, "", f"swap_{r}", f"swapped_{r}_{me}")
+        for action, fn in (("undo", undo), ("redo", redo)):
+            try:
+                fn(cat, edit_id=edits[action][r])
+                done[action].append(r)
+            except UsageError:
+                pass  # already undone (redone) by another process
+print(json.dumps(done))
+"""
+
+
+def test_racing_renames_replaces_and_undos_serialise_per_image(db_path) -> None:
+    import json
+    import time
+
+    from curator.curation.history import undo
+    from curator.curation.tag_edits import add_tags
+
+    url = str(db_path)
+    with open_catalog(url) as cat:
+        with cat.write() as s:
+            s.add_all(
+                Image(sha256=f"{i:064x}", bytes=1, width=8, height=8, format="PNG", mode="RGB")
+                for i in range(RACE_IMAGES)
+            )
+        old = [f"old_{r}" for r in range(RACE_ROUNDS)]
+        swap = [f"swap_{r}" for r in range(RACE_ROUNDS)]
+        add_tags(cat, "", old + swap)
+        # Edits in effect that all race to undo; edits undone that all race to redo.
+        edits = {"undo": [], "redo": []}
+        for r in range(RACE_ROUNDS):
+            edits["undo"].append(add_tags(cat, "", [f"undo_{r}"]).edit_id)
+            edits["redo"].append(add_tags(cat, "", [f"redo_{r}"]).edit_id)
+            undo(cat, edit_id=edits["redo"][-1])
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    start = time.time() + 8
+    args = [url, "", f"{start}", str(RACE_ROUNDS), json.dumps(edits)]
+    procs = []
+    for i in range(WORKERS):
+        args[1] = str(i)
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", RACER, *args],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    results = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, results, strict=True):
+        assert p.returncode == 0, err
+    done = [json.loads(out) for out, _ in results]
+
+    with open_catalog(url) as cat, cat.session() as s:
+        rows = s.execute(select(ImageTag.image_id, Tag.name, ImageTag.source).join(Tag)).all()
+    have: dict[int, set[str]] = {}
+    for image_id, name, source in rows:
+        assert source == "user"
+        have.setdefault(image_id, set()).add(name)
+    assert len(have) == RACE_IMAGES
+    for r in range(RACE_ROUNDS):
+        # each undo and each redo of one edit took effect once: the tag is back
+        assert sum(r in d["undo"] for d in done) == 1
+        assert sum(r in d["redo"] for d in done) == 1
+        for names in have.values():
+            assert f"old_{r}" not in names and f"swap_{r}" not in names
+            # one rename and one replacement won each image, the others found nothing
+            assert len({n for n in names if n.startswith(f"renamed_{r}_")}) == 1
+            assert len({n for n in names if n.startswith(f"swapped_{r}_")}) == 1
+            assert f"undo_{r}" not in names and f"redo_{r}" in names

@@ -22,7 +22,6 @@ from sqlalchemy.orm import Session
 
 from curator.query.compile import compile_query
 from curator.tags.store import tag_ids
-from curator.tags.view import TagRules
 from db.schema import Caption, Edit, Image, ImageTag, Tag, TagRule
 from db.upsert import insert_new
 
@@ -102,11 +101,7 @@ def chosen_ids(
 def selected_ids(session: Session, query: str | None) -> list[int]:
     """Ids of the images a query string selects ('' selects every image)."""
     return list(
-        session.scalars(
-            select(Image.id)
-            .where(compile_query(query, rules=TagRules.load(session)))
-            .order_by(Image.id)
-        )
+        session.scalars(select(Image.id).where(compile_query(query, db=session)).order_by(Image.id))
     )
 
 

@@ -5,7 +5,8 @@ plays them forwards again. Both take the caller's own newest edit unless told
 otherwise, so two people editing one catalog do not revert each other's work. An
 edit can be undone (or redone) on its own only when no later edit still in effect
 changed the same image tags, image fields or rules; otherwise the error names the
-edits that block it.
+edits that block it. On a server the edit's row and its images' rows are locked first,
+so racing undos, redos and tag edits of the same images take turns.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from curator.errors import UsageError
 from curator.tags.store import tag_ids
 from db.engine import Catalog
 from db.schema import Caption, Edit, Image, ImageTag, Run, Tag, TagRule, utcnow
+from db.upsert import lock_rows
 
 
 def history(
@@ -94,7 +96,8 @@ def undo(
                 raise UsageError(f"edit {edit_id} is already undone (`curator redo` redoes it)")
         else:
             stmt = select(Edit).where(Edit.undone.is_(False)).order_by(Edit.id.desc())
-            chosen = list(s.scalars(_mine(stmt, who).limit(count)))
+            chosen = list(s.scalars(_mine(stmt, who).limit(count).with_for_update()))
+        _lock_images(s, chosen)
         now = utcnow()
         for e in chosen:
             blockers = _later_in_effect(s, e)
@@ -128,9 +131,10 @@ def redo(
         else:
             stmt = select(Edit).where(Edit.undone.is_(True))
             stmt = _mine(stmt, who).order_by(Edit.undone_at.desc().nulls_last(), Edit.id)
-            e = s.scalars(stmt.limit(1)).first()
+            e = s.scalars(stmt.limit(1).with_for_update()).first()
             if e is None:
                 return []
+        _lock_images(s, [e])
         blockers = _later_in_effect(s, e) + _earlier_undone(s, e)
         if blockers:
             raise UsageError(_blocked("redo", e, blockers))
@@ -142,10 +146,22 @@ def redo(
 
 
 def _get(s: Session, edit_id: int) -> Edit:
-    e = s.get(Edit, edit_id)
+    """The edit, its row locked: a racing undo or redo of it waits, then sees its state."""
+    stmt = select(Edit).where(Edit.id == edit_id).with_for_update()
+    e = s.scalars(stmt.execution_options(populate_existing=True)).first()
     if e is None:
         raise UsageError(f"no edit {edit_id} (see `curator history`)")
     return e
+
+
+def _lock_images(s: Session, edits: Sequence[Edit]) -> None:
+    """Lock the images these edits changed (on a server; SQLite's write transaction holds
+    the whole file), before reading what later edits did to them: a racing tag edit of
+    one of them finishes first, and then blocks the undo if it overlaps."""
+    ids: set[int] = set()
+    for e in edits:
+        ids |= _image_ids_in(e.payload or {})
+    lock_rows(s, Image.__table__, ids)
 
 
 # --- what depends on what --------------------------------------------------------------

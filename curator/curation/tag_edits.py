@@ -172,12 +172,10 @@ def replace_tags(catalog: Catalog, query: str, old: str, new: str) -> EditResult
             raise UsageError(f"{old!r} and {new!r} are the same tag")
         if new_name in rules.blacklist:
             raise UsageError(f"blacklisted: {new_name}")
-        ids = selected_ids(s, query)
-        having = [
-            image_id
-            for image_id, tags in effective_tags(s, ids, rules=rules, implied=True).items()
-            if any(t.name == old_name for t in tags)
-        ]
+        having = _having(s, rules, selected_ids(s, query), old_name)
+        # Racing edits of these images wait here; then look again at what they left.
+        lock_rows(s, Image.__table__, having)
+        having = _having(s, rules, having, old_name)
         cs = ChangeSet(s)
         remove_from(s, cs, rules, {i: {old_name} for i in having})
         add_to(s, cs, rules, {i: {new_name} for i in having}, _category(s, old_name))
@@ -190,13 +188,23 @@ def replace_tags(catalog: Catalog, query: str, old: str, new: str) -> EditResult
         )
 
 
+def _having(s: Session, rules: TagRules, ids: list[int], name: str) -> list[int]:
+    """Those of `ids` that effectively have tag `name`."""
+    view = effective_tags(s, ids, rules=rules, implied=True)
+    return [image_id for image_id, tags in view.items() if any(t.name == name for t in tags)]
+
+
 def _category(s: Session, name: str, default: str = "general") -> str:
     return s.scalar(select(Tag.category).where(Tag.name == name)) or default
 
 
 def rename_rows(s: Session, cs: ChangeSet, old: str, new: str) -> int:
     """Move every row of tag `old` to tag `new`, sources, scores and runs kept."""
-    rows = tag_rows(s, None, [old])
+    images = sorted({r.image_id for r in tag_rows(s, None, [old])})
+    # A racing edit of these images finishes first; its rows are read after it. Rows of
+    # `old` written meanwhile on other images came after this rename: they stay.
+    lock_rows(s, Image.__table__, images)
+    rows = tag_rows(s, images, [old])
     if not rows:
         return 0
     images = sorted({r.image_id for r in rows})

@@ -41,10 +41,10 @@ of two plans.
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, Select, exists, select, true
-from sqlalchemy.orm import aliased
+from sqlalchemy import ColumnElement, Connection, Select, exists, select, true
+from sqlalchemy.orm import Session, aliased
 
-from curator.query.meaning import KnownRules, Meaning, StoredRules
+from curator.query.meaning import KnownRules, Meaning, StoredRules, TagIds
 from curator.query.parser import parse
 from curator.query.plan import PAGE_SIZE, Strategy, load_rules, page_ids, page_statement
 from curator.query.sets import to_expression
@@ -60,29 +60,45 @@ def folder_condition(folder: str, *, base: str | None = None) -> ColumnElement[b
 
 
 def compile_query(
-    text: str | None, *, base: str | None = None, rules: TagRules | None = None
+    text: str | None,
+    *,
+    base: str | None = None,
+    rules: TagRules | None = None,
+    db: Session | Connection | None = None,
 ) -> ColumnElement[bool]:
     """A boolean expression over `Image` for a query string ('' selects everything).
 
     `base` is the folder `folder:` terms are relative to (default: the working folder).
-    `rules` (`TagRules.load(session)`) writes the tag rules into the SQL, the fastest
-    form; without them the SQL reads the catalog's rules itself. Either way tags mean
-    effective tags. Raises `QueryError` naming the 1-based column of the first problem.
+    `rules` (`TagRules.load(session)`) writes the tag rules into the SQL; `db` (the
+    session or connection that will run it) also looks the tag names up, so the SQL
+    holds tag ids, the fastest form (on PostgreSQL by far: its planner then knows how
+    common each tag is). Without either the SQL reads the catalog's rules itself, and
+    can be kept and run later. Either way tags mean effective tags. Raises `QueryError`
+    naming the 1-based column of the first problem.
     """
     if not text or not text.strip():
         return true()
     node = parse(text)
     if node is None:
         return true()
-    meaning: Meaning = StoredRules() if rules is None else KnownRules(rules)
+    meaning: Meaning
+    if db is not None:
+        meaning = KnownRules(rules or load_rules(db), TagIds(db))
+    else:
+        meaning = StoredRules() if rules is None else KnownRules(rules)
     return to_expression(Compiler(base, meaning).node(node))
 
 
 def select_images(
-    text: str | None = None, *, base: str | None = None, rules: TagRules | None = None
+    text: str | None = None,
+    *,
+    base: str | None = None,
+    rules: TagRules | None = None,
+    db: Session | Connection | None = None,
 ) -> Select:
     """`SELECT images.* WHERE <query>` ordered by id."""
-    return select(Image).where(compile_query(text, base=base, rules=rules)).order_by(Image.id)
+    where = compile_query(text, base=base, rules=rules, db=db)
+    return select(Image).where(where).order_by(Image.id)
 
 
 __all__ = [

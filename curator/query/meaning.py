@@ -8,9 +8,13 @@ typed name is read canonically: an alias finds its canonical tag. A score thresh
 compares the best score over all of these rows (a tag set by hand counts 1.0).
 
 Two ways to know the rules, giving the same rows:
-- `KnownRules`: the rules loaded (`page_ids` loads them; pass `rules=` to
+- `KnownRules`: the rules loaded (`page_ids` loads them; pass `rules=` or `db=` to
   `compile_query`) are written into the SQL as literal names. A tag no rule touches
   compiles to the single index range of before, so rules cost nothing where unused.
+  Given a connection (`TagIds`), the tag names are looked up first and the SQL holds
+  their ids: PostgreSQL's planner then reads from its statistics how common each tag
+  is (a popular tag is walked in image order, a rare one read whole), which it cannot
+  see through `tag_id = (SELECT id FROM tags WHERE name = ...)`.
 - `StoredRules`: `compile_query(text)` takes no session, so its SQL reads `tag_rules`
   itself (subqueries and a recursive CTE over the few rule rows).
 """
@@ -23,8 +27,10 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     Select,
     and_,
+    bindparam,
     exists,
     false,
     func,
@@ -34,7 +40,7 @@ from sqlalchemy import (
     select,
     union,
 )
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, aliased
 
 from curator.query.parser import Value
 from curator.query.sets import USER_REMOVED_SQL, Ids, Part, any_of
@@ -69,10 +75,50 @@ class Meaning:
 
 # --- the rules known at compile time ------------------------------------------------
 
+# Tags a pattern may match before its ids stop being written into the SQL (the subquery
+# then stays: a long literal list costs more to send and plan than it saves).
+MAX_INLINED_IDS = 2000
+
+
+class TagIds:
+    """Tag names looked up once per compiled query, to be written into the SQL as ids."""
+
+    def __init__(self, db: Session | Connection):
+        self.db = db
+        self.known: dict[str, tuple[int, str] | None] = {}  # name → (id, category)
+
+    def lookup(self, names: list[str]) -> None:
+        missing = sorted({n for n in names if n not in self.known})
+        for i in range(0, len(missing), 500):
+            chunk = missing[i : i + 500]
+            self.known.update(dict.fromkeys(chunk))
+            rows = self.db.execute(
+                select(Tag.name, Tag.id, Tag.category).where(Tag.name.in_(chunk))
+            ).all()
+            self.known.update({name: (tag_id, category) for name, tag_id, category in rows})
+
+    def ids(self, names: list[str], category: str | None = None) -> list[int]:
+        """Ids of the tags with these names (and `category`) that exist, in id order."""
+        self.lookup(names)
+        found = (self.known[n] for n in names)
+        return sorted({f[0] for f in found if f and (category is None or f[1] == category)})
+
+    def matching(self, tag_select: Select) -> list[int] | None:
+        """Ids a `SELECT tags.id` picks, or None when there are too many to inline."""
+        ids = list(self.db.execute(tag_select.limit(MAX_INLINED_IDS + 1)).scalars())
+        return None if len(ids) > MAX_INLINED_IDS else sorted(ids)
+
+
+def inlined(ids: list[int]) -> Any:
+    """Ids written into the statement's text (bound values may reach a prepared statement's
+    generic plan, which knows nothing of how common each tag is)."""
+    return bindparam("tag_ids", ids, expanding=True, literal_execute=True, unique=True)
+
 
 class KnownRules(Meaning):
-    def __init__(self, rules: TagRules):
+    def __init__(self, rules: TagRules, ids: TagIds | None = None):
         self.rules = rules
+        self.tag_ids = ids
         implying: dict[str, set[str]] = {}
         for tag in rules.implications:
             for target in rules.implied_by(tag):
@@ -115,15 +161,15 @@ class KnownRules(Meaning):
         groups = [g for g in groups if g not in self.rules.blacklist]
         names = sorted({s for g in groups for s in self.spellings(g)})
         if names == [tag]:
-            return _single(tag, category, source, score)
+            return self._single(tag, category, source, score)
         it = aliased(ImageTag)
-        where = [it.tag_id.in_(_ids_of(names))]
+        where = [self._in(it.tag_id, names)]
         where += _row_tests(it, source, score)
         if category is not None:
             where.append(_category_is(literal(tag), category))
         multi = [self.spellings(g) for g in groups if len(self.spellings(g)) > 1]
-        where.append(_kept(it, _ids_of(names), multi))
-        return Ids(select(it.image_id).where(*where), _removed_rows(self.spellings(tag)))
+        where.append(self._kept(it, lambda c: self._in(c, names), multi))
+        return Ids(select(it.image_id).where(*where), self._removed_rows(self.spellings(tag)))
 
     def pattern(
         self, value: Value, *, category: str | None, source: RowTest | None, score: RowTest | None
@@ -150,12 +196,19 @@ class KnownRules(Meaning):
             tag_select = tag_select.where(by_name)
         if category is not None:
             tag_select = tag_select.where(t.category == category)
-        where = [it.tag_id.in_(tag_select)]
+        ids = self.tag_ids.matching(tag_select) if self.tag_ids is not None else None
+
+        def in_tags(column: Any) -> ColumnElement[bool]:
+            if ids is None:
+                return column.in_(tag_select)
+            return _in_ids(column, ids)
+
+        where = [in_tags(it.tag_id)]
         where += _row_tests(it, source, score)
         groups = [
             self.spellings(c) for c in self.alias_groups if matches(c) and c not in rules.blacklist
         ]
-        where.append(_kept(it, tag_select, groups))
+        where.append(self._kept(it, in_tags, groups))
         parts: list[Part] = [Ids(select(it.image_id).where(*where))]
         if source is None:  # images that imply a matching tag
             for target in sorted(self.implying):
@@ -171,11 +224,10 @@ class KnownRules(Meaning):
             touched.append(plain[0])
         elif plain:  # one pass over the rows of several tags beats a union of passes
             it = aliased(ImageTag)
-            t = aliased(Tag)
-            tags = select(t.id).where(t.name.in_(plain))
-            if category is not None:
-                tags = tags.where(t.category == category)
-            rows = select(it.image_id).where(it.tag_id.in_(tags), _kept(it, _ids_of(plain), []))
+            rows = select(it.image_id).where(
+                self._in(it.tag_id, plain, category),
+                self._kept(it, lambda c: self._in(c, plain), []),
+            )
             parts.append(Ids(rows))
         parts += [self.exact(n, category=category, source=None, score=None) for n in touched]
         return any_of(parts)
@@ -183,28 +235,101 @@ class KnownRules(Meaning):
     def has_tags(self) -> ColumnElement[bool]:
         it = aliased(ImageTag)
         groups = [self.spellings(c) for c in self.alias_groups]
-        where = [it.image_id == Image.id, _kept(it, None, groups)]
+        where = [it.image_id == Image.id, self._kept(it, None, groups)]
         hidden = sorted({s for b in self.rules.blacklist for s in self.spellings(b)})
         if hidden:
-            where.append(it.tag_id.not_in(_ids_of(hidden)))
+            where.append(not_(self._in(it.tag_id, hidden)))
         return exists().where(*where)
 
+    # -- tags by name: ids looked up first (`TagIds`) or a subquery on `tags` -----------
 
-def _single(tag: str, category: str | None, source: RowTest | None, score: RowTest | None) -> Ids:
-    """A tag no rule touches: its rows come in image order from one index range."""
-    t = aliased(Tag)
-    tag_id = select(t.id).where(t.name == tag)
-    if category is not None:
-        tag_id = tag_id.where(t.category == category)
-    it = aliased(ImageTag)
-    # A `user-removed` row is read with the others: `hidden` drops its image anyway, and
-    # the index (tag_id, image_id, score) answers without touching the table.
-    where = [it.tag_id == tag_id.scalar_subquery(), *_row_tests(it, source, score)]
-    removed = aliased(ImageTag)
-    hidden = select(removed.image_id).where(
-        removed.source == USER_REMOVED_SQL, removed.tag_id == tag_id.scalar_subquery()
-    )
-    return Ids(select(it.image_id).where(*where), hidden, one_seek=True)
+    def _in(
+        self, column: Any, names: list[str], category: str | None = None, *, seek: bool = False
+    ) -> Any:
+        """`column` (a tag id) is the id of one of these tags (in `category`). `seek`: as
+        `= (scalar subquery)` for one tag, whose rows then come in image order from one
+        index range (never negated: a missing tag makes it NULL, not false)."""
+        if self.tag_ids is not None:
+            return _in_ids(column, self.tag_ids.ids(names, category))
+        t = aliased(Tag)
+        if seek and len(names) == 1 and category is None:
+            return column == select(t.id).where(t.name == names[0]).scalar_subquery()
+        tags = select(t.id).where(t.name.in_(names))
+        if category is not None:
+            tags = tags.where(t.category == category)
+        return column.in_(tags)
+
+    def _single(
+        self, tag: str, category: str | None, source: RowTest | None, score: RowTest | None
+    ) -> Part:
+        """A tag no rule touches: its rows come in image order from one index range."""
+        if self.tag_ids is not None and not self.tag_ids.ids([tag], category):
+            return false()  # no such tag (in that category): nothing to read
+        it = aliased(ImageTag)
+        if self.tag_ids is not None or category is None:
+            tag_is = self._in(it.tag_id, [tag], category, seek=True)
+        else:
+            t = aliased(Tag)
+            tag_id = select(t.id).where(t.name == tag, t.category == category)
+            tag_is = it.tag_id == tag_id.scalar_subquery()
+        # A `user-removed` row is read with the others: `hidden` drops its image anyway, and
+        # the index (tag_id, image_id, score) answers without touching the table.
+        where = [tag_is, *_row_tests(it, source, score)]
+        removed = aliased(ImageTag)
+        hidden = select(removed.image_id).where(
+            removed.source == USER_REMOVED_SQL,
+            self._in(removed.tag_id, [tag], category, seek=True),
+        )
+        return Ids(select(it.image_id).where(*where), hidden, one_seek=True)
+
+    def _removed_rows(self, names: list[str]) -> Select:
+        removed = aliased(ImageTag)
+        return select(removed.image_id).where(
+            removed.source == USER_REMOVED_SQL, self._in(removed.tag_id, names, seek=True)
+        )
+
+    def _kept(
+        self, it: Any, in_tags: Callable[[Any], Any] | None, groups: list[list[str]]
+    ) -> ColumnElement[bool]:
+        """Row `it` is no `user-removed` row, and none hides its tag (under any spelling in
+        `groups`); `in_tags(column)` holds for every tag `it` may have.
+
+        The cheap test first: most images have no removal among these tags at all, and only
+        those that do are probed row by row (a removed row finds itself).
+        """
+        removed = aliased(ImageTag)
+        candidates = select(removed.image_id).where(removed.source == USER_REMOVED_SQL)
+        if in_tags is not None:
+            candidates = candidates.where(in_tags(removed.tag_id))
+        pair = aliased(ImageTag)
+        checks = [
+            ~exists().where(
+                pair.tag_id == it.tag_id,
+                pair.image_id == it.image_id,
+                pair.source == USER_REMOVED_SQL,
+            )
+        ]
+        for group in groups:
+            other = aliased(ImageTag)
+            checks.append(
+                or_(
+                    not_(self._in(it.tag_id, group)),
+                    ~exists().where(
+                        other.image_id == it.image_id,
+                        other.source == USER_REMOVED_SQL,
+                        self._in(other.tag_id, group),
+                    ),
+                )
+            )
+        return or_(it.image_id.not_in(candidates), and_(*checks))
+
+
+def _in_ids(column: Any, ids: list[int]) -> Any:
+    if not ids:
+        return false()
+    if len(ids) == 1:
+        return column == literal(ids[0], literal_execute=True)
+    return column.in_(inlined(ids))
 
 
 def _row_tests(it: Any, source: RowTest | None, score: RowTest | None) -> list[Any]:
@@ -214,58 +339,6 @@ def _row_tests(it: Any, source: RowTest | None, score: RowTest | None) -> list[A
     if score is not None:
         out.append(score(it))
     return out
-
-
-def _ids_of(names: list[str]) -> Select:
-    t = aliased(Tag)
-    return select(t.id).where(t.name.in_(names))
-
-
-def _removed_rows(names: list[str]) -> Select:
-    removed = aliased(ImageTag)
-    if len(names) == 1:
-        t = aliased(Tag)
-        tag_id = select(t.id).where(t.name == names[0]).scalar_subquery()
-        return select(removed.image_id).where(
-            removed.source == USER_REMOVED_SQL, removed.tag_id == tag_id
-        )
-    return select(removed.image_id).where(
-        removed.source == USER_REMOVED_SQL, removed.tag_id.in_(_ids_of(names))
-    )
-
-
-def _kept(it: Any, tag_ids: Select | None, groups: list[list[str]]) -> ColumnElement[bool]:
-    """Row `it` is no `user-removed` row, and none hides its tag (under any spelling in
-    `groups`); `tag_ids` holds every tag `it` may have.
-
-    The cheap test first: most images have no removal among these tags at all, and only
-    those that do are probed row by row (a removed row finds itself).
-    """
-    removed = aliased(ImageTag)
-    candidates = select(removed.image_id).where(removed.source == USER_REMOVED_SQL)
-    if tag_ids is not None:
-        candidates = candidates.where(removed.tag_id.in_(tag_ids))
-    pair = aliased(ImageTag)
-    checks = [
-        ~exists().where(
-            pair.tag_id == it.tag_id,
-            pair.image_id == it.image_id,
-            pair.source == USER_REMOVED_SQL,
-        )
-    ]
-    for group in groups:
-        other = aliased(ImageTag)
-        checks.append(
-            or_(
-                it.tag_id.not_in(_ids_of(group)),
-                ~exists().where(
-                    other.image_id == it.image_id,
-                    other.source == USER_REMOVED_SQL,
-                    other.tag_id.in_(_ids_of(group)),
-                ),
-            )
-        )
-    return or_(it.image_id.not_in(candidates), and_(*checks))
 
 
 def _category_is(name: Any, category: str) -> ColumnElement[bool]:

@@ -5,7 +5,7 @@ the same rows as `compile_query`: either the id sets of `curator.query.sets`
 intersected, or a walk over `images` in id order testing each image with an index
 seek per term (`curator.query.sets.probe`). A few hundred images after the page
 start are tested first to see how often each term holds. The catalog's tag rules are
-loaded once and written into the SQL (`curator.query.meaning.KnownRules`).
+loaded once and written into the SQL with the tags' ids (`curator.query.meaning`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Literal
 from sqlalchemy import Connection, Select, func, select
 from sqlalchemy.orm import Session
 
-from curator.query.meaning import KnownRules
+from curator.query.meaning import KnownRules, TagIds
 from curator.query.parser import And, parse
 from curator.query.sets import Ids, Part, all_of, all_true, probe, to_expression
 from curator.query.terms import Compiler, flatten
@@ -72,7 +72,7 @@ def page_statement(
     node = parse(text) if text and text.strip() else None
     parts: list[Part] = []
     if node is not None:
-        compiler = Compiler(base, KnownRules(load_rules(db)))
+        compiler = Compiler(base, KnownRules(load_rules(db), TagIds(db)))
         children = flatten(node, And) if isinstance(node, And) else [node]
         parts = [compiler.node(child) for child in children]
     if strategy == "auto":
