@@ -119,6 +119,46 @@ def _sampling_options(func):
             help="img2img: start from this image (never modified).",
         ),
         click.option(
+            "--mask",
+            "mask_image",
+            type=click.Path(exists=True, dir_okay=False),
+            help="Inpaint: repaint the white (or opaque) part of this mask over --init.",
+        ),
+        click.option(
+            "--mask-blur",
+            type=click.IntRange(0),
+            default=4,
+            show_default=True,
+            help="Blur the mask by this many pixels (A1111 'Mask blur').",
+        ),
+        click.option(
+            "--inpaint-area",
+            type=click.Choice(["whole picture", "only masked"], case_sensitive=False),
+            default="whole picture",
+            show_default=True,
+            help="Generate the whole picture, or only the masked area (plus padding) at "
+            "--size, pasted back into the source.",
+        ),
+        click.option(
+            "--inpaint-padding",
+            type=click.IntRange(0),
+            default=32,
+            show_default=True,
+            help="Pixels around the masked area with --inpaint-area 'only masked'.",
+        ),
+        click.option(
+            "--masked-content",
+            type=click.Choice(["fill", "original", "latent noise", "latent nothing"]),
+            default="original",
+            show_default=True,
+            help="What the masked area starts from (A1111 'Masked content').",
+        ),
+        click.option(
+            "--invert-mask",
+            is_flag=True,
+            help="Repaint what the mask leaves out (A1111 'Inpaint not masked').",
+        ),
+        click.option(
             "--strength",
             type=click.FloatRange(0, 1, min_open=True),
             default=0.75,
@@ -225,6 +265,12 @@ def _params(prompt: str, o: dict, **extra):
         hr_scale=o["hr_scale"],
         hr_steps=o["hr_steps"],
         hr_upscaler=o["hr_upscaler"],
+        mask_image=o["mask_image"],
+        mask_blur=o["mask_blur"],
+        inpaint_only_masked=o["inpaint_area"].lower() == "only masked",
+        inpaint_padding=o["inpaint_padding"],
+        masked_content=o["masked_content"],
+        mask_invert=o["invert_mask"],
         **extra,
     )
 

@@ -18,6 +18,7 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from curator.errors import CuratorError
+from curator.generation import inpaint
 from curator.generation.conditioning import (
     encode_texts,
     pad_to_tokens,
@@ -75,6 +76,12 @@ class GenerationParams:
     hr_steps: int = 0  # hires steps (0: same as steps)
     hr_upscaler: str = "Latent"  # only latent upscaling is available
     allow_pickle: bool = False  # pickled LoRA and embedding files too
+    mask_image: str | None = None  # inpaint: white is repainted (with init_image)
+    mask_blur: int = 4  # A1111 "Mask blur", in pixels
+    inpaint_only_masked: bool = False  # A1111 "Inpaint area": Only masked (else Whole picture)
+    inpaint_padding: int = 32  # A1111 "Masked area padding" (only masked)
+    masked_content: str = "original"  # fill, original, latent noise, latent nothing
+    mask_invert: bool = False  # A1111 "Mask mode": Inpaint not masked
 
 
 @dataclass
@@ -121,6 +128,16 @@ def infotext_params(
         values["Denoising strength"] = _number(params.denoising_strength)
     if params.clip_skip > 1:
         values["Clip skip"] = params.clip_skip
+    if params.init_image and params.mask_image:
+        values.update(
+            inpaint.infotext(
+                params.mask_blur,
+                params.inpaint_only_masked,
+                params.inpaint_padding,
+                params.masked_content,
+                params.mask_invert,
+            )
+        )
     if params.hr_scale > 1 and not params.init_image:
         values["Hires upscale"] = _number(params.hr_scale)
         if params.hr_steps:
@@ -160,6 +177,15 @@ def _validate(params: GenerationParams, model: LoadedModel) -> int:
         )
     if params.hr_scale > 1 and not 0 < params.denoising_strength <= 1:
         raise GenerationError("denoising strength must be in (0, 1]")
+    if params.mask_image and not params.init_image:
+        raise GenerationError("a mask needs the image it masks (--init)")
+    if params.masked_content not in inpaint.MASKED_CONTENT:
+        raise GenerationError(
+            f"unknown masked content {params.masked_content!r}; use one of "
+            + ", ".join(inpaint.MASKED_CONTENT)
+        )
+    if params.mask_blur < 0 or params.inpaint_padding < 0:
+        raise GenerationError("mask blur and masked area padding cannot be negative")
     if params.rng not in ("cpu", "gpu"):
         raise GenerationError("rng must be cpu or gpu")
     resolve_sampler(params.sampler, params.schedule)
@@ -238,6 +264,7 @@ def generate(
     _, networks = split_extra_networks(params.prompt)
     loras = resolve_loras(networks, params.lora_dirs, params.allow_pickle)
     init = _load_init(params) if params.init_image else None
+    mask = inpaint.load_mask(params.mask_image) if params.mask_image else None
     base_seed = resolve_seed(params.seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -245,7 +272,9 @@ def generate(
     pipe.scheduler = make_scheduler(sampler, pipe.scheduler.config)
     activate_loras(pipe, loras)
     try:
-        return _generate(model, params, out, base_seed, factor, init, loras, reporter, cancel)
+        return _generate(
+            model, params, out, base_seed, factor, (init, mask), loras, reporter, cancel
+        )
     except (ValueError, RuntimeError) as error:  # diffusers and torch (out of memory, ...)
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise GenerationError(f"generation failed: {first}") from error
@@ -253,10 +282,24 @@ def generate(
         deactivate_loras(pipe)
 
 
-def _generate(model, params, out, base_seed, factor, init, loras, reporter, cancel):
+def _generate(model, params, out, base_seed, factor, sources, loras, reporter, cancel):
     import torch
 
     pipe = model.pipeline
+    init, mask = sources
+    prepared = None
+    if mask is not None:
+        prepared = inpaint.prepare(
+            init,
+            mask,
+            params.width,
+            params.height,
+            blur=params.mask_blur,
+            only_masked=params.inpaint_only_masked,
+            padding=params.inpaint_padding,
+            content=params.masked_content,
+            invert=params.mask_invert,
+        )
     run_steps = (
         min(int(params.steps * params.denoising_strength), params.steps)
         if init is not None
@@ -299,6 +342,12 @@ def _generate(model, params, out, base_seed, factor, init, loras, reporter, canc
                 images = _hires_pass(model, params, latents, seeds, factor, reporter, cancel)
             else:
                 images = pipe(height=params.height, width=params.width, **common).images
+        elif prepared is not None:
+            shape = (4, params.height // factor, params.width // factor)
+            noise = initial_noise(seeds, shape, model.device, params.rng)
+            images = inpaint.sample(
+                pipe, prepared, params.masked_content, params.denoising_strength, noise, common
+            )
         else:
             from diffusers import StableDiffusionImg2ImgPipeline
 
