@@ -226,7 +226,16 @@ def _sampling_options(func):
             default="Latent",
             show_default=True,
             help="Hires upscaler: Latent, Latent (antialiased), Latent (bicubic), "
-            "Latent (bicubic antialiased), Latent (nearest), Latent (nearest-exact).",
+            "Latent (bicubic antialiased), Latent (nearest), Latent (nearest-exact), "
+            "None, Lanczos, Nearest, or the file name (without extension) of an "
+            "ESRGAN / Real-ESRGAN / SwinIR / ... model in --upscaler-dir.",
+        ),
+        click.option(
+            "--upscaler-dir",
+            "upscaler_dirs",
+            multiple=True,
+            metavar="DIR",
+            help="Folder of upscaler models (.pth, .safetensors) for --hr-upscaler (repeatable).",
         ),
         click.option(
             "--embeddings-dir",
@@ -265,6 +274,7 @@ def _params(prompt: str, o: dict, **extra):
         hr_scale=o["hr_scale"],
         hr_steps=o["hr_steps"],
         hr_upscaler=o["hr_upscaler"],
+        upscaler_dirs=list(o["upscaler_dirs"]),
         mask_image=o["mask_image"],
         mask_blur=o["mask_blur"],
         inpaint_only_masked=o["inpaint_area"].lower() == "only masked",
@@ -453,6 +463,13 @@ def _image_ids(app: AppContext, image: str | None, where: str | None) -> list[in
     metavar="DIR",
     help="Folder of textual-inversion embeddings (repeatable).",
 )
+@click.option(
+    "--upscaler-dir",
+    "upscaler_dirs",
+    multiple=True,
+    metavar="DIR",
+    help="Folder of upscaler models a hires fix names (repeatable).",
+)
 @click.option("--dry-run", is_flag=True, help="Only check and print what would run.")
 @quiet_option
 @json_option
@@ -468,6 +485,7 @@ def regenerate_cmd(
     allow_pickle,
     lora_dirs,
     embeddings_dirs,
+    upscaler_dirs,
     dry_run,
     quiet,
     as_json,
@@ -483,7 +501,13 @@ def regenerate_cmd(
     changes = parse_overrides(list(overrides))
     plans = [
         plan_regeneration(
-            app.catalog, i, changes, list(lora_dirs), allow_pickle, list(embeddings_dirs)
+            app.catalog,
+            i,
+            changes,
+            list(lora_dirs),
+            allow_pickle,
+            list(embeddings_dirs),
+            list(upscaler_dirs),
         )
         for i in _image_ids(app, image, where)
     ]

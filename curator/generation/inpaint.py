@@ -245,18 +245,15 @@ def _latent_keep(mask: Image.Image, latents):
 
 
 def sample(
-    pipe: Any,
+    inpaint: Any,
     prepared: PreparedInpaint,
     content: str,
     strength: float,
     noise,
     common: dict,
 ) -> list[Image.Image]:
-    """Run diffusers' inpainting pipeline on `pipe`'s components and composite the result."""
-    from diffusers import StableDiffusionInpaintPipeline
-
-    inpaint = StableDiffusionInpaintPipeline(**pipe.components)
-    inpaint.set_progress_bar_config(disable=True)
+    """Run diffusers' inpainting pipeline `inpaint` and composite the result."""
+    pipe = inpaint
     generators = common["generator"]
     count = len(generators)
     image: Any = [prepared.image] * count

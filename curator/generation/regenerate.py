@@ -19,9 +19,11 @@ from curator.generation.extra_networks import (
     resolve_loras,
     split_extra_networks,
 )
-from curator.generation.generate import LATENT_UPSCALERS, GenerationParams
+from curator.generation.generate import GenerationParams
+from curator.generation.hires import LATENT_UPSCALERS
 from curator.generation.registry import find_model_file
 from curator.generation.samplers import SamplerError, resolve_sampler
+from curator.generation.upscalers import UpscalerError, resolve_upscaler
 from db import Catalog
 from db.schema import File, GeneratedBy, Generation
 
@@ -103,6 +105,7 @@ def plan_regeneration(
     lora_dirs: list[str] | None = None,
     allow_pickle: bool = False,
     embeddings_dirs: list[str] | None = None,
+    upscaler_dirs: list[str] | None = None,
 ) -> RegenerationPlan:
     overrides = dict(overrides or {})
     problems: list[str] = []
@@ -139,8 +142,12 @@ def plan_regeneration(
         except ValueError:
             problems.append("hires fix values are not numbers")
         params.hr_upscaler = extra.get("Hires upscaler", "Latent")
+        params.upscaler_dirs = list(upscaler_dirs or [])
         if params.hr_upscaler not in LATENT_UPSCALERS:
-            problems.append(f"hires upscaler {params.hr_upscaler!r} is not available")
+            try:
+                resolve_upscaler(params.hr_upscaler, params.upscaler_dirs, [], allow_pickle)
+            except UpscalerError:
+                problems.append(f"hires upscaler {params.hr_upscaler!r} not found")
         if gen.denoising_strength is not None:
             params.denoising_strength = gen.denoising_strength
     elif gen.denoising_strength is not None:
