@@ -174,3 +174,30 @@ def test_hires_fix_img2img_and_inpaint_on_sdxl(xl, tmp_path):
     out = _pixels(generate(xl, params, tmp_path / "m")[0].path).astype(int)
     assert np.array_equal(out[:6], np.asarray(Image.open(source))[:6])
     assert np.abs(out[10:22, 10:22] - [30, 120, 200]).mean() > 5
+
+
+def test_sdxl_embedding_feeds_each_encoder_its_part(xl, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from curator.generation.sdxl import load_sdxl_embeddings
+
+    torch.manual_seed(0)
+    folder = tmp_path / "embeddings"
+    folder.mkdir()
+    save_file(
+        {"clip_l": torch.randn(2, 32), "clip_g": torch.randn(2, 48)},
+        str(folder / "xlsty.safetensors"),
+    )
+    save_file({"emb_params": torch.randn(1, 32)}, str(folder / "sd1only.safetensors"))
+    dbs = load_sdxl_embeddings(xl.pipeline, [str(folder)])
+    used: dict = {}
+    with_embedding, _ = encode_sdxl(xl.pipeline, ["a xlsty"], used=used, embeddings=dbs)
+    plain, _ = encode_sdxl(xl.pipeline, ["a xlsty"])
+    assert list(used) == ["xlsty"]
+    for part in (slice(0, 32), slice(32, 80)):
+        assert not np.allclose(with_embedding[..., part].numpy(), plain[..., part].numpy())
+    image = generate(xl, _params(prompt="a xlsty", embeddings_dirs=[str(folder)]), tmp_path / "o")[
+        0
+    ]
+    assert "xlsty: " in parse_infotext(image.infotext).params["TI hashes"]

@@ -31,9 +31,20 @@ class Conditioner:
         self.used: dict[str, str] = {}
         self.xl = sdxl.is_sdxl(pipe)
         if self.xl:
-            self.positive = sdxl.scheduled_sdxl(pipe, prompt, steps, params.clip_skip, self.used)
+            dbs = None
+            if params.embeddings_dirs:
+                dbs = sdxl.load_sdxl_embeddings(pipe, params.embeddings_dirs, params.allow_pickle)
+            self.positive = sdxl.scheduled_sdxl(
+                pipe, prompt, steps, params.clip_skip, self.used, embeddings=dbs
+            )
             self.negative = sdxl.scheduled_sdxl(
-                pipe, params.negative_prompt, steps, params.clip_skip, self.used, negative=True
+                pipe,
+                params.negative_prompt,
+                steps,
+                params.clip_skip,
+                self.used,
+                negative=True,
+                embeddings=dbs,
             )
             empty = sdxl.encode_sdxl(pipe, [""], params.clip_skip)[0]
         else:
