@@ -202,6 +202,8 @@ def test_cli_inpaint_catalogues_source_and_mask(tiny_dir, sources, tmp_path):
     db = tmp_path / "c.db"
     base = ["--db", str(db)]
     assert CliRunner().invoke(main, [*base, "scan", str(init)]).exit_code == 0
+    added = CliRunner().invoke(main, [*base, "models", "checkpoints", "add", str(tiny_dir)])
+    assert added.exit_code == 0, added.output
     args = [
         *base,
         "generate",
@@ -251,3 +253,14 @@ def test_cli_inpaint_catalogues_source_and_mask(tiny_dir, sources, tmp_path):
             assert row.params["masked_content"] == "fill"
     finally:
         catalog.close()
+    # regenerate finds the source and the mask in the catalog and gives the same pixels
+    again = CliRunner().invoke(
+        main, [*base, "regenerate", made[0]["path"], "--out", str(tmp_path / "re"), "--json"]
+    )
+    assert again.exit_code == 0, again.output
+    remade = json.loads(again.output)[0]["path"]
+    assert np.array_equal(_pixels(Path(made[0]["path"])), _pixels(Path(remade)))
+    mask.unlink()
+    gone = CliRunner().invoke(main, [*base, "regenerate", made[0]["path"]])
+    assert gone.exit_code != 0 and "the inpainting mask" in gone.output
+    assert "is missing" in gone.output

@@ -349,7 +349,8 @@ def generate_cmd(app: AppContext, prompt, batch_size, batch_count, quiet, as_jso
     "x_spec",
     metavar="LABEL=VALUES",
     help="X axis, e.g. 'Steps=10-30 (+10)', 'Sampler=Euler,DDIM', "
-    "'Prompt S/R=cat,dog', 'CFG Scale=5-9 [3]'.",
+    "'Prompt S/R=cat,dog', 'CFG Scale=5-9 [3]', 'LoRA=None,style', 'LoRA strength=0.5,1', "
+    "'Embedding=name', 'Embedding strength=0.8,1.2'.",
 )
 @click.option("--y", "y_spec", metavar="LABEL=VALUES", help="Y axis.")
 @click.option("--z", "z_spec", metavar="LABEL=VALUES", help="Z axis (one sub-grid per value).")

@@ -57,10 +57,36 @@ OVERRIDE_KEYS = {
 }
 CHECKPOINT_KEYS = {"checkpoint", "model", "model hash"}
 UNSUPPORTED = (
-    "Mask blur",
     "Hypernet",
     "Refiner",
 )
+
+
+# infotext keys of an inpainted image (A1111 writes those that are not defaults)
+INPAINT_KEYS = ("Mask blur", "Mask mode", "Masked content", "Inpaint area", "Masked area padding")
+INPAINT_FIELDS = (
+    "mask_blur",
+    "inpaint_only_masked",
+    "inpaint_padding",
+    "masked_content",
+    "mask_invert",
+)
+
+
+def _restore_inpaint(params: GenerationParams, recorded: dict, problems: list[str]) -> None:
+    """The mask and its settings as Curator recorded them when it made the image; an
+    image inpainted elsewhere has no mask file to use."""
+    mask = recorded.get("mask_image")
+    if not mask:
+        problems.append("the inpainting mask is unknown (not made by Curator)")
+        return
+    if not Path(mask).is_file():
+        problems.append(f"the inpainting mask {mask} is missing")
+        return
+    params.mask_image = mask
+    for name in INPAINT_FIELDS:
+        if name in recorded:
+            setattr(params, name, recorded[name])
 
 
 @dataclass
@@ -113,6 +139,7 @@ def plan_regeneration(
         gen = session.get(Generation, image_id)
         made = session.get(GeneratedBy, image_id)
         source_path = None
+        recorded = dict(made.params or {}) if made is not None else {}
         if made is not None and made.source_image_id is not None:
             source_path = session.scalar(
                 select(File.path).where(
@@ -156,6 +183,9 @@ def plan_regeneration(
             params.denoising_strength = gen.denoising_strength
         else:
             problems.append("img2img source image is unknown")
+    inpainted = recorded.get("mask_image") or any(key in extra for key in INPAINT_KEYS)
+    if inpainted and params.init_image:
+        _restore_inpaint(params, recorded, problems)
     for key in UNSUPPORTED:
         if key in extra:
             problems.append(f"{key} is not supported")
