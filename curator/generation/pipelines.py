@@ -12,8 +12,11 @@ def variant(pipe: Any, task: str) -> Any:
     """`task` is "img2img" or "inpaint"."""
     import diffusers
 
-    family = "StableDiffusionXL" if is_sdxl(pipe) else "StableDiffusion"
+    xl = is_sdxl(pipe)
+    family = "StableDiffusionXL" if xl else "StableDiffusion"
     name = {"img2img": "Img2ImgPipeline", "inpaint": "InpaintPipeline"}[task]
-    made = getattr(diffusers, family + name)(**pipe.components)
+    # the loaded model already went without a safety checker; no second warning
+    extra = {} if xl else {"requires_safety_checker": False}
+    made = getattr(diffusers, family + name)(**pipe.components, **extra)
     made.set_progress_bar_config(disable=True)
     return made
