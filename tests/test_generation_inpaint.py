@@ -264,3 +264,45 @@ def test_cli_inpaint_catalogues_source_and_mask(tiny_dir, sources, tmp_path):
     gone = CliRunner().invoke(main, [*base, "regenerate", made[0]["path"]])
     assert gone.exit_code != 0 and "the inpainting mask" in gone.output
     assert "is missing" in gone.output
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction"])
+def test_denoised_estimate_is_the_source_outside_the_mask(kind):
+    """A1111's blend: every model evaluation denoises to the source where it is kept."""
+    import torch
+    from diffusers import EulerDiscreteScheduler
+
+    from curator.generation.inpaint_sampling import denoised_blend
+
+    torch.manual_seed(0)
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type=kind,
+        use_karras_sigmas=True,
+    )
+    scheduler.set_timesteps(7)
+
+    class Unet(torch.nn.Module):
+        def forward(self, sample, timestep, *args, **kwargs):
+            return (torch.randn_like(sample),)
+
+    unet = Unet()
+    init = torch.randn(1, 4, 4, 4)
+    keep = torch.zeros(1, 1, 4, 4)
+    keep[..., :2] = 1
+    step = 3
+    sigma = float(scheduler.sigmas[step])
+    t = scheduler.timesteps[step]  # fractional with Karras sigmas
+    x = torch.randn(2, 4, 4, 4) * sigma  # a guided batch: negative and positive halves
+    scaled = x / (sigma**2 + 1) ** 0.5
+    with denoised_blend(unet, scheduler, init, keep):
+        out = unet(scaled, t)[0]
+    if kind == "epsilon":
+        denoised = x - sigma * out
+    else:  # v: x0 = c_skip * x + c_out * v, as diffusers' Euler computes it
+        denoised = x / (sigma**2 + 1) - out * sigma / (sigma**2 + 1) ** 0.5
+    kept = denoised[..., :2]
+    assert torch.allclose(kept, init.repeat(2, 1, 1, 1)[..., :2], atol=1e-3)
+    assert not torch.allclose(denoised[..., 2:], init.repeat(2, 1, 1, 1)[..., 2:], atol=1e-2)

@@ -18,7 +18,7 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from curator.errors import CuratorError
-from curator.generation import inpaint
+from curator.generation import inpaint, inpaint_sampling
 from curator.generation.conditioner import Conditioner, step_callback
 from curator.generation.extra_networks import (
     activate_loras,
@@ -287,8 +287,8 @@ def _generate(model, params, out, base_seed, factor, sources, loras, reporter, c
         elif prepared is not None:
             shape = (4, params.height // factor, params.width // factor)
             noise = initial_noise(seeds, shape, model.device, params.rng)
-            images = inpaint.sample(
-                variant(pipe, "inpaint"),
+            images = inpaint_sampling.sample(
+                pipe,
                 prepared,
                 params.masked_content,
                 params.denoising_strength,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from curator.generation.conditioner import Conditioner, step_callback
+from curator.generation.pipelines import decode
 from curator.generation.sdxl import time_ids
 
 # A1111's latent upscale modes: name → (torch interpolate mode, antialias)
@@ -62,13 +63,3 @@ def hires_pass(model, params, latents, seeds, factor, upscaler, reporter, cancel
         callback_on_step_end_tensor_inputs=conditioner.tensor_inputs,
         **conditioner.pipeline_kwargs(0, size=time_ids(width, height)),
     ).images
-
-
-def decode(pipe: Any, latents) -> list:
-    """Latents to 8-bit PIL images, as the pipeline's own output step makes them."""
-    import torch
-
-    vae = pipe.vae
-    with torch.no_grad():
-        pixels = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
-    return pipe.image_processor.postprocess(pixels, output_type="pil")

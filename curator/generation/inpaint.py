@@ -5,10 +5,7 @@ blurred with OpenCV's Gaussian as A1111 blurs it, then either resized to the out
 ("Whole picture") or cropped around the masked area plus padding, widened to the output's
 aspect ratio and resized ("Only masked"). Masked content is A1111's `inpainting_fill`:
 fill (the masked area painted with blurred surrounding colours), original, latent noise,
-latent nothing. Sampling goes through diffusers' `StableDiffusionInpaintPipeline`: a
-9-channel inpainting UNet gets the mask and the masked image's latents as extra input
-channels; an ordinary 4-channel UNet gets the unmasked latents put back after every step
-(the source latents noised to the next step's level). The result is composited over the
+latent nothing. Sampling is in `inpaint_sampling`. The result is composited over the
 source with the blurred mask, as A1111's overlay does, so unmasked pixels are kept.
 """
 
@@ -194,89 +191,3 @@ def infotext(blur: int, only_masked: bool, padding: int, content: str, invert: b
         values["Inpaint area"] = "Only masked"
         values["Masked area padding"] = padding
     return values
-
-
-def latent_content(pipe: Any, prepared: PreparedInpaint, content: str, noise, generators):
-    """The source latents with A1111's latent noise / latent nothing in the masked area,
-    or None when diffusers encodes the image itself (fill, original)."""
-    import torch
-
-    if content not in ("latent noise", "latent nothing"):
-        return None
-    pixels = pipe.image_processor.preprocess(prepared.image).to(pipe.vae.device, pipe.vae.dtype)
-    with torch.no_grad():
-        latents = torch.cat(
-            [
-                pipe.vae.encode(pixels).latent_dist.sample(generator=g)
-                * pipe.vae.config.scaling_factor
-                for g in generators
-            ]
-        )
-    keep = _latent_keep(prepared.mask, latents)
-    if content == "latent noise":
-        return latents * keep + noise.to(latents) * (1 - keep)
-    return latents * keep
-
-
-def masked_image_latents(pipe: Any, prepared: PreparedInpaint, generators):
-    """A 9-channel UNet's extra input: the source with the masked area blanked, encoded."""
-    import torch
-
-    pixels = pipe.image_processor.preprocess(prepared.image).to(pipe.vae.device, pipe.vae.dtype)
-    mask = torch.from_numpy(np.array(prepared.mask, np.float32) / 255).to(pixels)
-    pixels = pixels * (mask < 0.5)
-    with torch.no_grad():
-        return torch.cat(
-            [
-                pipe.vae.encode(pixels).latent_dist.sample(generator=g)
-                * pipe.vae.config.scaling_factor
-                for g in generators
-            ]
-        )
-
-
-def _latent_keep(mask: Image.Image, latents):
-    """1 where the source is kept, at latent size (A1111 resizes, then rounds)."""
-    import torch
-
-    small = mask.resize((latents.shape[3], latents.shape[2]), Image.Resampling.BICUBIC)
-    keep = 1.0 - np.around(np.array(small, np.float32) / 255)
-    return torch.from_numpy(keep).to(latents)[None, None]
-
-
-def sample(
-    inpaint: Any,
-    prepared: PreparedInpaint,
-    content: str,
-    strength: float,
-    noise,
-    common: dict,
-) -> list[Image.Image]:
-    """Run diffusers' inpainting pipeline `inpaint` and composite the result."""
-    pipe = inpaint
-    generators = common["generator"]
-    count = len(generators)
-    image: Any = [prepared.image] * count
-    latents = latent_content(inpaint, prepared, content, noise, generators)
-    if latents is not None:
-        image = latents.to(pipe.unet.dtype)  # diffusers takes 4-channel input as latents
-    extra: dict[str, Any] = {}
-    if inpaint.unet.config.in_channels == 9:
-        extra["masked_image_latents"] = masked_image_latents(inpaint, prepared, generators).to(
-            pipe.unet.dtype
-        )
-    elif latents is not None:
-        # unused by a 4-channel UNet, but diffusers would otherwise mask the latents with
-        # the pixel-sized mask
-        extra["masked_image_latents"] = image
-    width, height = prepared.image.size
-    results = inpaint(
-        image=image,
-        mask_image=[prepared.mask] * count,
-        strength=strength,
-        width=width,
-        height=height,
-        **extra,
-        **common,
-    ).images
-    return [composite(result, prepared) for result in results]

@@ -20,3 +20,13 @@ def variant(pipe: Any, task: str) -> Any:
     made = getattr(diffusers, family + name)(**pipe.components, **extra)
     made.set_progress_bar_config(disable=True)
     return made
+
+
+def decode(pipe: Any, latents) -> list:
+    """Latents to 8-bit PIL images, as the pipelines' own output step makes them."""
+    import torch
+
+    vae = pipe.vae
+    with torch.no_grad():
+        pixels = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+    return pipe.image_processor.postprocess(pixels, output_type="pil")
