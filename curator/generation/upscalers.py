@@ -9,6 +9,9 @@ read with spandrel's restricted unpickler (tensors and plain containers only); `
 
 A model runs up to three times until the image reaches the target scale, then the
 result is resized to the exact size with Lanczos, as A1111's `Upscaler.upscale` does.
+Images larger than a tile are upscaled in overlapping tiles (A1111's defaults: 192
+pixels, 8 overlapping, blended linearly across the overlap), which bounds the memory a
+model needs whatever the image size.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ RESIZE_UPSCALERS = {
 }
 SAFE_SUFFIXES = (".safetensors", ".pth")
 PICKLE_SUFFIXES = (".pt", ".ckpt")
+TILE, TILE_OVERLAP = 192, 8  # A1111's ESRGAN_tile and ESRGAN_tile_overlap defaults
 
 
 class UpscalerError(CuratorError):
@@ -73,8 +77,11 @@ def resolve_upscaler(
 class Upscaler:
     """One loaded upscaler; a model is loaded once and reused for every image."""
 
-    def __init__(self, name: str, model: ModelUpscaler | None, device: str = "cpu"):
+    def __init__(
+        self, name: str, model: ModelUpscaler | None, device: str = "cpu", tile: int = TILE
+    ):
         self.name = name
+        self.tile = tile  # 0: the whole image at once
         self.descriptor: Any = None
         if model is not None:
             self.descriptor = _load(model, device)
@@ -108,6 +115,11 @@ class Upscaler:
         return image
 
     def _run_model(self, image: Image.Image) -> Image.Image:
+        if self.tile <= 0 or (image.width <= self.tile and image.height <= self.tile):
+            return self._run_patch(image)
+        return _tiled(image, self.tile, TILE_OVERLAP, self._run_patch)
+
+    def _run_patch(self, image: Image.Image) -> Image.Image:
         import torch
 
         model = self.descriptor
@@ -130,3 +142,46 @@ def _load(model: ModelUpscaler, device: str):
     if not isinstance(descriptor, ImageModelDescriptor) or descriptor.input_channels != 3:
         raise UpscalerError(f"{model.path.name} is not an RGB image upscaler")
     return descriptor.eval()
+
+
+def _tiled(image: Image.Image, tile: int, overlap: int, run) -> Image.Image:
+    """A1111's `split_grid` / `combine_grid`: tiles spread evenly, the last flush with the
+    edge; each tile's first `overlap` pixels fade in over the previous one."""
+    tile_w, tile_h = min(tile, image.width), min(tile, image.height)
+    rows = []
+    for y in _starts(image.height, tile_h, overlap):
+        rows.append(
+            (
+                y,
+                [
+                    (x, run(image.crop((x, y, x + tile_w, y + tile_h))))
+                    for x in _starts(image.width, tile_w, overlap)
+                ],
+            )
+        )
+    scale = rows[0][1][0][1].width // tile_w
+    width, height, lap = image.width * scale, image.height * scale, overlap * scale
+    ramp = np.arange(lap, dtype=np.float32) * 255 / lap
+    out = Image.new("RGB", (width, height))
+    for y, row in rows:
+        line = Image.new("RGB", (width, tile_h * scale))
+        for x, patch in row:
+            if x == 0:
+                line.paste(patch, (0, 0))
+                continue
+            mask = Image.fromarray(np.tile(ramp, (patch.height, 1)).astype(np.uint8), "L")
+            line.paste(patch.crop((0, 0, lap, patch.height)), (x * scale, 0), mask=mask)
+            line.paste(patch.crop((lap, 0, patch.width, patch.height)), (x * scale + lap, 0))
+        if y == 0:
+            out.paste(line, (0, 0))
+            continue
+        mask = Image.fromarray(np.tile(ramp[:, None], (1, width)).astype(np.uint8), "L")
+        out.paste(line.crop((0, 0, width, lap)), (0, y * scale), mask=mask)
+        out.paste(line.crop((0, lap, width, line.height)), (0, y * scale + lap))
+    return out
+
+
+def _starts(size: int, tile: int, overlap: int) -> list[int]:
+    count = max(1, -(-(size - overlap) // (tile - overlap)))
+    step = (size - tile) / (count - 1) if count > 1 else 0
+    return [min(int(i * step), size - tile) for i in range(count)]
