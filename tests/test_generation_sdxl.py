@@ -201,3 +201,18 @@ def test_sdxl_embedding_feeds_each_encoder_its_part(xl, tmp_path):
         0
     ]
     assert "xlsty: " in parse_infotext(image.infotext).params["TI hashes"]
+
+
+def test_lora_in_an_sdxl_prompt(xl, xl_dir, tmp_path):
+    from tests.fixtures.tiny_sdxl import save_tiny_sdxl_lora
+
+    folder = tmp_path / "loras"
+    save_tiny_sdxl_lora(xl_dir, folder)
+    plain = generate(xl, _params(), tmp_path / "a")[0]
+    params = _params(prompt="a cat <lora:xl_lora:0.7:0.3>", lora_dirs=[str(folder)])
+    with_lora = generate(xl, params, tmp_path / "b")[0]
+    assert not np.array_equal(_pixels(plain.path), _pixels(with_lora.path))
+    assert parse_infotext(with_lora.infotext).params["Lora hashes"].startswith("xl_lora: ")
+    # unloaded after the run: the next image is the plain one again
+    again = generate(xl, _params(), tmp_path / "c")[0]
+    assert np.array_equal(_pixels(plain.path), _pixels(again.path))
