@@ -194,7 +194,7 @@ def generate(
     init = _load_init(params) if params.init_image else None
     mask = inpaint.load_mask(params.mask_image) if params.mask_image else None
     upscaler = None
-    if params.hr_scale > 1 and not init and params.hr_upscaler not in LATENT_UPSCALERS:
+    if params.hr_scale > 1 and init is None and params.hr_upscaler not in LATENT_UPSCALERS:
         found = resolve_upscaler(
             params.hr_upscaler, params.upscaler_dirs, list(LATENT_UPSCALERS), params.allow_pickle
         )
