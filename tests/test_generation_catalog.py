@@ -239,4 +239,6 @@ def test_hires_fix_doubles_the_size_and_regenerates(tiny_dir, tmp_path):
         "ESRGAN_4x",
         ok=False,
     )
-    assert "hires upscaler 'ESRGAN_4x' is not available" in result.output
+    assert "unknown hires upscaler 'ESRGAN_4x'" in result.output
+    assert "known: Latent, " in result.output and "Lanczos, Nearest" in result.output
+    assert len(result.output.strip().splitlines()) == 1

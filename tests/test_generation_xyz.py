@@ -7,6 +7,7 @@ import random
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -119,3 +120,108 @@ def test_grid_cells_labels_and_catalog(tiny_dir, tmp_path):
     assert cell.prompt == "a fox" and cell.cfg_scale == 9 and cell.seed == 3
     count = sqlite3.connect(db).execute("select count(*) from files").fetchone()[0]
     assert count == 7  # six cells and the grid
+
+
+@pytest.fixture(scope="module")
+def lora_dir(tiny_dir, tmp_path_factory) -> Path:
+    from tests.fixtures.tiny_pipeline import save_tiny_lora
+
+    folder = tmp_path_factory.mktemp("loras")
+    save_tiny_lora(tiny_dir, folder, "style_a")
+    save_tiny_lora(tiny_dir, folder, "style_b")
+    return folder
+
+
+def _plan(base, x, y=None, z=None):
+    return plan_cells(base, parse_axis(x), parse_axis(y), parse_axis(z))
+
+
+def test_lora_and_strength_axes_write_prompt_tags(lora_dir):
+    base = GenerationParams(prompt="a cat", seed=1, lora_dirs=[str(lora_dir)])
+    x, y = parse_axis("LoRA=None,style_a,style_b"), parse_axis("LoRA strength=0.5,1")
+    cells = plan_cells(base, x, y, parse_axis(None))
+    prompts = {(c.ix, c.iy): c.params.prompt for c in cells}
+    assert prompts[(0, 0)] == "a cat"
+    assert prompts[(1, 0)] == "a cat <lora:style_a:0.5>"
+    assert prompts[(2, 1)] == "a cat <lora:style_b:1>"
+    assert x.labels() == ["None", "style_a", "style_b"]
+    assert y.labels() == ["LoRA strength: 0.5", "LoRA strength: 1.0"]
+    # no LoRA axis: the strength axis changes the prompt's own LoRA tags
+    tagged = GenerationParams(prompt="a <lora:style_a:0.8:0.2> cat", lora_dirs=[str(lora_dir)])
+    cells = _plan(tagged, "LoRA weight=0, 0.25")
+    assert [c.params.prompt for c in cells] == [
+        "a <lora:style_a:0> cat",
+        "a <lora:style_a:0.25> cat",
+    ]
+    with pytest.raises(XYZError, match="prompt has no <lora:...> and there is no LoRA axis"):
+        _plan(base, "LoRA strength=1,2")
+    from curator.generation.extra_networks import ExtraNetworkError
+
+    with pytest.raises(ExtraNetworkError, match="LoRA 'missing' not found"):
+        _plan(base, "LoRA=style_a,missing")
+
+
+def test_embedding_and_hypernetwork_axes(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "emb"
+    folder.mkdir()
+    save_file({"emb_params": torch.zeros(1, 32)}, str(folder / "glow.safetensors"))
+    base = GenerationParams(prompt="a cat", seed=1, embeddings_dirs=[str(folder)])
+    cells = plan_cells(
+        base,
+        parse_axis("Embedding=glow"),
+        parse_axis("Embedding strength=0.5,1.2"),
+        parse_axis(None),
+    )
+    assert [c.params.prompt for c in cells] == ["a cat, (glow:0.5)", "a cat, (glow:1.2)"]
+    with pytest.raises(XYZError, match="'nope' not found"):
+        _plan(base, "Embedding=glow,nope")
+    with pytest.raises(XYZError, match="needs an Embedding axis"):
+        _plan(base, "Embedding strength=1,2")
+
+
+def test_lora_axis_grid_changes_pixels_and_records_hashes(tiny_dir, lora_dir, tmp_path):
+    args = [
+        "xyz",
+        "a cat",
+        "-m",
+        tiny_dir,
+        "--size",
+        "32x32",
+        "--steps",
+        "2",
+        "--seed",
+        "3",
+        "--lora-dir",
+        lora_dir,
+        "--x",
+        "LoRA=None,style_a",
+        "--y",
+        "LoRA strength=0.5,1",
+        "--no-catalog",
+        "--out",
+        tmp_path / "out",
+        "--json",
+    ]
+    result = CliRunner().invoke(main, ["--db", str(tmp_path / "c.db"), *map(str, args)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    pixels = []
+    for path in report["cells"]:
+        with Image.open(path) as image:
+            pixels.append(np.asarray(image.convert("RGB")).astype(int))
+            info = parse_infotext(image.info["parameters"])
+        if "style_a" in info.prompt:
+            assert info.params["Lora hashes"].startswith("style_a: ")
+        else:
+            assert "Lora hashes" not in info.params
+    # cells in run order: (x0,y0) (x1,y0) (x0,y1) (x1,y1); without the LoRA the strength
+    # changes nothing, with it the image changes with the strength
+    assert np.array_equal(pixels[0], pixels[2])
+    assert not np.array_equal(pixels[0], pixels[1])
+    assert not np.array_equal(pixels[1], pixels[3])
+    with Image.open(report["grid"]) as grid:
+        info = parse_infotext(grid.info["parameters"])
+    assert info.params["X Type"] == "LoRA" and info.params["Y Type"] == "LoRA strength"

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import click
 
 from curator.cli.context import AppContext, emit_json, json_option, pass_app, quiet_option
+from curator.cli.generate_options import sampling_options
 from curator.cli.progress import RichReporter
-
-_SIZE = re.compile(r"^(\d+)x(\d+)$")
-
-
-def _size(ctx, param, value: str) -> tuple[int, int]:
-    match = _SIZE.match(value.strip().lower())
-    if not match:
-        raise click.BadParameter("expected WIDTHxHEIGHT, e.g. 512x768")
-    return int(match.group(1)), int(match.group(2))
 
 
 @click.command("prompt")
@@ -62,155 +53,6 @@ def prompt_cmd(text: str, steps: int, model_path: str | None, as_json: bool) -> 
             click.echo(f"  chunk {number}: {chunk['tokens']}/75 tokens: {chunk['text']}")
 
 
-def _sampling_options(func):
-    """Options shared by `generate` and `xyz`: the model and the sampling parameters."""
-    options = [
-        click.option(
-            "--model",
-            "-m",
-            "model",
-            required=True,
-            metavar="PATH|HUB_ID",
-            help="Diffusers folder, hub id (from the local cache) or .safetensors.",
-        ),
-        click.option("--negative", "-n", default="", help="Negative prompt."),
-        click.option(
-            "--steps", type=click.IntRange(1), default=20, show_default=True, help="Sampling steps."
-        ),
-        click.option(
-            "--sampler",
-            default="Euler a",
-            show_default=True,
-            help="A1111 sampler name, e.g. 'DPM++ 2M' or 'DPM++ 2M Karras'.",
-        ),
-        click.option(
-            "--schedule",
-            default=None,
-            help="A1111 schedule type: Automatic, Karras, Exponential, ...",
-        ),
-        click.option(
-            "--cfg", "cfg_scale", type=float, default=7.0, show_default=True, help="CFG scale."
-        ),
-        click.option(
-            "--seed",
-            type=int,
-            default=-1,
-            show_default=True,
-            help="Seed of the first image (-1: random); image i uses seed + i.",
-        ),
-        click.option(
-            "--size",
-            callback=_size,
-            default="512x512",
-            show_default=True,
-            help="Image size WIDTHxHEIGHT.",
-        ),
-        click.option(
-            "--clip-skip",
-            type=click.IntRange(1),
-            default=1,
-            show_default=True,
-            help="Stop the text encoder this many layers early (A1111 'Clip skip').",
-        ),
-        click.option(
-            "--init",
-            "init_image",
-            type=click.Path(exists=True, dir_okay=False),
-            help="img2img: start from this image (never modified).",
-        ),
-        click.option(
-            "--strength",
-            type=click.FloatRange(0, 1, min_open=True),
-            default=0.75,
-            show_default=True,
-            help="Denoising strength of img2img and hires fix.",
-        ),
-        click.option(
-            "--rng",
-            type=click.Choice(["cpu", "gpu"]),
-            default="cpu",
-            show_default=True,
-            help="Where initial noise is drawn (A1111's RNG).",
-        ),
-        click.option("--vae", metavar="PATH", help="Replace the checkpoint's VAE."),
-        click.option(
-            "--config", metavar="DIR", help="Diffusers config folder for a single-file checkpoint."
-        ),
-        click.option(
-            "--allow-pickle",
-            is_flag=True,
-            help="Allow .ckpt/.pt checkpoints (unpickling can run code).",
-        ),
-        click.option(
-            "--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps."
-        ),
-        click.option("--full-precision", is_flag=True, help="float32 on a GPU too."),
-        click.option(
-            "--low-memory",
-            is_flag=True,
-            help="Attention slicing and model CPU offload for small GPUs.",
-        ),
-        click.option(
-            "--out",
-            "out_dir",
-            type=click.Path(file_okay=False),
-            default="outputs",
-            show_default=True,
-            help="Folder for the PNGs.",
-        ),
-        click.option("--no-catalog", is_flag=True, help="Do not add the images to the catalog."),
-        click.option(
-            "--lora-dir",
-            "lora_dirs",
-            multiple=True,
-            metavar="DIR",
-            help="Folder of LoRA files for <lora:NAME:WEIGHT> in the prompt (repeatable).",
-        ),
-        click.option(
-            "--hr-scale",
-            type=click.FloatRange(1),
-            default=1.0,
-            show_default=True,
-            help="Hires fix: upscale the first pass by this factor, then refine it "
-            "(--strength is the refining denoising strength).",
-        ),
-        click.option(
-            "--hr-steps",
-            type=click.IntRange(0),
-            default=0,
-            show_default=True,
-            help="Hires fix steps (0: as many as --steps).",
-        ),
-        click.option(
-            "--hr-upscaler",
-            default="Latent",
-            show_default=True,
-            help="Hires upscaler: Latent, Latent (antialiased), Latent (bicubic), "
-            "Latent (bicubic antialiased), Latent (nearest), Latent (nearest-exact).",
-        ),
-        click.option(
-            "--embeddings-dir",
-            "embeddings_dirs",
-            multiple=True,
-            metavar="DIR",
-            help="Folder of textual-inversion embeddings, used by file name in the prompt "
-            "(repeatable).",
-        ),
-        click.option(
-            "--hypernetwork-dir",
-            "hypernetwork_dirs",
-            multiple=True,
-            metavar="DIR",
-            help="Folder of A1111 hypernetworks (NAME.pt) for <hypernet:NAME:STRENGTH> in the "
-            "prompt (repeatable); files registered with `models checkpoints add --kind "
-            "hypernetwork` are found too.",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
 def _params(prompt: str, o: dict, **extra):
     from curator.generation.generate import GenerationParams
 
@@ -235,8 +77,26 @@ def _params(prompt: str, o: dict, **extra):
         hr_scale=o["hr_scale"],
         hr_steps=o["hr_steps"],
         hr_upscaler=o["hr_upscaler"],
+        upscaler_dirs=list(o["upscaler_dirs"]),
+        mask_image=o["mask_image"],
+        mask_blur=o["mask_blur"],
+        inpaint_only_masked=o["inpaint_area"].lower() == "only masked",
+        inpaint_padding=o["inpaint_padding"],
+        masked_content=o["masked_content"],
+        mask_invert=o["invert_mask"],
         **extra,
     )
+
+
+def _check_upscaler(params) -> None:
+    """An unknown hires upscaler fails before a checkpoint is loaded."""
+    from curator.generation.hires import LATENT_UPSCALERS
+    from curator.generation.upscalers import resolve_upscaler
+
+    if params.hr_scale > 1 and params.hr_upscaler not in LATENT_UPSCALERS:
+        resolve_upscaler(
+            params.hr_upscaler, params.upscaler_dirs, list(LATENT_UPSCALERS), params.allow_pickle
+        )
 
 
 def _loader(o: dict):
@@ -274,7 +134,7 @@ def _add_registered_hypernetworks(app: AppContext, o: dict) -> None:
 
 @click.command("generate")
 @click.argument("prompt")
-@_sampling_options
+@sampling_options
 @click.option(
     "--batch-size", type=click.IntRange(1), default=1, show_default=True, help="Images per batch."
 )
@@ -292,6 +152,7 @@ def generate_cmd(app: AppContext, prompt, batch_size, batch_count, quiet, as_jso
     resolve_sampler(o["sampler"], o["schedule"])  # a bad name fails before the model loads
     _add_registered_hypernetworks(app, o)
     params = _params(prompt, o, batch_size=batch_size, batch_count=batch_count)
+    _check_upscaler(params)
     loaded = _loader(o)()
     images = generate(loaded, params, o["out_dir"], reporter=RichReporter(not (quiet or as_json)))
     if not o["no_catalog"]:
@@ -307,13 +168,14 @@ def generate_cmd(app: AppContext, prompt, batch_size, batch_count, quiet, as_jso
 
 @click.command("xyz")
 @click.argument("prompt")
-@_sampling_options
+@sampling_options
 @click.option(
     "--x",
     "x_spec",
     metavar="LABEL=VALUES",
     help="X axis, e.g. 'Steps=10-30 (+10)', 'Sampler=Euler,DDIM', "
-    "'Prompt S/R=cat,dog', 'CFG Scale=5-9 [3]'.",
+    "'Prompt S/R=cat,dog', 'CFG Scale=5-9 [3]', 'LoRA=None,style', 'LoRA strength=0.5,1', "
+    "'Embedding=name', 'Embedding strength=0.8,1.2'.",
 )
 @click.option("--y", "y_spec", metavar="LABEL=VALUES", help="Y axis.")
 @click.option("--z", "z_spec", metavar="LABEL=VALUES", help="Z axis (one sub-grid per value).")
@@ -330,6 +192,7 @@ def xyz_cmd(app: AppContext, prompt, x_spec, y_spec, z_spec, dry_run, quiet, as_
     x, y, z = parse_axis(x_spec), parse_axis(y_spec), parse_axis(z_spec)
     _add_registered_hypernetworks(app, o)
     cells = plan_cells(_params(prompt, o), x, y, z, checkpoint=o["model"])
+    _check_upscaler(cells[0].params)
     if dry_run:
         report = describe(cells, x, y, z)
         if as_json:
@@ -436,6 +299,13 @@ def _image_ids(app: AppContext, image: str | None, where: str | None) -> list[in
     help="Folder of A1111 hypernetworks the prompts name (repeatable; registered "
     "hypernetwork files are found too).",
 )
+@click.option(
+    "--upscaler-dir",
+    "upscaler_dirs",
+    multiple=True,
+    metavar="DIR",
+    help="Folder of upscaler models a hires fix names (repeatable).",
+)
 @click.option("--dry-run", is_flag=True, help="Only check and print what would run.")
 @quiet_option
 @json_option
@@ -452,6 +322,7 @@ def regenerate_cmd(
     lora_dirs,
     embeddings_dirs,
     hypernetwork_dirs,
+    upscaler_dirs,
     dry_run,
     quiet,
     as_json,
@@ -473,6 +344,7 @@ def regenerate_cmd(
             list(lora_dirs),
             allow_pickle,
             list(embeddings_dirs),
+            list(upscaler_dirs),
             hypernetwork_dirs=list(hypernetwork_dirs),
         )
         for i in _image_ids(app, image, where)

@@ -50,7 +50,21 @@ def catalogue_generated(
             row = existing or GeneratedBy(image_id=image_id)
             row.model_file_id = checkpoint
             row.source_image_id = source_image_id if source_image_id != image_id else None
-            row.params = {**asdict(params), "seed": image.seed, "model": model.source}
+            row.params = {
+                **asdict(params),
+                **_resolved(params),
+                "seed": image.seed,
+                "model": model.source,
+            }
             session.merge(row)
         session.commit()
     return ids
+
+
+def _resolved(params: GenerationParams) -> dict[str, str]:
+    """The source image and mask as absolute paths, so provenance survives a cwd change."""
+    return {
+        key: str(Path(value).expanduser().resolve())
+        for key in ("init_image", "mask_image")
+        if (value := getattr(params, key))
+    }

@@ -45,11 +45,17 @@ def encode_texts(
     clip_skip: int = 1,
     embeddings: Any = None,
     used: dict | None = None,
+    *,
+    layer: int | None = None,
+    pooled: list | None = None,
 ):
     """[len(texts), 77*k, C] embeddings; shorter prompts are filled with empty chunks.
 
     Textual-inversion `embeddings` found in the texts replace token embeddings; their
-    names and hashes are added to `used`.
+    names and hashes are added to `used`. `layer` picks a hidden state as it is, without
+    the final layer norm (SDXL's penultimate layers: -2), instead of `clip_skip`; the
+    projected pooled output of the first chunk (SDXL's second encoder) is appended to
+    `pooled`, as A1111 takes it.
     """
     import torch
 
@@ -59,7 +65,7 @@ def encode_texts(
     outputs = []
     for index in range(count):
         batch = [c[index] if index < len(c) else _empty_chunk(tokenizer) for c in tokenized]
-        ids = torch.tensor([c.tokens for c in batch], device=device)
+        ids = torch.tensor([_padded(c.tokens, tokenizer) for c in batch], device=device)
         weights = torch.tensor([c.weights for c in batch], device=device)
         fixes = [c.fixes for c in batch]
         for chunk_fixes in fixes:
@@ -68,16 +74,22 @@ def encode_texts(
                     used[embedding.name] = embedding.short_hash
         hook = None
         if any(fixes):
-            layer = text_encoder.get_input_embeddings()
-            hook = layer.register_forward_hook(lambda _m, _i, out, f=fixes: _apply_fixes(out, f))
+            token_layer = text_encoder.get_input_embeddings()
+            hook = token_layer.register_forward_hook(
+                lambda _m, _i, out, f=fixes: _apply_fixes(out, f)
+            )
         try:
             with torch.no_grad():
-                out = text_encoder(ids, output_hidden_states=clip_skip > 1)
+                out = text_encoder(ids, output_hidden_states=clip_skip > 1 or layer is not None)
         finally:
             if hook is not None:
                 hook.remove()
+        if pooled is not None and index == 0:
+            pooled.append(out.text_embeds.float())
         with torch.no_grad():
-            if clip_skip > 1:
+            if layer is not None:
+                z = out.hidden_states[layer]
+            elif clip_skip > 1:
                 z = out.hidden_states[-clip_skip]
                 z = _final_layer_norm(text_encoder)(z)
             else:
@@ -92,6 +104,16 @@ def encode_texts(
                 z = z * (mean / new_mean)
         outputs.append(z.to(text_encoder.dtype))
     return torch.cat(outputs, dim=1)
+
+
+def _padded(tokens: list[int], tokenizer: Any) -> list[int]:
+    """After the first end token, the tokenizer's pad token where it differs from the end
+    token (OpenCLIP's SD 2.x and SDXL encoders pad with 0), as A1111's `process_tokens`."""
+    pad, end = tokenizer.pad_token_id, tokenizer.eos_token_id
+    if pad is None or pad == end or end not in tokens:
+        return tokens
+    first = tokens.index(end)
+    return tokens[: first + 1] + [pad] * (len(tokens) - first - 1)
 
 
 def _apply_fixes(token_embeddings, fixes):

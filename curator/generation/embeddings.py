@@ -48,11 +48,19 @@ class EmbeddingDB:
         return bool(self.by_first_token)
 
 
-def _vectors(data: Any, path: Path):
-    """The embedding tensor from the layouts A1111 reads (A1111's own, diffusers', others)."""
+def _vectors(data: Any, path: Path, key: str | None = None):
+    """The embedding tensor from the layouts A1111 reads (A1111's own, diffusers', others);
+    SDXL embeddings hold one tensor per encoder (`clip_l`, `clip_g`): `key` picks one, and
+    without a key (SD 1.x/2.x) they are skipped, as A1111 skips them. None: skip."""
     import torch
 
-    if isinstance(data, dict) and "string_to_param" in data:
+    if isinstance(data, dict) and "clip_l" in data and "clip_g" in data:
+        if key is None:
+            return None
+        tensor = data[key]
+    elif key is not None:
+        return None  # a single-encoder embedding does not fit SDXL
+    elif isinstance(data, dict) and "string_to_param" in data:
         params = data["string_to_param"]
         params = getattr(params, "_parameters", params)
         tensor = next(iter(params.values()))
@@ -71,9 +79,14 @@ def _vectors(data: Any, path: Path):
 
 
 def load_embeddings(
-    folders: list[str], tokenizer: Any, width: int, allow_pickle: bool = False
+    folders: list[str],
+    tokenizer: Any,
+    width: int,
+    allow_pickle: bool = False,
+    key: str | None = None,
 ) -> EmbeddingDB:
-    """Every embedding in `folders` whose vector width fits the text encoder."""
+    """Every embedding in `folders` whose vector width fits the text encoder; `key` is the
+    SDXL encoder's part of the file (`clip_l` or `clip_g`)."""
     import torch
     from safetensors.torch import load_file
 
@@ -90,8 +103,8 @@ def load_embeddings(
                 data = torch.load(path, map_location="cpu", weights_only=True)
             else:
                 continue
-            vectors = _vectors(data, path)
-            if vectors.shape[-1] != width:
+            vectors = _vectors(data, path, key)
+            if vectors is None or vectors.shape[-1] != width:
                 continue  # made for another model family, as A1111 skips it
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
             embedding = Embedding(path.stem, vectors, digest[:12], path)

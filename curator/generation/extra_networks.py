@@ -122,8 +122,11 @@ def activate_loras(pipe: Any, uses: list[LoraUse]) -> None:
         except (ValueError, KeyError, OSError, RuntimeError) as error:
             raise ExtraNetworkError(f"cannot load LoRA {use.path.name}: {error}") from error
         names.append(adapter)
+    encoders = ["text_encoder"] + (["text_encoder_2"] if hasattr(pipe, "text_encoder_2") else [])
     weights = [
-        u.unet if u.unet == u.text_encoder else {"unet": u.unet, "text_encoder": u.text_encoder}
+        u.unet
+        if u.unet == u.text_encoder
+        else {"unet": u.unet, **dict.fromkeys(encoders, u.text_encoder)}
         for u in uses
     ]
     pipe.set_adapters(names, adapter_weights=weights)

@@ -18,12 +18,8 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from curator.errors import CuratorError
-from curator.generation.conditioning import (
-    encode_texts,
-    pad_to_tokens,
-    scheduled_conditioning,
-)
-from curator.generation.embeddings import load_embeddings
+from curator.generation import inpaint, inpaint_sampling
+from curator.generation.conditioner import Conditioner, step_callback
 from curator.generation.extra_networks import (
     activate_loras,
     deactivate_loras,
@@ -31,6 +27,7 @@ from curator.generation.extra_networks import (
     resolve_loras,
     split_extra_networks,
 )
+from curator.generation.hires import LATENT_UPSCALERS, hires_pass
 from curator.generation.hypernetworks import (
     activate_hypernetworks,
     deactivate_hypernetworks,
@@ -38,20 +35,13 @@ from curator.generation.hypernetworks import (
     resolve_hypernetworks,
 )
 from curator.generation.loading import LoadedModel
+from curator.generation.pipelines import variant
 from curator.generation.samplers import make_scheduler, resolve_sampler
+from curator.generation.upscalers import Upscaler, resolve_upscaler
 from curator.ingest.infotext import Infotext, format_infotext
 from curator.progress import CancelToken, NullReporter, Reporter
 
 MAX_SEED = 2**32 - 1
-# A1111's latent upscale modes: name → (torch interpolate mode, antialias)
-LATENT_UPSCALERS = {
-    "Latent": ("bilinear", False),
-    "Latent (antialiased)": ("bilinear", True),
-    "Latent (bicubic)": ("bicubic", False),
-    "Latent (bicubic antialiased)": ("bicubic", True),
-    "Latent (nearest)": ("nearest", False),
-    "Latent (nearest-exact)": ("nearest-exact", False),
-}
 
 
 class GenerationError(CuratorError):
@@ -79,9 +69,16 @@ class GenerationParams:
     embeddings_dirs: list[str] = field(default_factory=list)  # textual-inversion files
     hr_scale: float = 1.0  # hires fix: > 1 upscales the latents and runs a second pass
     hr_steps: int = 0  # hires steps (0: same as steps)
-    hr_upscaler: str = "Latent"  # only latent upscaling is available
+    hr_upscaler: str = "Latent"  # a latent mode, None, Lanczos, Nearest or a model's name
+    upscaler_dirs: list[str] = field(default_factory=list)  # upscaler model files
     allow_pickle: bool = False  # pickled LoRA and embedding files too
     hypernetwork_dirs: list[str] = field(default_factory=list)  # folders / files, <hypernet:>
+    mask_image: str | None = None  # inpaint: white is repainted (with init_image)
+    mask_blur: int = 4  # A1111 "Mask blur", in pixels
+    inpaint_only_masked: bool = False  # A1111 "Inpaint area": Only masked (else Whole picture)
+    inpaint_padding: int = 32  # A1111 "Masked area padding" (only masked)
+    masked_content: str = "original"  # fill, original, latent noise, latent nothing
+    mask_invert: bool = False  # A1111 "Mask mode": Inpaint not masked
 
 
 @dataclass
@@ -129,6 +126,16 @@ def infotext_params(
         values["Denoising strength"] = _number(params.denoising_strength)
     if params.clip_skip > 1:
         values["Clip skip"] = params.clip_skip
+    if params.init_image and params.mask_image:
+        values.update(
+            inpaint.infotext(
+                params.mask_blur,
+                params.inpaint_only_masked,
+                params.inpaint_padding,
+                params.masked_content,
+                params.mask_invert,
+            )
+        )
     if params.hr_scale > 1 and not params.init_image:
         values["Hires upscale"] = _number(params.hr_scale)
         if params.hr_steps:
@@ -163,74 +170,21 @@ def _validate(params: GenerationParams, model: LoadedModel) -> int:
         raise GenerationError("clip skip must be at least 1")
     if params.init_image and not 0 < params.denoising_strength <= 1:
         raise GenerationError("denoising strength must be in (0, 1]")
-    if params.hr_scale > 1 and params.hr_upscaler not in LATENT_UPSCALERS:
-        raise GenerationError(
-            f"hires upscaler {params.hr_upscaler!r} is not available; use one of "
-            + ", ".join(LATENT_UPSCALERS)
-        )
     if params.hr_scale > 1 and not 0 < params.denoising_strength <= 1:
         raise GenerationError("denoising strength must be in (0, 1]")
+    if params.mask_image and not params.init_image:
+        raise GenerationError("a mask needs the image it masks (--init)")
+    if params.masked_content not in inpaint.MASKED_CONTENT:
+        raise GenerationError(
+            f"unknown masked content {params.masked_content!r}; use one of "
+            + ", ".join(inpaint.MASKED_CONTENT)
+        )
+    if params.mask_blur < 0 or params.inpaint_padding < 0:
+        raise GenerationError("mask blur and masked area padding cannot be negative")
     if params.rng not in ("cpu", "gpu"):
         raise GenerationError("rng must be cpu or gpu")
     resolve_sampler(params.sampler, params.schedule)
     return factor
-
-
-class _Conditioner:
-    """Positive and negative schedules padded to one token length, batched per step."""
-
-    def __init__(self, model: LoadedModel, params: GenerationParams, steps: int):
-        pipe = model.pipeline
-        encoder, tokenizer = pipe.text_encoder, pipe.tokenizer
-        prompt, _ = split_extra_networks(params.prompt)
-        db = None
-        if params.embeddings_dirs:
-            width = encoder.get_input_embeddings().weight.shape[1]
-            db = load_embeddings(params.embeddings_dirs, tokenizer, width, params.allow_pickle)
-        self.used: dict[str, str] = {}
-        self.positive = scheduled_conditioning(
-            encoder, tokenizer, prompt, steps, params.clip_skip, db, self.used
-        )
-        self.negative = scheduled_conditioning(
-            encoder, tokenizer, params.negative_prompt, steps, params.clip_skip, db, self.used
-        )
-        empty = encode_texts(encoder, tokenizer, [""], params.clip_skip)
-        length = max(c.shape[1] for s in (self.positive, self.negative) for _, c in s.entries)
-        for schedule in (self.positive, self.negative):
-            schedule.entries = [(e, pad_to_tokens(c, length, empty)) for e, c in schedule.entries]
-        self.batch = params.batch_size
-
-    def at(self, step: int):
-        return (
-            self.positive.at(step).repeat(self.batch, 1, 1),
-            self.negative.at(step).repeat(self.batch, 1, 1),
-        )
-
-    def switches(self) -> set[int]:
-        return set(self.positive.switch_steps) | set(self.negative.switch_steps)
-
-
-def _step_callback(conditioner: _Conditioner, guided: bool, reporter: Reporter, cancel):
-    switches = conditioner.switches()
-
-    def on_step_end(pipe, index, timestep, kwargs):
-        reporter.advance(1)
-        if cancel is not None and cancel.cancelled:
-            pipe._interrupt = True
-        # Step `index` (counted from 0, as A1111's denoiser counts) used the conditioning for
-        # `index`; the next step uses the one for `index + 1`.
-        if index in switches:
-            positive, negative = conditioner.at(index + 1)
-            kwargs["prompt_embeds"] = positive if not guided else _cat(negative, positive)
-        return kwargs
-
-    return on_step_end
-
-
-def _cat(negative, positive):
-    import torch
-
-    return torch.cat([negative, positive])
 
 
 def generate(
@@ -249,6 +203,13 @@ def generate(
     loras = resolve_loras(networks, params.lora_dirs, params.allow_pickle)
     hypernets = resolve_hypernetworks(networks, params.hypernetwork_dirs, params.allow_pickle)
     init = _load_init(params) if params.init_image else None
+    mask = inpaint.load_mask(params.mask_image) if params.mask_image else None
+    upscaler = None
+    if params.hr_scale > 1 and init is None and params.hr_upscaler not in LATENT_UPSCALERS:
+        found = resolve_upscaler(
+            params.hr_upscaler, params.upscaler_dirs, list(LATENT_UPSCALERS), params.allow_pickle
+        )
+        upscaler = Upscaler(params.hr_upscaler, found, model.device)
     base_seed = resolve_seed(params.seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -258,7 +219,9 @@ def generate(
     attached = activate_hypernetworks(pipe, hypernets)
     used = (lora_infotext(loras), hypernet_infotext(hypernets))
     try:
-        return _generate(model, params, out, base_seed, factor, init, used, reporter, cancel)
+        return _generate(
+            model, params, out, base_seed, factor, (init, mask, upscaler), used, reporter, cancel
+        )
     except (ValueError, RuntimeError) as error:  # diffusers and torch (out of memory, ...)
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise GenerationError(f"generation failed: {first}") from error
@@ -267,16 +230,30 @@ def generate(
         deactivate_loras(pipe)
 
 
-def _generate(model, params, out, base_seed, factor, init, used, reporter, cancel):
+def _generate(model, params, out, base_seed, factor, sources, used, reporter, cancel):
     import torch
 
     pipe = model.pipeline
+    init, mask, upscaler = sources
+    prepared = None
+    if mask is not None:
+        prepared = inpaint.prepare(
+            init,
+            mask,
+            params.width,
+            params.height,
+            blur=params.mask_blur,
+            only_masked=params.inpaint_only_masked,
+            padding=params.inpaint_padding,
+            content=params.masked_content,
+            invert=params.mask_invert,
+        )
     run_steps = (
         min(int(params.steps * params.denoising_strength), params.steps)
         if init is not None
         else params.steps
     )
-    conditioner = _Conditioner(model, params, params.steps)
+    conditioner = Conditioner(model, params, params.steps)
     guided = params.cfg_scale > 1
     if init is None and params.hr_scale > 1:
         run_steps += int((params.hr_steps or params.steps) * params.denoising_strength)
@@ -291,16 +268,14 @@ def _generate(model, params, out, base_seed, factor, init, used, reporter, cance
             torch.Generator("cpu" if params.rng == "cpu" else model.device).manual_seed(s)
             for s in seeds
         ]
-        positive, negative = conditioner.at(0)
         common: dict[str, Any] = {
-            "prompt_embeds": positive,
-            "negative_prompt_embeds": negative,
+            **conditioner.pipeline_kwargs(0),
             "num_inference_steps": params.steps,
             "guidance_scale": params.cfg_scale,
             "generator": generators,
             "output_type": "pil",
-            "callback_on_step_end": _step_callback(conditioner, guided, reporter, cancel),
-            "callback_on_step_end_tensor_inputs": ["prompt_embeds"],
+            "callback_on_step_end": step_callback(conditioner, guided, reporter, cancel),
+            "callback_on_step_end_tensor_inputs": conditioner.tensor_inputs,
         }
         if init is None:
             shape = (4, params.height // factor, params.width // factor)
@@ -310,16 +285,33 @@ def _generate(model, params, out, base_seed, factor, init, used, reporter, cance
             if params.hr_scale > 1:
                 common["output_type"] = "latent"
                 latents = pipe(height=params.height, width=params.width, **common).images
-                images = _hires_pass(model, params, latents, seeds, factor, reporter, cancel)
+                images = hires_pass(
+                    model,
+                    params,
+                    latents,
+                    seeds,
+                    factor,
+                    upscaler,
+                    reporter,
+                    cancel,
+                    variant(pipe, "img2img"),
+                )
             else:
                 images = pipe(height=params.height, width=params.width, **common).images
+        elif prepared is not None:
+            shape = (4, params.height // factor, params.width // factor)
+            noise = initial_noise(seeds, shape, model.device, params.rng)
+            images = inpaint_sampling.sample(
+                pipe,
+                prepared,
+                params.masked_content,
+                params.denoising_strength,
+                noise,
+                common,
+            )
         else:
-            from diffusers import StableDiffusionImg2ImgPipeline
-
-            img2img = StableDiffusionImg2ImgPipeline(**pipe.components)
-            img2img.set_progress_bar_config(disable=True)
             source = init.resize((params.width, params.height), Image.Resampling.LANCZOS)
-            images = img2img(
+            images = variant(pipe, "img2img")(
                 image=[source] * params.batch_size,
                 strength=params.denoising_strength,
                 **common,
@@ -340,43 +332,6 @@ def _generate(model, params, out, base_seed, factor, init, used, reporter, cance
             index += 1
     reporter.finish()
     return results
-
-
-def _hires_pass(model, params, latents, seeds, factor, reporter, cancel):
-    """A1111's hires fix with a latent upscaler: upscale, then img2img at the new size."""
-    import torch
-    from diffusers import StableDiffusionImg2ImgPipeline
-
-    pipe = model.pipeline
-    width, height = int(params.width * params.hr_scale), int(params.height * params.hr_scale)
-    mode, antialias = LATENT_UPSCALERS[params.hr_upscaler]
-    upscaled = torch.nn.functional.interpolate(
-        latents.float(),
-        size=(height // factor, width // factor),
-        mode=mode,
-        antialias=antialias,
-    ).to(latents.dtype)
-    steps = params.hr_steps or params.steps
-    conditioner = _Conditioner(model, params, steps)
-    positive, negative = conditioner.at(0)
-    generators = [
-        torch.Generator("cpu" if params.rng == "cpu" else model.device).manual_seed(s)
-        for s in seeds
-    ]
-    img2img = StableDiffusionImg2ImgPipeline(**pipe.components)
-    img2img.set_progress_bar_config(disable=True)
-    return img2img(
-        image=upscaled,
-        strength=params.denoising_strength,
-        prompt_embeds=positive,
-        negative_prompt_embeds=negative,
-        num_inference_steps=steps,
-        guidance_scale=params.cfg_scale,
-        generator=generators,
-        output_type="pil",
-        callback_on_step_end=_step_callback(conditioner, params.cfg_scale > 1, reporter, cancel),
-        callback_on_step_end_tensor_inputs=["prompt_embeds"],
-    ).images
 
 
 def _load_init(params: GenerationParams) -> Image.Image:

@@ -7,6 +7,7 @@ come from the local huggingface_hub cache unless downloads are allowed.
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +66,6 @@ def load_pipeline(
 
 def _load(source, device, half, vae, allow_pickle, config, allow_download, low_memory):
     import torch
-    from diffusers import StableDiffusionPipeline
 
     device = pick_device(device)
     use_half = (device != "cpu") if half is None else half
@@ -74,8 +74,8 @@ def _load(source, device, half, vae, allow_pickle, config, allow_download, low_m
     model_hash = None
     try:
         if path.is_dir():
-            pipe = StableDiffusionPipeline.from_pretrained(
-                path, **_dtype_arg(dtype), safety_checker=None, local_files_only=True
+            pipe = _family(_folder_is_xl(path)).from_pretrained(
+                path, **_dtype_arg(dtype), **_no_checker(path), local_files_only=True
             )
             name = path.name
         elif path.is_file():
@@ -87,20 +87,22 @@ def _load(source, device, half, vae, allow_pickle, config, allow_download, low_m
                 )
             if suffix not in SAFE_SUFFIXES | PICKLE_SUFFIXES:
                 raise LoadError(f"{path.name}: not a checkpoint (.safetensors, .ckpt)")
-            kwargs: dict[str, Any] = {**_dtype_arg(dtype), "safety_checker": None}
+            xl = _file_is_xl(path)
+            kwargs: dict[str, Any] = {**_dtype_arg(dtype), **({} if xl else _NO_CHECKER)}
             if config:
                 kwargs["config"] = config
             if not allow_download:
                 kwargs["local_files_only"] = True
-            pipe = StableDiffusionPipeline.from_single_file(str(path), **kwargs)
+            pipe = _family(xl).from_single_file(str(path), **kwargs)
             name, model_hash = path.stem, autov2_hash(path)
         else:
             if path.suffix or source.count("/") != 1:
                 raise LoadError(f"no such checkpoint file or folder: {source}")
-            pipe = StableDiffusionPipeline.from_pretrained(
+            xl = _hub_is_xl(source, allow_download)
+            pipe = _family(xl).from_pretrained(
                 source,
                 **_dtype_arg(dtype),
-                safety_checker=None,
+                **({} if xl else _NO_CHECKER),
                 local_files_only=not allow_download,
             )
             name = source.split("/")[-1]
@@ -120,6 +122,51 @@ def _load(source, device, half, vae, allow_pickle, config, allow_download, low_m
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return LoadedModel(pipe, name, model_hash, device, dtype, str(source))
+
+
+_NO_CHECKER = {"safety_checker": None}
+
+
+def _family(xl: bool):
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    return StableDiffusionXLPipeline if xl else StableDiffusionPipeline
+
+
+def _folder_is_xl(path: Path) -> bool:
+    """A diffusers folder's pipeline class names SDXL, or it has a second text encoder."""
+    try:
+        index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return (path / "text_encoder_2").is_dir()
+    return "XL" in str(index.get("_class_name", "")) or "text_encoder_2" in index
+
+
+def _no_checker(path: Path) -> dict[str, Any]:
+    return {} if _folder_is_xl(path) else _NO_CHECKER
+
+
+def _file_is_xl(path: Path) -> bool:
+    """An original-layout SDXL checkpoint has a second text embedder (OpenCLIP-G)."""
+    if path.suffix.lower() not in SAFE_SUFFIXES:
+        return False  # a pickled file is only opened by diffusers, after consent
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return any(key.startswith("conditioner.embedders.1.") for key in handle.keys())
+    except (OSError, ValueError, SafetensorError) as error:
+        raise LoadError(f"cannot read {path.name}: {error}") from error
+
+
+def _hub_is_xl(repo: str, allow_download: bool) -> bool:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        index = hf_hub_download(repo, "model_index.json", local_files_only=not allow_download)
+    except Exception:  # not cached or no such repository: from_pretrained says which
+        return False
+    return _folder_is_xl(Path(index).parent)
 
 
 def _dtype_arg(dtype) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from curator.generation.extra_networks import (
     resolve_loras,
     split_extra_networks,
 )
-from curator.generation.generate import LATENT_UPSCALERS, GenerationParams
+from curator.generation.generate import GenerationParams
+from curator.generation.hires import LATENT_UPSCALERS
 from curator.generation.hypernetworks import (
     HypernetworkError,
     registered_hypernetworks,
@@ -27,6 +28,7 @@ from curator.generation.hypernetworks import (
 )
 from curator.generation.registry import find_model_file
 from curator.generation.samplers import SamplerError, resolve_sampler
+from curator.generation.upscalers import UpscalerError, resolve_upscaler
 from db import Catalog
 from db.schema import File, GeneratedBy, Generation
 
@@ -59,10 +61,34 @@ OVERRIDE_KEYS = {
     "rng": "rng",
 }
 CHECKPOINT_KEYS = {"checkpoint", "model", "model hash"}
-UNSUPPORTED = (
-    "Mask blur",
-    "Refiner",
+UNSUPPORTED = ("Refiner",)
+
+
+# infotext keys of an inpainted image (A1111 writes those that are not defaults)
+INPAINT_KEYS = ("Mask blur", "Mask mode", "Masked content", "Inpaint area", "Masked area padding")
+INPAINT_FIELDS = (
+    "mask_blur",
+    "inpaint_only_masked",
+    "inpaint_padding",
+    "masked_content",
+    "mask_invert",
 )
+
+
+def _restore_inpaint(params: GenerationParams, recorded: dict, problems: list[str]) -> None:
+    """The mask and its settings as Curator recorded them when it made the image; an
+    image inpainted elsewhere has no mask file to use."""
+    mask = recorded.get("mask_image")
+    if not mask:
+        problems.append("the inpainting mask is unknown (not made by Curator)")
+        return
+    if not Path(mask).is_file():
+        problems.append(f"the inpainting mask {mask} is missing")
+        return
+    params.mask_image = mask
+    for name in INPAINT_FIELDS:
+        if name in recorded:
+            setattr(params, name, recorded[name])
 
 
 @dataclass
@@ -107,6 +133,7 @@ def plan_regeneration(
     lora_dirs: list[str] | None = None,
     allow_pickle: bool = False,
     embeddings_dirs: list[str] | None = None,
+    upscaler_dirs: list[str] | None = None,
     hypernetwork_dirs: list[str] | None = None,
 ) -> RegenerationPlan:
     overrides = dict(overrides or {})
@@ -115,6 +142,7 @@ def plan_regeneration(
         gen = session.get(Generation, image_id)
         made = session.get(GeneratedBy, image_id)
         source_path = None
+        recorded = dict(made.params or {}) if made is not None else {}
         if made is not None and made.source_image_id is not None:
             source_path = session.scalar(
                 select(File.path).where(
@@ -144,8 +172,12 @@ def plan_regeneration(
         except ValueError:
             problems.append("hires fix values are not numbers")
         params.hr_upscaler = extra.get("Hires upscaler", "Latent")
+        params.upscaler_dirs = list(upscaler_dirs or [])
         if params.hr_upscaler not in LATENT_UPSCALERS:
-            problems.append(f"hires upscaler {params.hr_upscaler!r} is not available")
+            try:
+                resolve_upscaler(params.hr_upscaler, params.upscaler_dirs, [], allow_pickle)
+            except UpscalerError:
+                problems.append(f"hires upscaler {params.hr_upscaler!r} not found")
         if gen.denoising_strength is not None:
             params.denoising_strength = gen.denoising_strength
     elif gen.denoising_strength is not None:
@@ -154,6 +186,9 @@ def plan_regeneration(
             params.denoising_strength = gen.denoising_strength
         else:
             problems.append("img2img source image is unknown")
+    inpainted = recorded.get("mask_image") or any(key in extra for key in INPAINT_KEYS)
+    if inpainted and params.init_image:
+        _restore_inpaint(params, recorded, problems)
     for key in UNSUPPORTED:
         if key in extra:
             problems.append(f"{key} is not supported")

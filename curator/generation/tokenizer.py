@@ -40,8 +40,10 @@ class TokenizedPrompt:
     token_count: int
 
 
-def clip_tokenizer(model_max_length: int = 77):
+def clip_tokenizer(model_max_length: int = 77, pad_token: str = "<|endoftext|>"):
     """A `CLIPTokenizer` with the SD 1.x vocabulary, built from open_clip's BPE file.
+
+    SDXL's second tokenizer is the same vocabulary padding with "!" (token 0).
 
     The vocabulary order matches OpenAI's CLIP (bytes, bytes + "</w>", merges, then the
     start and end tokens), so token ids equal those of the hub tokenizer.
@@ -62,7 +64,7 @@ def clip_tokenizer(model_max_length: int = 77):
             str(vocab_file),
             str(merges_file),
             model_max_length=model_max_length,
-            pad_token="<|endoftext|>",
+            pad_token=pad_token,
         )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import secrets
 import textwrap
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 from curator.errors import CuratorError
+from curator.generation.extra_networks import resolve_loras, split_extra_networks
 from curator.generation.generate import GeneratedImage, GenerationParams, resolve_seed
 from curator.generation.samplers import SCHEDULES, resolve_sampler
 from curator.generation.xyz_values import expand
@@ -53,12 +55,35 @@ AXES: dict[str, Axis] = {
         Axis("VAE", str, None, cost=0.7),
         Axis("Clip skip", int, "clip_skip"),
         Axis("Denoising", float, "denoising_strength"),
+        # Extra networks: a name axis adds <lora:NAME:STRENGTH> to the prompt ("None":
+        # none) and a strength axis sets that tag's multiplier (or, with no name axis,
+        # every such tag the prompt already has). Embeddings are used by name, weighted
+        # (NAME:STRENGTH). Hypernetworks follow A1111's own axes (closest name; None
+        # removes every hypernetwork tag).
+        Axis("LoRA", str, None, with_label=False),
+        Axis("LoRA strength", float, None),
+        Axis("Embedding", str, None, with_label=False),
+        Axis("Embedding strength", float, None),
         Axis("Hypernetwork", str, None, with_label=False),
         Axis("Hypernet str.", float, None),
     )
 }
-ALIASES = {"checkpoint": "checkpoint name", "cfg": "cfg scale", "prompt sr": "prompt s/r"}
-ALIASES |= {"hypernet": "hypernetwork", "hypernet strength": "hypernet str."}
+# name axis → (strength axis, prompt tag; None for embeddings)
+NETWORK_AXES = {
+    "LoRA": ("LoRA strength", "lora"),
+    "Embedding": ("Embedding strength", None),
+}
+ALIASES = {
+    "checkpoint": "checkpoint name",
+    "cfg": "cfg scale",
+    "prompt sr": "prompt s/r",
+    "lora weight": "lora strength",
+    "embedding weight": "embedding strength",
+    "hypernet": "hypernetwork",
+    "hypernet strength": "hypernet str.",
+    "hypernetwork strength": "hypernet str.",
+    "hypernetwork weight": "hypernet str.",
+}
 
 
 @dataclass
@@ -124,6 +149,8 @@ def _check(axis: AxisValues, base: GenerationParams) -> None:
         first = axis.values[0]
         if first not in base.prompt and first not in base.negative_prompt:
             raise XYZError(f"Prompt S/R did not find {first} in prompt or negative prompt")
+    elif label in NETWORK_AXES:
+        _check_network_names(label, [v for v in axis.values if not _is_none(v)], base)
 
 
 def _apply(axis: AxisValues, value, params: GenerationParams, cell: dict) -> GenerationParams:
@@ -143,6 +170,9 @@ def _apply(axis: AxisValues, value, params: GenerationParams, cell: dict) -> Gen
         return params
     if label in ("Hypernetwork", "Hypernet str."):
         cell[label] = value
+        return params
+    if label in NETWORK_AXES or label in {s for s, _ in NETWORK_AXES.values()}:
+        cell.setdefault("networks", {})[label] = value
         return params
     if axis.axis.field:
         return replace(params, **{axis.axis.field: value})
@@ -175,6 +205,63 @@ def _with_hypernet(params: GenerationParams, cell: dict) -> GenerationParams:
     return replace(params, prompt=prompt)
 
 
+def _is_none(value: str) -> bool:
+    return value.strip().lower() in ("", "none")
+
+
+def _check_network_names(label: str, names: list[str], base: GenerationParams) -> None:
+    """LoRAs and embeddings an axis names must exist before anything runs; hypernetworks
+    are found when their prompt tags are resolved."""
+    if label == "LoRA":
+        resolve_loras([("lora", [name]) for name in names], base.lora_dirs, base.allow_pickle)
+    elif label == "Embedding":
+        folders = [Path(d).expanduser() for d in base.embeddings_dirs]
+        for name in names:
+            if not any(p.stem == name for d in folders if d.is_dir() for p in d.rglob("*")):
+                where = ", ".join(base.embeddings_dirs) or "(no --embeddings-dir)"
+                raise XYZError(f"Embedding axis: {name!r} not found in {where}")
+
+
+def _apply_networks(params: GenerationParams, chosen: dict) -> GenerationParams:
+    """A cell's network and strength values, applied to its prompt together."""
+    prompt = params.prompt
+    for name_label, (strength_label, tag) in NETWORK_AXES.items():
+        strength = chosen.get(strength_label)
+        if name_label in chosen:
+            name = chosen[name_label]
+            if _is_none(name):
+                continue
+            weight = _number(1.0 if strength is None else strength)
+            if tag is None:
+                prompt = f"{prompt}, ({name}:{weight})" if prompt else f"({name}:{weight})"
+            else:
+                prompt = _set_tag(prompt, tag, name, weight)
+        elif strength is not None:
+            if tag is None:
+                raise XYZError("an Embedding strength axis needs an Embedding axis")
+            names = [args[0] for kind, args in split_extra_networks(prompt)[1] if kind == tag]
+            if not names:
+                raise XYZError(
+                    f"{strength_label} axis: the prompt has no <{tag}:...> and there is no "
+                    f"{name_label} axis"
+                )
+            for name in names:
+                prompt = _set_tag(prompt, tag, name, _number(strength))
+    return replace(params, prompt=prompt)
+
+
+def _set_tag(prompt: str, tag: str, name: str, weight: str) -> str:
+    """`<tag:name:weight>` in place of the prompt's tags for `name`, or appended."""
+    pattern = re.compile(rf"<{re.escape(tag)}:{re.escape(name)}(:[^>]*)?>")
+    if pattern.search(prompt):
+        return pattern.sub(f"<{tag}:{name}:{weight}>", prompt)
+    return f"{prompt} <{tag}:{name}:{weight}>" if prompt else f"<{tag}:{name}:{weight}>"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
 def plan_cells(
     base: GenerationParams,
     x: AxisValues,
@@ -200,6 +287,8 @@ def plan_cells(
                 for axis, value in ((x, xv), (y, yv), (z, zv)):
                     params = _apply(axis, value, params, extra)
                 params = _with_hypernet(params, extra)
+                if "networks" in extra:
+                    params = _apply_networks(params, extra["networks"])
                 cells[(ix, iy, iz)] = Cell(ix, iy, iz, params, extra["checkpoint"], extra["vae"])
     return [cells[k] for k in _run_order(x, y, z)]
 
