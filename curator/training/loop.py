@@ -20,7 +20,7 @@ from typing import Any
 
 from curator.errors import Cancelled, CuratorError, UsageError
 from curator.progress import CancelToken, Reporter, RunOutcome, phase
-from curator.training.data import Dataset, Example, check_batches, load_dataset
+from curator.training.data import Dataset, Example, check_batches
 
 LR_SCHEDULERS = (
     "constant",
@@ -39,7 +39,7 @@ class TrainingError(CuratorError):
 @dataclass
 class TrainOptions:
     base: str  # diffusers folder, hub id from the cache, or one .safetensors checkpoint
-    data: str  # a kohya DreamBooth export folder
+    data: str  # a training set in any Curator export layout ("" with `where`)
     out: str
     name: str = ""  # output file stem; each method has its default
     steps: int = 500
@@ -53,6 +53,11 @@ class TrainOptions:
     lr_warmup_steps: int = 0
     device: str | None = None  # None: CUDA, MPS or CPU, whichever is there
     config: str | None = None  # component configs for a single-file base, offline
+    where: str | None = None  # a catalog query, exported into OUT/data and trained on
+    layout: str | None = None  # the data's layout (None: detected); with `where`, the export's
+    buckets: dict[str, Any] = field(default_factory=dict)  # ExportOptions bucket fields
+    allow_upscale: bool = False  # enlarge images smaller than their bucket
+    export: dict[str, Any] = field(default_factory=dict)  # more ExportOptions for `where`
     reporter: Reporter | None = field(default=None, repr=False)
     cancel: CancelToken | None = field(default=None, repr=False)
 
@@ -104,9 +109,11 @@ def check_options(options: TrainOptions) -> None:
         raise UsageError("--save-every must be 0 (only at the end) or more")
 
 
-def prepare_data(options: TrainOptions, reg: bool = True) -> Dataset:
+def prepare_data(options: TrainOptions, reg: bool = True, catalog: Any = None) -> Dataset:
+    from curator.training.selection import training_data
+
     check_options(options)
-    dataset = load_dataset(options.data, reg=reg)
+    dataset = training_data(options, catalog, reg=reg)
     check_batches(dataset, options.batch_size)
     return dataset
 
@@ -142,14 +149,8 @@ def pixel_batch(examples: list[Example], device: str):
     """Images as a [-1, 1] float tensor, NCHW (all of one bucket, so one size)."""
     import numpy as np
     import torch
-    from PIL import Image
 
-    from taggers.pixels import to_rgb
-
-    arrays = []
-    for example in examples:
-        with Image.open(example.path) as image:
-            arrays.append(np.asarray(to_rgb(image), dtype=np.float32))
+    arrays = [np.asarray(example.load_rgb(), dtype=np.float32) for example in examples]
     stacked = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
     return (stacked / 127.5 - 1.0).to(device)
 

@@ -196,7 +196,7 @@ def train_lora(options: LoraOptions, catalog: Any = None) -> TrainResult:
         raise UsageError("--rank must be at least 1")
     if options.alpha <= 0:
         raise UsageError("--alpha must be positive")
-    dataset = prepare_data(options)
+    dataset = prepare_data(options, catalog=catalog)
     name = options.name or "lora"
     extra = {"network": "lora", "targets": list(UNET_TARGETS)}
     return train_recorded(

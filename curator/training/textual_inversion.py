@@ -135,7 +135,8 @@ def save_embedding(path: Path, vectors: Any, metadata: dict[str, str]) -> None:
 def train_textual_inversion(options: TextualInversionOptions, catalog: Any = None) -> TrainResult:
     """Learn `options.vectors` vectors for `options.token` from `options.data`."""
     check_token(options)
-    dataset = prepare_data(options, reg=False)  # class images would teach the word the class
+    # class images would teach the word the class
+    dataset = prepare_data(options, reg=False, catalog=catalog)
     name = options.token
     extra = {"token": options.token, "init_text": options.init_text, "vectors": options.vectors}
     return train_recorded(
