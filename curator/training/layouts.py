@@ -328,6 +328,10 @@ def _imagefolder(root: Path, manifest: dict[str, Any], reg: bool) -> _Read:
 def _diffusers_dreambooth(root: Path, manifest: dict[str, Any], reg: bool) -> _Read:
     general, repeats, reg_repeats = _settings_from_manifest(manifest)
     read = _Read(general=general, spec=_manifest_spec(manifest))
+    if not (root / DIFFUSERS_ARGS).is_file() and not (root / "instance_images").is_dir():
+        raise TrainingDataError(
+            f"{root} has neither {DIFFUSERS_ARGS} nor instance_images/ (diffusers DreamBooth)"
+        )
     args = _json(root / DIFFUSERS_ARGS) if (root / DIFFUSERS_ARGS).is_file() else {}
     if not isinstance(args, dict):
         raise TrainingDataError(f"{root / DIFFUSERS_ARGS}: not a JSON object")
@@ -359,6 +363,8 @@ def _jsonl_layout(root: Path, manifest: dict[str, Any], reg: bool) -> _Read:
     general, repeats, reg_repeats = _settings_from_manifest(manifest)
     read = _Read(general=general, spec=_manifest_spec(manifest))
     read.images_dir = root
+    if not (root / "dataset.jsonl").is_file():
+        raise TrainingDataError(f"{root} has no dataset.jsonl (jsonl layout)")
     missing = []
     for row in _jsonl(root / "dataset.jsonl"):
         is_reg = row.get("role") == "reg"

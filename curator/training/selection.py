@@ -68,7 +68,8 @@ def export_selection(catalog: Any, options: Any) -> Path:
         "seed": options.seed,
         "force": True,  # replaces only an earlier Curator export there, never other files
         "reporter": options.reporter,
-        "cancel": options.cancel,
+        # no `cancel`: ExportOptions.settings() deep-copies its fields, and a token's lock
+        # cannot be copied; a cancelled run stops at its first training step instead
     }
     if options.layout:
         settings["layout"] = options.layout
