@@ -11,17 +11,11 @@ from typing import Any
 import click
 
 from curator.cli.context import AppContext, emit_json, json_option, pass_app, quiet_option
-from curator.cli.export_options import (
-    bucket_options,
-    cli_words,
-    crop_option,
-    merge_aliases,
-    reg_query_option,
-    repeats_option,
-    subject_options,
-)
+from curator.cli.export_options import _resolution, cli_words
 from curator.cli.progress import RichReporter
 from curator.errors import UsageError
+from curator.export.buckets import PRESETS
+from curator.export.crops import MODES
 from curator.export.options import CAPTION_TEXTS
 from curator.training.layouts import LAYOUT_NAMES  # plain names: imports no torch
 from curator.training.loop import LR_SCHEDULERS
@@ -66,13 +60,42 @@ def _common(func):
             help="With --data: read it as this layout instead of recognising it. With "
             "--where: the layout to export in [default: kohya-dreambooth].",
         ),
-        bucket_options(None),
+        click.option(
+            "--preset",
+            "bucket",
+            type=click.Choice(sorted(PRESETS)),
+            help="Buckets to train at (sd15: 512x768 area; sdxl: 1024x1024), adjusted by "
+            "the options below [default: --data's own buckets; sd15 for --where].",
+        ),
+        click.option(
+            "--resolution",
+            callback=_resolution,
+            metavar="W,H",
+            help="Training resolution: buckets of area W*H (kohya's --resolution). With "
+            "--data, images are resized and centre-cropped to these buckets.",
+        ),
+        click.option("--max-area", type=click.IntRange(1), help="Bucket area in pixels."),
+        click.option("--min-side", type=click.IntRange(1), help="Smallest bucket side."),
+        click.option("--max-side", type=click.IntRange(1), help="Largest bucket side."),
+        click.option("--step", type=click.IntRange(1), help="Bucket side step in pixels."),
+        click.option(
+            "--no-upscale",
+            is_flag=True,
+            default=None,
+            help="Small images get smaller buckets instead of being enlarged.",
+        ),
         click.option(
             "--allow-upscale",
             is_flag=True,
             help="Enlarge images smaller than their bucket instead of refusing them.",
         ),
-        crop_option("center"),
+        click.option(
+            "--crop",
+            type=click.Choice(MODES),
+            default="center",
+            show_default=True,
+            help="With --where: center; random (seeded); focal (faces, else detail).",
+        ),
         click.option(
             "--captions",
             type=click.Choice(CAPTION_TEXTS),
@@ -80,9 +103,29 @@ def _common(func):
             show_default=True,
             help="With --where: what a caption holds (tags, the natural caption, or both).",
         ),
-        subject_options(required=False),
-        repeats_option(1),
-        reg_query_option(),
+        click.option(
+            "--instance-token",
+            "instance",
+            default="",
+            help="With --where: rare token the subject is trained under, e.g. sks.",
+        ),
+        click.option(
+            "--class-word",
+            default="",
+            help="With --where: the subject's class, e.g. dog (names the reg images too).",
+        ),
+        click.option(
+            "--repeats",
+            type=click.IntRange(1),
+            default=1,
+            show_default=True,
+            help="With --where: how often each image is seen per epoch.",
+        ),
+        click.option(
+            "--reg-query",
+            metavar="QUERY",
+            help="With --where: query for regularisation (class) images.",
+        ),
         click.option(
             "--keep-tokens",
             type=click.IntRange(0),
@@ -229,7 +272,6 @@ def _export_fields(o: dict[str, Any]) -> dict[str, Any]:
 def _base_fields(o: dict[str, Any], quiet: bool, as_json: bool) -> dict[str, Any]:
     from curator.progress import CancelToken
 
-    merge_aliases(o)
     if o["where"] is None:
         used = [
             name
@@ -238,6 +280,10 @@ def _base_fields(o: dict[str, Any], quiet: bool, as_json: bool) -> dict[str, Any
                 ("--instance-token", bool(o["instance"])),
                 ("--class-word", bool(o["class_word"])),
                 ("--shuffle-caption", o["shuffle_caption"]),
+                ("--keep-tokens", o["keep_tokens"] != 0),
+                ("--repeats", o["repeats"] != 1),
+                ("--captions", o["captions"] != "tags"),
+                ("--crop", o["crop"] != "center"),
             )
             if flag
         ]
