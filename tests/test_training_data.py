@@ -383,3 +383,96 @@ def test_a_copied_export_trains_from_wherever_it_is(cats, tmp_path):
     moved = tmp_path / "elsewhere" / "copy"
     shutil.copytree(target, moved)
     assert _examples(load_dataset(moved)) == _examples(load_dataset(target))
+
+
+# --- SDXL ------------------------------------------------------------------------------------
+
+
+def save_tiny_sdxl(path: Path) -> Path:
+    """A tiny SDXL pipeline: two CLIP text encoders (the second with a projection), a
+    UNet conditioned on `text_time` (pooled text and size ids), two layers per block as
+    in SDXL, so sd-scripts' layer numbering applies unchanged."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from curator.generation.tokenizer import clip_tokenizer
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=2, sample_size=16,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
+        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=64,
+        norm_num_groups=4,
+    )  # fmt: skip
+    vae = AutoencoderKL(
+        block_out_channels=[8, 16], down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4, norm_num_groups=4,
+        scaling_factor=0.13025,
+    )  # fmt: skip
+    config = CLIPTextConfig(
+        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, hidden_size=32,
+        intermediate_size=37, num_attention_heads=4, num_hidden_layers=3, vocab_size=49408,
+        max_position_embeddings=77, projection_dim=32,
+    )  # fmt: skip
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
+    )
+    tokenizer = clip_tokenizer()
+    StableDiffusionXLPipeline(
+        vae=vae, text_encoder=CLIPTextModel(config),
+        text_encoder_2=CLIPTextModelWithProjection(config), tokenizer=tokenizer,
+        tokenizer_2=tokenizer, unet=unet, scheduler=scheduler,
+    ).save_pretrained(path)  # fmt: skip
+    return path
+
+
+def test_sdxl_lora_uses_sd_scripts_sdxl_names_and_loads_back(cats, tmp_path):
+    import torch
+    from diffusers import StableDiffusionXLPipeline
+    from safetensors import safe_open
+
+    base = save_tiny_sdxl(tmp_path / "tiny-xl")
+    target = tmp_path / "set"
+    _export(cats, target, "imagefolder", **SUBJECT)
+    options = LoraOptions(
+        base=str(base), data=str(target), out=str(tmp_path / "o"), steps=2, rank=2,
+        device="cpu", train_text_encoder=True, save_every=1,
+    )  # fmt: skip
+    result = train_lora(options)
+    assert len(result.losses) == 2 and np.isfinite(result.losses).all()
+    with safe_open(str(result.outputs[-1]), "pt") as f:
+        keys, meta = set(f.keys()), f.metadata()
+    modules = {k.split(".")[0] for k in keys}
+    # sd-scripts' SDXL UNet numbering: down block 1 → input_blocks 4, 5; the middle;
+    # up block 0 → output_blocks 0, 1, 2 (its attention layers, `.1`)
+    blocks = {m.split("_transformer_blocks")[0] for m in modules if m.startswith("lora_unet_")}
+    assert blocks == {
+        "lora_unet_input_blocks_4_1", "lora_unet_input_blocks_5_1", "lora_unet_middle_block_1",
+        "lora_unet_output_blocks_0_1", "lora_unet_output_blocks_1_1", "lora_unet_output_blocks_2_1",
+    }  # fmt: skip
+    assert "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k" in modules
+    for prefix in ("lora_te1_", "lora_te2_"):
+        assert f"{prefix}text_model_encoder_layers_2_self_attn_q_proj" in modules
+    assert len(modules) == 6 * 8 + 2 * 3 * 4
+    assert meta["ss_base_model_version"] == "sdxl_base_v1-0" and meta["ss_v2"] == "False"
+    # diffusers' kohya reader finds a layer for every module
+    pipe = StableDiffusionXLPipeline.from_pretrained(base, torch_dtype=torch.float32)
+    pipe.load_lora_weights(str(result.outputs[-1]))
+    loaded = [n for n, _ in pipe.unet.named_modules() if n.endswith("lora_A")]
+    loaded += [n for n, _ in pipe.text_encoder.named_modules() if n.endswith("lora_A")]
+    loaded += [n for n, _ in pipe.text_encoder_2.named_modules() if n.endswith("lora_A")]
+    assert len(loaded) == len(modules)
+    # and training resumes from a saved SDXL LoRA
+    resumed = train_lora(
+        LoraOptions(**{**options.__dict__, "out": str(tmp_path / "r"),
+                       "resume": str(result.outputs[0])})
+    )  # fmt: skip
+    assert len(resumed.losses) == 1

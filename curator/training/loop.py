@@ -210,7 +210,7 @@ def latent_loss(pipe: Any, noise_scheduler: Any, latents, hidden, generator, wei
         0, steps, (latents.shape[0],), generator=generator, device=noise.device
     )
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-    prediction = pipe.unet(noisy, timesteps, hidden).sample
+    prediction = pipe.unet(noisy, timesteps, **unet_conditioning(pipe, hidden, latents)).sample
     if noise_scheduler.config.prediction_type == "v_prediction":
         target = noise_scheduler.get_velocity(latents, noise, timesteps)
     else:
@@ -219,6 +219,25 @@ def latent_loss(pipe: Any, noise_scheduler: Any, latents, hidden, generator, wei
         return F.mse_loss(prediction.float(), target.float())
     each = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
     return (each * weights).mean()
+
+
+def unet_conditioning(pipe: Any, hidden: Any, latents: Any) -> dict[str, Any]:
+    """The UNet's conditioning: the encoder's hidden states, or SDXL's dict, completed
+    with its micro-conditioning `time_ids` (original size, crop corner, target size).
+    The images are already cut to their bucket, so both sizes are the bucket's and the
+    crop corner is 0, 0."""
+    import torch
+
+    if not isinstance(hidden, dict):
+        return {"encoder_hidden_states": hidden}
+    factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    height, width = latents.shape[-2] * factor, latents.shape[-1] * factor
+    states = hidden["encoder_hidden_states"]
+    time_ids = torch.tensor(
+        [[height, width, 0, 0, height, width]], dtype=states.dtype, device=states.device
+    ).repeat(latents.shape[0], 1)
+    added = {**hidden["added_cond_kwargs"], "time_ids": time_ids}
+    return {"encoder_hidden_states": states, "added_cond_kwargs": added}
 
 
 def noise_scheduler_for(pipe: Any):
