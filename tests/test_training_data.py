@@ -434,12 +434,17 @@ def save_tiny_sdxl(path: Path) -> Path:
     return path
 
 
-def test_sdxl_lora_uses_sd_scripts_sdxl_names_and_loads_back(cats, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_xl(tmp_path_factory) -> Path:
+    return save_tiny_sdxl(tmp_path_factory.mktemp("models") / "tiny-xl")
+
+
+def test_sdxl_lora_uses_sd_scripts_sdxl_names_and_loads_back(cats, tiny_xl, tmp_path):
     import torch
     from diffusers import StableDiffusionXLPipeline
     from safetensors import safe_open
 
-    base = save_tiny_sdxl(tmp_path / "tiny-xl")
+    base = tiny_xl
     target = tmp_path / "set"
     _export(cats, target, "imagefolder", **SUBJECT)
     options = LoraOptions(
@@ -476,3 +481,13 @@ def test_sdxl_lora_uses_sd_scripts_sdxl_names_and_loads_back(cats, tmp_path):
                        "resume": str(result.outputs[0])})
     )  # fmt: skip
     assert len(resumed.losses) == 1
+
+
+def test_textual_inversion_on_sdxl_is_refused_in_one_line(cats, db_path, tiny_xl, tmp_path):
+    target = tmp_path / "set"
+    _export(cats, target, "kohya-dreambooth", **SUBJECT)
+    result = _cli(
+        db_path, "textual-inversion", "--base", str(tiny_xl), "--data", str(target),
+        "--out", str(tmp_path / "o"), "--token", "skx", "--device", "cpu",
+    )  # fmt: skip
+    _one_line_error(result, "SDXL embeddings (clip_l, clip_g) are not supported yet")
