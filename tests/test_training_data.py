@@ -294,7 +294,8 @@ def test_images_smaller_than_the_resolution_are_refused_unless_upscaling_is_allo
 ):
     target = tmp_path / "set"
     _export(cats, target, "kohya-dreambooth", **SUBJECT)
-    bigger = ["--resolution", "96,96", "--min-side", "16", "--max-side", "192", "--step", "16"]
+    # --resolution adjusts the export's own buckets (its 16 px steps and 16 px minimum)
+    bigger = ["--resolution", "96,96", "--max-side", "192"]
     common = [
         "lora", "--base", str(tiny_dir), "--data", str(target), "--out", str(tmp_path / "o"),
         *bigger, "--steps", "1", "--device", "cpu", "--json",
@@ -306,29 +307,15 @@ def test_images_smaller_than_the_resolution_are_refused_unless_upscaling_is_allo
     assert "--allow-upscale" in result.output
     result = _cli(db_path, *common, "--allow-upscale")
     assert result.exit_code == 0, result.output
-    upscaled = load_dataset(target, spec=_spec(bigger), allow_upscale=True)
+    buckets = {"resolution": (96, 96), "max_side": 192}
+    upscaled = load_dataset(target, buckets=buckets, allow_upscale=True)
     assert {e.size for e in upscaled.examples} == {(96, 96), (128, 64)}
     assert upscaled.examples[0].load_rgb().size == upscaled.examples[0].size
     # a lower resolution shrinks the exported files to its buckets: no upscaling needed
-    smaller = load_dataset(target, spec=_spec(["--resolution", "32,64"]))
+    smaller = load_dataset(target, buckets={"resolution": (32, 64)})
     assert {e.size for e in smaller.examples} == {(32, 32), (64, 32)}
     square = next(e for e in smaller.examples if e.size == (32, 32))
     assert square.source_size == (48, 48) and square.load_rgb().size == (32, 32)
-
-
-def _spec(args: list[str]):
-    from curator.training.selection import bucket_spec
-
-    values = dict(zip(args[::2], args[1::2], strict=True))
-    resolution = tuple(int(v) for v in values["--resolution"].split(","))
-    return bucket_spec(
-        {
-            "resolution": resolution,
-            "min_side": int(values.get("--min-side", 16)),
-            "max_side": int(values.get("--max-side", 96)),
-            "step": int(values.get("--step", 16)),
-        }
-    )
 
 
 def test_a_bucket_with_fewer_images_than_the_batch_is_named(cats, db_path, tmp_path):

@@ -17,9 +17,8 @@ from curator.errors import UsageError
 from curator.export.buckets import PRESETS
 from curator.export.crops import MODES
 from curator.export.options import CAPTION_TEXTS
-from curator.training.layouts import LAYOUT_NAMES  # plain names: imports no torch
+from curator.training.layouts import BUCKET_FIELDS, LAYOUT_NAMES  # imports no torch
 from curator.training.loop import LR_SCHEDULERS
-from curator.training.selection import BUCKET_FIELDS
 
 
 @click.group("train")

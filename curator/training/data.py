@@ -199,6 +199,7 @@ def load_dataset(
     reg: bool = True,
     spec: BucketSpec | None = None,
     allow_upscale: bool = False,
+    buckets: dict[str, Any] | None = None,
 ) -> Dataset:
     """Read the training set at `root` in any layout Curator exports (detected, or the
     named `layout`) or say in one line why it cannot train. See
@@ -212,4 +213,5 @@ def load_dataset(
         reg=reg,
         spec=spec,
         allow_upscale=allow_upscale,
+        buckets=buckets,
     )

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from curator.export.buckets import BucketSpec
 
 MANIFEST = "manifest.json"
+# `ExportOptions` bucket fields; "bucket" is the preset's name
+BUCKET_FIELDS = ("bucket", "max_area", "resolution", "min_side", "max_side", "step", "no_upscale")
 TOML = "dataset.toml"
 FINETUNE_METADATA = ("meta_lat.json", "meta_cap.json")  # sd-scripts' later stage first
 DIFFUSERS_ARGS = "dreambooth.json"
@@ -199,6 +201,13 @@ def _repeat_folders(folder: Path) -> list[Path]:
 # --- readers ----------------------------------------------------------------------------
 
 
+def _inside(root: Path, folder: str) -> Path:
+    """`folder` as a config names it, or the folder of that name in `root` when the
+    named one is not there (absolute paths from before the set was moved)."""
+    named = root / folder
+    return named if named.is_dir() else root / Path(folder).name
+
+
 def _kohya_dreambooth(root: Path, manifest: dict[str, Any], reg: bool) -> _Read:
     config = _toml(root)
     general = config.get("general") if isinstance(config.get("general"), dict) else {}
@@ -335,8 +344,9 @@ def _diffusers_dreambooth(root: Path, manifest: dict[str, Any], reg: bool) -> _R
     args = _json(root / DIFFUSERS_ARGS) if (root / DIFFUSERS_ARGS).is_file() else {}
     if not isinstance(args, dict):
         raise TrainingDataError(f"{root / DIFFUSERS_ARGS}: not a JSON object")
-    instance_dir = root / str(args.get("instance_data_dir", "instance_images"))
-    class_dir = root / str(args.get("class_data_dir", "class_images"))
+    # an export with absolute paths that has since moved: its own folders
+    instance_dir = _inside(root, str(args.get("instance_data_dir", "instance_images")))
+    class_dir = _inside(root, str(args.get("class_data_dir", "class_images")))
     instance_prompt = str(args.get("instance_prompt", "") or "")
     class_prompt = str(args.get("class_prompt", "") or "")
     captions: dict[str, str] = {}
@@ -458,6 +468,28 @@ def _resolution_text(spec: BucketSpec) -> str:
     return f"area {spec.area}"
 
 
+def bucket_spec(buckets: dict[str, Any] | None, base: BucketSpec | None = None) -> Any:
+    """`base` (a layout's own buckets) adjusted by `ExportOptions` bucket fields, as
+    `curator export` adjusts a preset: a named preset replaces it, and with no base the
+    sd15 preset is adjusted. None when neither is given."""
+    from curator.export.buckets import preset
+
+    given = {k: v for k, v in (buckets or {}).items() if v is not None}
+    unknown = set(given) - set(BUCKET_FIELDS)
+    if unknown:
+        raise TrainingDataError(f"unknown bucket setting(s): {', '.join(sorted(unknown))}")
+    if not given:
+        return base
+    name = given.pop("bucket", None)
+    spec = preset(name) if name else (base or preset("sd15"))
+    changes = {k: given[k] for k in ("min_side", "max_side", "step", "no_upscale") if k in given}
+    if "max_area" in given:
+        changes.update(max_area=given["max_area"], resolution=None)
+    if "resolution" in given:
+        changes.update(resolution=tuple(given["resolution"]), max_area=None)
+    return dataclasses.replace(spec, **changes)
+
+
 def _fit_buckets(
     examples: list[Example], spec: BucketSpec | None, allow_upscale: bool
 ) -> list[Example]:
@@ -504,6 +536,7 @@ def read_training_set(
     reg: bool = True,
     spec: BucketSpec | None = None,
     allow_upscale: bool = False,
+    buckets: dict[str, Any] | None = None,
 ) -> Dataset:
     """Read the training set at `root` or say in one line why it cannot train.
 
@@ -511,7 +544,8 @@ def read_training_set(
     images without a caption (regularisation images fall back to their class words).
     `reg`: also read regularisation images. `spec`: buckets to train at instead of the
     export's own (each image is resized and centre-cropped to its bucket); an image its
-    bucket would enlarge is refused unless `allow_upscale`.
+    bucket would enlarge is refused unless `allow_upscale`. `buckets`: `ExportOptions`
+    bucket fields that adjust the export's own buckets (see `bucket_spec`) instead.
     """
     path = Path(root).expanduser().resolve()
     if not path.is_dir():
@@ -543,7 +577,8 @@ def read_training_set(
             f"{len(read.uncaptioned)} image(s) have {where}, e.g. {read.uncaptioned[0]}; "
             "tag or caption them and export again"
         )
-    examples = _fit_buckets(read.examples, spec or read.spec, allow_upscale)
+    spec = spec or bucket_spec(buckets, read.spec)
+    examples = _fit_buckets(read.examples, spec, allow_upscale)
     return Dataset(
         path,
         examples,
@@ -553,5 +588,5 @@ def read_training_set(
         caption_extension=str(read.general.get("caption_extension", ".txt")),
         keep_tokens_separator=str(read.general.get("keep_tokens_separator", "") or ""),
         layout=name,
-        spec=spec or read.spec,
+        spec=spec,
     )

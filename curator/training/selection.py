@@ -18,23 +18,6 @@ from curator.errors import UsageError
 from curator.training.data import Dataset, TrainingDataError, load_dataset
 
 EXPORT_FOLDER = "data"
-BUCKET_FIELDS = ("bucket", "max_area", "resolution", "min_side", "max_side", "step", "no_upscale")
-
-
-def bucket_spec(buckets: dict[str, Any]) -> Any:
-    """A `BucketSpec` from `ExportOptions` bucket fields (None when none is given)."""
-    from curator.export import ExportOptions
-
-    given = {k: v for k, v in buckets.items() if v is not None}
-    unknown = set(given) - set(BUCKET_FIELDS)
-    if unknown:
-        raise UsageError(f"unknown bucket setting(s): {', '.join(sorted(unknown))}")
-    if not given:
-        return None
-    if given.get("resolution") is not None:
-        given["resolution"] = tuple(given["resolution"])
-        given.setdefault("max_area", None)
-    return ExportOptions(**given).bucket_spec()
 
 
 def _count_selected(catalog: Any, query: str) -> int:
@@ -95,6 +78,6 @@ def training_data(options: Any, catalog: Any = None, reg: bool = True) -> Datase
         options.data,
         layout=options.layout,
         reg=reg,
-        spec=bucket_spec(options.buckets),
+        buckets=options.buckets,
         allow_upscale=options.allow_upscale,
     )
