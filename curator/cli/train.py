@@ -1,4 +1,6 @@
-"""`curator train lora|textual-inversion|hypernetwork`: train on a kohya DreamBooth export."""
+"""`curator train lora|textual-inversion|hypernetwork`: train on an exported training set
+(`--data`, any layout `curator export` writes) or on catalog images exported on the fly
+(`--where`)."""
 
 from __future__ import annotations
 
@@ -10,8 +12,14 @@ from typing import Any
 import click
 
 from curator.cli.context import AppContext, emit_json, json_option, pass_app, quiet_option
+from curator.cli.export_options import _resolution, cli_words
 from curator.cli.progress import RichReporter
-from curator.training.loop import LR_SCHEDULERS  # plain names: imports no torch
+from curator.errors import UsageError
+from curator.export.buckets import PRESETS
+from curator.export.crops import MODES
+from curator.export.options import CAPTION_TEXTS
+from curator.training.layouts import BUCKET_FIELDS, LAYOUT_NAMES  # imports no torch
+from curator.training.loop import LR_SCHEDULERS
 
 
 @click.group("train")
@@ -35,10 +43,100 @@ def _common(func):
         ),
         click.option(
             "--data",
-            required=True,
+            default="",
             metavar="DIR",
-            help="A kohya DreamBooth export (img/N_tokens/ with captions), e.g. from "
-            "`curator export --layout kohya-dreambooth`.",
+            help="A training set in any layout `curator export` writes (kohya DreamBooth or "
+            "fine-tune, imagefolder, diffusers DreamBooth, jsonl), recognised by its files.",
+        ),
+        click.option(
+            "--where",
+            metavar="QUERY",
+            help="Train on the catalog images QUERY selects: exported first into OUT/data "
+            "with the bucket and caption options below ('' selects every image).",
+        ),
+        click.option(
+            "--layout",
+            type=click.Choice(LAYOUT_NAMES),
+            help="With --data: read it as this layout instead of recognising it. With "
+            "--where: the layout to export in [default: kohya-dreambooth].",
+        ),
+        click.option(
+            "--preset",
+            "bucket",
+            type=click.Choice(sorted(PRESETS)),
+            help="Buckets to train at (sd15: 512x768 area; sdxl: 1024x1024), adjusted by "
+            "the options below [default: --data's own buckets; sd15 for --where].",
+        ),
+        click.option(
+            "--resolution",
+            callback=_resolution,
+            metavar="W,H",
+            help="Training resolution: buckets of area W*H (kohya's --resolution). With "
+            "--data, images are resized and centre-cropped to these buckets.",
+        ),
+        click.option("--max-area", type=click.IntRange(1), help="Bucket area in pixels."),
+        click.option("--min-side", type=click.IntRange(1), help="Smallest bucket side."),
+        click.option("--max-side", type=click.IntRange(1), help="Largest bucket side."),
+        click.option("--step", type=click.IntRange(1), help="Bucket side step in pixels."),
+        click.option(
+            "--no-upscale",
+            is_flag=True,
+            default=None,
+            help="Small images get smaller buckets instead of being enlarged.",
+        ),
+        click.option(
+            "--allow-upscale",
+            is_flag=True,
+            help="Enlarge images smaller than their bucket instead of refusing them.",
+        ),
+        click.option(
+            "--crop",
+            type=click.Choice(MODES),
+            default="center",
+            show_default=True,
+            help="With --where: center; random (seeded); focal (faces, else detail).",
+        ),
+        click.option(
+            "--captions",
+            type=click.Choice(CAPTION_TEXTS),
+            default="tags",
+            show_default=True,
+            help="With --where: what a caption holds (tags, the natural caption, or both).",
+        ),
+        click.option(
+            "--instance-token",
+            "instance",
+            default="",
+            help="With --where: rare token the subject is trained under, e.g. sks.",
+        ),
+        click.option(
+            "--class-word",
+            default="",
+            help="With --where: the subject's class, e.g. dog (names the reg images too).",
+        ),
+        click.option(
+            "--repeats",
+            type=click.IntRange(1),
+            default=1,
+            show_default=True,
+            help="With --where: how often each image is seen per epoch.",
+        ),
+        click.option(
+            "--reg-query",
+            metavar="QUERY",
+            help="With --where: query for regularisation (class) images.",
+        ),
+        click.option(
+            "--keep-tokens",
+            type=click.IntRange(0),
+            default=0,
+            show_default=True,
+            help="With --where: leading caption tokens kept in place when captions shuffle.",
+        ),
+        click.option(
+            "--shuffle-caption",
+            is_flag=True,
+            help="With --where: shuffle caption tokens at every step (after --keep-tokens).",
         ),
         click.option(
             "--out",
@@ -156,13 +254,50 @@ def _report(result: Any, as_json: bool, quiet: bool) -> None:
         click.echo(f"loss log {result.loss_log}")
 
 
+def _export_fields(o: dict[str, Any]) -> dict[str, Any]:
+    """The `ExportOptions` a --where run exports with (bucket settings go separately)."""
+    fields = {
+        "crop": o["crop"],
+        "captions": o["captions"],
+        "instance": o["instance"],
+        "class_word": o["class_word"],
+        "repeats": o["repeats"],
+        "reg_query": o["reg_query"],
+        "keep_tokens": o["keep_tokens"],
+        "shuffle_caption": o["shuffle_caption"],
+    }
+    return {k: v for k, v in fields.items() if v is not None}
+
+
 def _base_fields(o: dict[str, Any], quiet: bool, as_json: bool) -> dict[str, Any]:
     from curator.progress import CancelToken
 
+    if o["where"] is None:
+        used = [
+            name
+            for name, flag in (
+                ("--reg-query", o["reg_query"] is not None),
+                ("--instance-token", bool(o["instance"])),
+                ("--class-word", bool(o["class_word"])),
+                ("--shuffle-caption", o["shuffle_caption"]),
+                ("--keep-tokens", o["keep_tokens"] != 0),
+                ("--repeats", o["repeats"] != 1),
+                ("--captions", o["captions"] != "tags"),
+                ("--crop", o["crop"] != "center"),
+            )
+            if flag
+        ]
+        if used:
+            raise UsageError(f"{used[0]} goes with --where (a --data set has its own)")
     return {
         "base": o["base"],
         "config": o["config"],
         "data": o["data"],
+        "where": o["where"],
+        "layout": o["layout"],
+        "buckets": {k: o[k] for k in BUCKET_FIELDS if o.get(k) is not None},
+        "allow_upscale": o["allow_upscale"],
+        "export": _export_fields(o) if o["where"] is not None else {},
         "out": o["out"],
         "name": o["name"],
         "steps": o["steps"],
@@ -235,7 +370,7 @@ def lora_cmd(app: AppContext, quiet: bool, as_json: bool, **o: Any) -> None:
         prior_loss_weight=o["prior_loss_weight"],
         resume=o["resume"],
     )
-    with _ctrl_c_cancels(options.cancel):
+    with _ctrl_c_cancels(options.cancel), cli_words():
         result = train_lora(options, app.catalog)
     _report(result, as_json, quiet)
 
@@ -285,7 +420,7 @@ def textual_inversion_cmd(app: AppContext, quiet: bool, as_json: bool, **o: Any)
         vectors=o["vectors"],
         file_format=o["file_format"],
     )
-    with _ctrl_c_cancels(options.cancel):
+    with _ctrl_c_cancels(options.cancel), cli_words():
         result = train_textual_inversion(options, app.catalog)
     _report(result, as_json, quiet)
 
@@ -381,7 +516,7 @@ def hypernetwork_cmd(app: AppContext, quiet: bool, as_json: bool, **o: Any) -> N
         sizes=o["sizes"],
         resume=o["resume"],
     )
-    with _ctrl_c_cancels(options.cancel):
+    with _ctrl_c_cancels(options.cancel), cli_words():
         result = train_hypernetwork(options, app.catalog)
     _report(result, as_json, quiet)
 

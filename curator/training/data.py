@@ -1,12 +1,13 @@
-"""Training data from a kohya DreamBooth folder: `img/N_tokens/` with caption sidecars.
+"""Training examples, batches from one bucket, captions per step, and the checks that
+refuse data which cannot train.
 
-The layout is sd-scripts' `--train_data_dir` convention, which `curator export --layout
-kohya-dreambooth` writes: each subfolder of `img/` is named `{repeats}_{class tokens}`,
-holds images already cut to their aspect-ratio buckets, and a caption file beside each
-image (`.txt` unless `dataset.toml` says otherwise). `dataset.toml`, when present, also
-supplies `shuffle_caption` and `keep_tokens`, applied per step as sd-scripts does.
-`reg/N_class/` holds regularization images (their caption, or the folder's class
-tokens); as in sd-scripts, an epoch uses as many of them as it has training images.
+The examples come from any layout Curator exports (`curator.training.layouts` reads
+them); this module knows nothing of folders. Each example has a bucket (its training
+size): the exported file's own size, or, when a training resolution is given, the
+bucket that resolution gives the image (the file is then resized and centre-cropped to
+it as it is read). Captions are fed as sd-scripts feeds them: with `shuffle_caption`,
+the tokens before `keep_tokens_separator` (or the first `keep_tokens`) stay in place and
+the rest are shuffled at every step.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from curator.errors import UsageError
+
+if TYPE_CHECKING:
+    from curator.export.buckets import BucketSpec
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
@@ -33,9 +37,29 @@ class Example:
     path: Path
     caption: str
     size: tuple[int, int]  # (width, height): the image's bucket
-    folder: str  # the `N_tokens` folder it came from
+    folder: str  # the subset it came from (kohya: the `N_tokens` folder)
     repeats: int = 1
     is_reg: bool = False
+    source_size: tuple[int, int] | None = None  # the file's size when it is not the bucket
+
+    def load_rgb(self) -> Any:
+        """The image as 8-bit RGB at its bucket size: scaled to cover the bucket, then
+        centre-cropped (sd-scripts' bucketing without random crop)."""
+        from PIL import Image
+
+        from taggers.pixels import to_rgb
+
+        with Image.open(self.path) as image:
+            rgb = to_rgb(image)
+            rgb.load()  # to_rgb may hand back the open file's image itself
+        if rgb.size == self.size:
+            return rgb
+        width, height = self.size
+        scale = max(width / rgb.width, height / rgb.height)
+        scaled = (max(width, round(rgb.width * scale)), max(height, round(rgb.height * scale)))
+        rgb = rgb.resize(scaled, Image.Resampling.LANCZOS)
+        left, top = (scaled[0] - width) // 2, (scaled[1] - height) // 2
+        return rgb.crop((left, top, left + width, top + height))
 
 
 @dataclass
@@ -47,6 +71,9 @@ class Dataset:
     keep_tokens: int = 0
     caption_extension: str = ".txt"
     buckets: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+    keep_tokens_separator: str = ""  # kohya's: the kept tokens end where it stands
+    layout: str = "kohya-dreambooth"  # the export layout it was read from
+    spec: BucketSpec | None = None  # the buckets the images were cut to, when known
 
     def __post_init__(self) -> None:
         for index, example in enumerate(self.examples):
@@ -80,7 +107,10 @@ class Dataset:
         """kohya's `ss_tag_frequency`: per folder, how many captions hold each tag."""
         out: dict[str, Counter] = {}
         for example in self.examples:
-            tags = {t.strip() for t in example.caption.split(",") if t.strip()}
+            caption = example.caption
+            if self.keep_tokens_separator:
+                caption = caption.replace(self.keep_tokens_separator, ",")
+            tags = set(_tokens(caption))
             out.setdefault(example.folder, Counter()).update(tags)
         return {folder: dict(counts) for folder, counts in out.items()}
 
@@ -95,7 +125,10 @@ class Dataset:
         """sha256 over every image's and caption's relative path and bytes, in order."""
         digest = hashlib.sha256()
         for example in sorted(self.examples, key=lambda e: str(e.path)):
-            relative = example.path.relative_to(self.root).as_posix()
+            try:
+                relative = example.path.relative_to(self.root).as_posix()
+            except ValueError:  # a fine-tuning metadata file may name images elsewhere
+                relative = example.path.as_posix()
             digest.update(relative.encode() + b"\0")
             digest.update(hashlib.sha256(example.path.read_bytes()).digest())
             digest.update(example.caption.encode() + b"\0")
@@ -103,14 +136,25 @@ class Dataset:
         return digest.hexdigest()
 
     def caption_for_step(self, example: Example, rng: random.Random) -> str:
-        """The caption as sd-scripts feeds it: the first `keep_tokens` tags stay in place,
-        the rest are shuffled when `shuffle_caption` is on."""
+        """The caption as sd-scripts feeds it: when `shuffle_caption` is on, the tokens
+        before `keep_tokens_separator` (else the first `keep_tokens`) stay in place, and
+        after a second separator stay at the end; the rest are shuffled; the separator
+        itself is dropped. Without shuffling the caption is used as written."""
         if not self.shuffle_caption:
             return example.caption
-        tags = [t.strip() for t in example.caption.split(",") if t.strip()]
-        kept, rest = tags[: self.keep_tokens], tags[self.keep_tokens :]
-        rng.shuffle(rest)
-        return ", ".join(kept + rest)
+        caption, fixed, suffix = example.caption, [], []
+        separator = self.keep_tokens_separator
+        if separator and separator in caption:
+            fixed_part, flex_part = caption.split(separator, 1)
+            if separator in flex_part:
+                flex_part, suffix_part = flex_part.split(separator, 1)
+                suffix = _tokens(suffix_part)
+            fixed, flex = _tokens(fixed_part), _tokens(flex_part)
+        else:
+            tokens = _tokens(caption)
+            fixed, flex = tokens[: self.keep_tokens], tokens[self.keep_tokens :]
+        rng.shuffle(flex)
+        return ", ".join(fixed + flex + suffix)
 
     def epoch_batches(self, batch_size: int, rng: random.Random) -> list[list[Example]]:
         """One epoch: each image `repeats` times, batches drawn from one bucket each,
@@ -127,93 +171,8 @@ class Dataset:
         return batches
 
 
-def _image_size(path: Path) -> tuple[int, int] | None:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except (OSError, UnidentifiedImageError):
-        return None
-
-
-def _toml_settings(root: Path) -> dict:
-    path = root / "dataset.toml"
-    if not path.is_file():
-        return {}
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as error:
-        raise TrainingDataError(f"{path}: not readable TOML ({error})") from error
-    return data.get("general", {}) if isinstance(data.get("general"), dict) else {}
-
-
-def _repeat_folder(path: Path) -> tuple[int, str] | None:
-    count, sep, tokens = path.name.partition("_")
-    if not sep or not count.isdigit() or int(count) < 1:
-        return None
-    return int(count), tokens
-
-
-def load_dataset(root: str | Path, *, need_captions: bool = True, reg: bool = True) -> Dataset:
-    """Read `root` (a kohya DreamBooth export, or its `img/` folder) or say why it cannot
-    train: no repeat folders, no images, images without captions. `reg`: also read the
-    export's `reg/` folders."""
-    root = Path(root).expanduser().resolve()
-    if not root.is_dir():
-        raise TrainingDataError(f"no such training data folder: {root}")
-    settings = _toml_settings(root)
-    extension = settings.get("caption_extension", ".txt")
-    images_dir = root / "img" if (root / "img").is_dir() else root
-    folders = sorted(p for p in images_dir.iterdir() if p.is_dir() and _repeat_folder(p))
-    if not folders:
-        raise TrainingDataError(
-            f"{images_dir} has no `N_tokens` folders (kohya DreamBooth layout: "
-            "img/10_sks dog/ with images and caption files)"
-        )
-    reg_dir = root / "reg"
-    if reg and images_dir != root and reg_dir.is_dir():
-        folders += sorted(p for p in reg_dir.iterdir() if p.is_dir() and _repeat_folder(p))
-    examples, repeats, uncaptioned, unreadable = [], {}, [], []
-    for folder in folders:
-        count, tokens = _repeat_folder(folder)  # type: ignore[misc]
-        is_reg = folder.parent == reg_dir
-        repeats[folder.name] = count
-        for path in sorted(folder.iterdir()):
-            if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
-                continue
-            size = _image_size(path)
-            if size is None:
-                unreadable.append(path.name)
-                continue
-            caption_file = path.with_suffix(extension)
-            if caption_file.is_file():
-                caption = caption_file.read_text(encoding="utf-8-sig").strip()
-            elif need_captions and not is_reg:
-                uncaptioned.append(path.name)
-                continue
-            else:
-                caption = tokens
-            examples.append(Example(path, caption or tokens, size, folder.name, count, is_reg))
-    if unreadable:
-        raise TrainingDataError(
-            f"{len(unreadable)} image(s) cannot be read, e.g. {unreadable[0]}; "
-            "re-export or remove them"
-        )
-    if uncaptioned:
-        raise TrainingDataError(
-            f"{len(uncaptioned)} image(s) have no caption file ({extension}), e.g. {uncaptioned[0]}"
-        )
-    if not any(not e.is_reg for e in examples):
-        raise TrainingDataError(f"no images under {images_dir}")
-    return Dataset(
-        root,
-        examples,
-        repeats,
-        shuffle_caption=bool(settings.get("shuffle_caption", False)),
-        keep_tokens=int(settings.get("keep_tokens", 0) or 0),
-        caption_extension=extension,
-    )
+def _tokens(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 def check_batches(dataset: Dataset, batch_size: int, multiple_of: int = 8) -> None:
@@ -228,5 +187,31 @@ def check_batches(dataset: Dataset, batch_size: int, multiple_of: int = 8) -> No
         if size[0] % multiple_of or size[1] % multiple_of:
             raise TrainingDataError(
                 f"bucket {size[0]}x{size[1]} is not a multiple of {multiple_of} pixels; "
-                "export with bucketing on"
+                "export with bucketing on, or give a training --resolution"
             )
+
+
+def load_dataset(
+    root: str | Path,
+    *,
+    layout: str | None = None,
+    need_captions: bool = True,
+    reg: bool = True,
+    spec: BucketSpec | None = None,
+    allow_upscale: bool = False,
+    buckets: dict[str, Any] | None = None,
+) -> Dataset:
+    """Read the training set at `root` in any layout Curator exports (detected, or the
+    named `layout`) or say in one line why it cannot train. See
+    `curator.training.layouts.read_training_set` for the arguments."""
+    from curator.training.layouts import read_training_set
+
+    return read_training_set(
+        root,
+        layout=layout,
+        need_captions=need_captions,
+        reg=reg,
+        spec=spec,
+        allow_upscale=allow_upscale,
+        buckets=buckets,
+    )

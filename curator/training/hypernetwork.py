@@ -201,7 +201,7 @@ def train_hypernetwork(options: HypernetworkOptions, catalog: Any = None) -> Tra
     name = hypernetwork_name(options)
     if rates is not None:  # training ends where the schedule does
         options.steps, options.lr = len(rates), float(rates[done] or 0)
-    dataset = prepare_data(options)
+    dataset = prepare_data(options, catalog=catalog)
     extra = {"name": name, "resumed_at": done}
     result = train_recorded(
         catalog,

@@ -20,7 +20,7 @@ from typing import Any
 
 from curator.errors import Cancelled, CuratorError, UsageError
 from curator.progress import CancelToken, Reporter, RunOutcome, phase
-from curator.training.data import Dataset, Example, check_batches, load_dataset
+from curator.training.data import Dataset, Example, check_batches
 
 LR_SCHEDULERS = (
     "constant",
@@ -39,7 +39,7 @@ class TrainingError(CuratorError):
 @dataclass
 class TrainOptions:
     base: str  # diffusers folder, hub id from the cache, or one .safetensors checkpoint
-    data: str  # a kohya DreamBooth export folder
+    data: str  # a training set in any Curator export layout ("" with `where`)
     out: str
     name: str = ""  # output file stem; each method has its default
     steps: int = 500
@@ -53,6 +53,11 @@ class TrainOptions:
     lr_warmup_steps: int = 0
     device: str | None = None  # None: CUDA, MPS or CPU, whichever is there
     config: str | None = None  # component configs for a single-file base, offline
+    where: str | None = None  # a catalog query, exported into OUT/data and trained on
+    layout: str | None = None  # the data's layout (None: detected); with `where`, the export's
+    buckets: dict[str, Any] = field(default_factory=dict)  # ExportOptions bucket fields
+    allow_upscale: bool = False  # enlarge images smaller than their bucket
+    export: dict[str, Any] = field(default_factory=dict)  # more ExportOptions for `where`
     reporter: Reporter | None = field(default=None, repr=False)
     cancel: CancelToken | None = field(default=None, repr=False)
 
@@ -105,9 +110,11 @@ def check_options(options: TrainOptions) -> None:
         raise UsageError("--save-every must be 0 (only at the end) or more")
 
 
-def prepare_data(options: TrainOptions, reg: bool = True) -> Dataset:
+def prepare_data(options: TrainOptions, reg: bool = True, catalog: Any = None) -> Dataset:
+    from curator.training.selection import training_data
+
     check_options(options)
-    dataset = load_dataset(options.data, reg=reg)
+    dataset = training_data(options, catalog, reg=reg)
     check_batches(dataset, options.batch_size)
     return dataset
 
@@ -143,14 +150,8 @@ def pixel_batch(examples: list[Example], device: str):
     """Images as a [-1, 1] float tensor, NCHW (all of one bucket, so one size)."""
     import numpy as np
     import torch
-    from PIL import Image
 
-    from taggers.pixels import to_rgb
-
-    arrays = []
-    for example in examples:
-        with Image.open(example.path) as image:
-            arrays.append(np.asarray(to_rgb(image), dtype=np.float32))
+    arrays = [np.asarray(example.load_rgb(), dtype=np.float32) for example in examples]
     stacked = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
     return (stacked / 127.5 - 1.0).to(device)
 
@@ -210,7 +211,7 @@ def latent_loss(pipe: Any, noise_scheduler: Any, latents, hidden, generator, wei
         0, steps, (latents.shape[0],), generator=generator, device=noise.device
     )
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-    prediction = pipe.unet(noisy, timesteps, hidden).sample
+    prediction = pipe.unet(noisy, timesteps, **unet_conditioning(pipe, hidden, latents)).sample
     if noise_scheduler.config.prediction_type == "v_prediction":
         target = noise_scheduler.get_velocity(latents, noise, timesteps)
     else:
@@ -219,6 +220,25 @@ def latent_loss(pipe: Any, noise_scheduler: Any, latents, hidden, generator, wei
         return F.mse_loss(prediction.float(), target.float())
     each = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
     return (each * weights).mean()
+
+
+def unet_conditioning(pipe: Any, hidden: Any, latents: Any) -> dict[str, Any]:
+    """The UNet's conditioning: the encoder's hidden states, or SDXL's dict, completed
+    with its micro-conditioning `time_ids` (original size, crop corner, target size).
+    The images are already cut to their bucket, so both sizes are the bucket's and the
+    crop corner is 0, 0."""
+    import torch
+
+    if not isinstance(hidden, dict):
+        return {"encoder_hidden_states": hidden}
+    factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    height, width = latents.shape[-2] * factor, latents.shape[-1] * factor
+    states = hidden["encoder_hidden_states"]
+    time_ids = torch.tensor(
+        [[height, width, 0, 0, height, width]], dtype=states.dtype, device=states.device
+    ).repeat(latents.shape[0], 1)
+    added = {**hidden["added_cond_kwargs"], "time_ids": time_ids}
+    return {"encoder_hidden_states": states, "added_cond_kwargs": added}
 
 
 def noise_scheduler_for(pipe: Any):

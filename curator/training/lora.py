@@ -7,6 +7,10 @@ the diffusers UNet / transformers CLIP text encoder with every `.` replaced by `
 (`lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q`), each with
 `.lora_down.weight`, `.lora_up.weight` and a scalar `.alpha`. A1111's Lora extension and
 diffusers' `load_lora_weights` read the same names.
+
+SDXL (a diffusers SDXL folder as --base) trains the same layers; its names are the ones
+sd-scripts gives SDXL (`lora_unet_input_blocks_...`, `lora_te1_...`, `lora_te2_...`,
+see `curator.training.sdxl`) and `ss_base_model_version` is sd-scripts' SDXL value.
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ import hashlib
 import io
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from curator.errors import UsageError
+from curator.training import sdxl
 from curator.training.loop import (
     Method,
     TrainOptions,
@@ -58,8 +64,15 @@ def text_encoder_path_prefix(text_encoder: Any) -> str:
     return "" if hasattr(text_encoder, "text_model") else "text_model."
 
 
-def lora_state_dict(model: Any, prefix: str, alpha: float, path_prefix: str = "") -> dict[str, Any]:
-    """Every peft LoRA layer in `model` as kohya keys (float32, contiguous, on the CPU)."""
+def lora_state_dict(
+    model: Any,
+    prefix: str,
+    alpha: float,
+    path_prefix: str = "",
+    rename: Callable[[str], str] | None = None,
+) -> dict[str, Any]:
+    """Every peft LoRA layer in `model` as kohya keys (float32, contiguous, on the CPU);
+    `rename` maps a module path to the one sd-scripts' model has."""
     import torch
     from peft.tuners.lora import LoraLayer
 
@@ -67,7 +80,7 @@ def lora_state_dict(model: Any, prefix: str, alpha: float, path_prefix: str = ""
     for path, module in model.named_modules():
         if not isinstance(module, LoraLayer) or "default" not in module.lora_A:
             continue
-        name = kohya_name(prefix, path_prefix + path)
+        name = kohya_name(prefix, path_prefix + (rename(path) if rename else path))
         down = module.lora_A["default"].weight.detach()
         up = module.lora_B["default"].weight.detach()
         state[f"{name}.lora_down.weight"] = down.float().cpu().contiguous()
@@ -92,9 +105,11 @@ def addnet_hashes(tensors: dict[str, Any], metadata: dict[str, str]) -> tuple[st
 
 def model_version(pipe: Any) -> tuple[bool, str, bool]:
     """(v2, sd-scripts' `ss_base_model_version`, v-parameterization) of the base: SD 2.x
-    has a 1024-wide OpenCLIP text encoder."""
-    v2 = pipe.text_encoder.config.hidden_size == 1024
+    has a 1024-wide OpenCLIP text encoder; SDXL has two encoders."""
     v_pred = pipe.scheduler.config.get("prediction_type") == "v_prediction"
+    if sdxl.is_sdxl(pipe):
+        return False, sdxl.BASE_MODEL_VERSION, v_pred
+    v2 = pipe.text_encoder.config.hidden_size == 1024
     return v2, ("sd_v2" if v2 else "sd_v1") + ("_v" if v_pred else ""), v_pred
 
 
@@ -196,7 +211,7 @@ def train_lora(options: LoraOptions, catalog: Any = None) -> TrainResult:
         raise UsageError("--rank must be at least 1")
     if options.alpha <= 0:
         raise UsageError("--alpha must be positive")
-    dataset = prepare_data(options)
+    dataset = prepare_data(options, catalog=catalog)
     name = options.name or "lora"
     extra = {"network": "lora", "targets": list(UNET_TARGETS)}
     return train_recorded(
@@ -208,9 +223,13 @@ def _train(options: LoraOptions, dataset: Any, name: str) -> TrainResult:
     import torch
     from peft import LoraConfig, inject_adapter_in_model
 
-    model = load_base(options)
+    if sdxl.is_sdxl_folder(options.base):
+        model = sdxl.load_sdxl(options.base, options.device)
+    else:
+        model = load_base(options)
     pipe = model.pipeline
-    for part in (pipe.unet, pipe.vae, pipe.text_encoder):
+    encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if sdxl.is_sdxl(pipe) else [])
+    for part in (pipe.unet, pipe.vae, *encoders):
         part.requires_grad_(False)
     torch.manual_seed(options.seed)  # the same LoRA initialisation for the same seed
     pipe.unet.add_adapter(
@@ -218,19 +237,22 @@ def _train(options: LoraOptions, dataset: Any, name: str) -> TrainResult:
     )
     groups = [{"params": [p for p in pipe.unet.parameters() if p.requires_grad], "lr": options.lr}]
     if options.train_text_encoder:
-        # peft directly: transformers' own `add_adapter` wants a newer peft than diffusers
-        inject_adapter_in_model(
-            LoraConfig(
-                r=options.rank, lora_alpha=options.alpha, target_modules=list(TEXT_ENCODER_TARGETS)
-            ),
-            pipe.text_encoder,
-        )
-        groups.append(
-            {
-                "params": [p for p in pipe.text_encoder.parameters() if p.requires_grad],
-                "lr": options.text_encoder_lr or options.lr,
-            }
-        )
+        for encoder in encoders:
+            # peft directly: transformers' own `add_adapter` wants a newer peft than diffusers
+            inject_adapter_in_model(
+                LoraConfig(
+                    r=options.rank,
+                    lora_alpha=options.alpha,
+                    target_modules=list(TEXT_ENCODER_TARGETS),
+                ),
+                encoder,
+            )
+            groups.append(
+                {
+                    "params": [p for p in encoder.parameters() if p.requires_grad],
+                    "lr": options.text_encoder_lr or options.lr,
+                }
+            )
     start_step = _resume(options, pipe) if options.resume else 0
     pipe.unet.train()
     started = time.time()
@@ -239,6 +261,8 @@ def _train(options: LoraOptions, dataset: Any, name: str) -> TrainResult:
     version = model_version(pipe)
 
     def encode(captions: list[str]):
+        if sdxl.is_sdxl(pipe):
+            return sdxl.encode(pipe, captions, device, grad=options.train_text_encoder)
         ids = token_ids(pipe.tokenizer, captions, device)
         if options.train_text_encoder:
             return pipe.text_encoder(ids)[0]
@@ -246,20 +270,41 @@ def _train(options: LoraOptions, dataset: Any, name: str) -> TrainResult:
             return pipe.text_encoder(ids)[0]
 
     def save(path: Path, step: int) -> None:
-        tensors = lora_state_dict(pipe.unet, UNET_PREFIX, options.alpha)
-        if options.train_text_encoder:
-            te = pipe.text_encoder
-            tensors.update(
-                lora_state_dict(
-                    te, TEXT_ENCODER_PREFIX, options.alpha, text_encoder_path_prefix(te)
-                )
-            )
+        tensors = {}
+        for part, prefix, path_prefix, rename in lora_parts(pipe, options.train_text_encoder):
+            tensors.update(lora_state_dict(part, prefix, options.alpha, path_prefix, rename))
         save_lora(
             path, tensors, kohya_metadata(options, dataset, step, started, data_hash, version)
         )
 
     method = Method("lora", groups, encode, save)
     return run_loop(pipe, dataset, options, method, name, start_step=start_step)
+
+
+def lora_parts(
+    pipe: Any, text_encoders: bool
+) -> list[tuple[Any, str, str, Callable[[str], str] | None]]:
+    """(model, kohya prefix, path prefix, renaming) for each part that carries LoRA layers:
+    the UNet, and the text encoder(s) when they train (SDXL: `lora_te1`, `lora_te2`)."""
+    if not sdxl.is_sdxl(pipe):
+        parts = [(pipe.unet, UNET_PREFIX, "", None)]
+        if text_encoders:
+            te = pipe.text_encoder
+            parts.append((te, TEXT_ENCODER_PREFIX, text_encoder_path_prefix(te), None))
+        return parts
+    layers = pipe.unet.config.layers_per_block
+    layers = layers if isinstance(layers, int) else layers[0]
+
+    def rename(path: str) -> str:
+        return sdxl.sai_unet_path(path, layers)
+
+    parts = [(pipe.unet, UNET_PREFIX, "", rename)]
+    if text_encoders:
+        for encoder, prefix in zip(
+            (pipe.text_encoder, pipe.text_encoder_2), sdxl.TEXT_ENCODER_PREFIXES, strict=True
+        ):
+            parts.append((encoder, prefix, text_encoder_path_prefix(encoder), None))
+    return parts
 
 
 def _resume(options: LoraOptions, pipe: Any) -> int:
@@ -283,17 +328,14 @@ def _resume(options: LoraOptions, pipe: Any) -> int:
         raise UsageError(
             f"{path.name} was saved at step {step}; --steps must be more than that to resume"
         )
-    te = pipe.text_encoder
-    parts = [(pipe.unet, UNET_PREFIX, "")]
-    if options.train_text_encoder:
-        parts.append((te, TEXT_ENCODER_PREFIX, text_encoder_path_prefix(te)))
     expected = set()
     with torch.no_grad():
-        for model, prefix, path_prefix in parts:
+        for model, prefix, path_prefix, rename in lora_parts(pipe, options.train_text_encoder):
             for module_path, module in model.named_modules():
                 if not isinstance(module, LoraLayer) or "default" not in module.lora_A:
                     continue
-                name = kohya_name(prefix, path_prefix + module_path)
+                renamed = rename(module_path) if rename else module_path
+                name = kohya_name(prefix, path_prefix + renamed)
                 expected.add(name)
                 down = state.get(f"{name}.lora_down.weight")
                 up = state.get(f"{name}.lora_up.weight")

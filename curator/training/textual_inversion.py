@@ -32,6 +32,7 @@ from curator.training.loop import (
     token_ids,
     train_recorded,
 )
+from curator.training.sdxl import is_sdxl_folder
 
 TOKEN = re.compile(r"^[\w\-]+$")
 
@@ -140,7 +141,13 @@ def save_embedding(path: Path, vectors: Any, metadata: dict[str, str]) -> None:
 def train_textual_inversion(options: TextualInversionOptions, catalog: Any = None) -> TrainResult:
     """Learn `options.vectors` vectors for `options.token` from `options.data`."""
     check_token(options)
-    dataset = prepare_data(options, reg=False)  # class images would teach the word the class
+    if is_sdxl_folder(options.base):
+        raise UsageError(
+            "textual inversion trains SD 1.x and 2.x bases; SDXL embeddings (clip_l, "
+            "clip_g) are not supported yet"
+        )
+    # class images would teach the word the class
+    dataset = prepare_data(options, reg=False, catalog=catalog)
     name = options.token
     extra = {"token": options.token, "init_text": options.init_text, "vectors": options.vectors}
     return train_recorded(

@@ -1,0 +1,95 @@
+"""What LoRA training needs to know about SDXL: loading a diffusers SDXL folder, the two
+text encoders' conditioning, and the module names sd-scripts gives SDXL's layers.
+
+sd-scripts trains SDXL on its own UNet (`library/sdxl_original_unet.py`), whose modules
+carry Stability's names (`input_blocks.4.1.transformer_blocks.0.attn1.to_q`), not
+diffusers' (`down_blocks.1.attentions.0...`); its LoRA files, and A1111's reading of
+them, use those names: `lora_unet_input_blocks_4_1_...`, `lora_te1_...` for the CLIP
+ViT-L encoder and `lora_te2_...` for OpenCLIP ViT-bigG. The renaming below is the one
+sd-scripts' `make_unet_conversion_map` spells out for SDXL's two layers per block,
+written for any layer count so small test models name their layers the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from curator.errors import UsageError
+
+BASE_MODEL_VERSION = "sdxl_base_v1-0"  # sd-scripts' MODEL_VERSION_SDXL_BASE_V1_0
+TEXT_ENCODER_PREFIXES = ("lora_te1", "lora_te2")
+
+_DOWN = re.compile(r"^down_blocks\.(\d+)\.attentions\.(\d+)\.")
+_UP = re.compile(r"^up_blocks\.(\d+)\.attentions\.(\d+)\.")
+_MID = "mid_block.attentions.0."
+
+
+def is_sdxl_folder(source: str) -> bool:
+    index = Path(source).expanduser() / "model_index.json"
+    if not index.is_file():
+        return False
+    try:
+        return "XL" in json.loads(index.read_text(encoding="utf-8")).get("_class_name", "")
+    except (OSError, ValueError):
+        return False
+
+
+def is_sdxl(pipe: Any) -> bool:
+    return getattr(pipe, "text_encoder_2", None) is not None
+
+
+def load_sdxl(source: str, device: str | None) -> Any:
+    """A diffusers SDXL folder in float32 on `device` (a `LoadedModel`)."""
+    import torch
+    from diffusers import StableDiffusionXLPipeline
+
+    from curator.generation.loading import LoadedModel, pick_device
+
+    device = pick_device(device)
+    path = Path(source).expanduser()
+    try:
+        pipe = StableDiffusionXLPipeline.from_pretrained(
+            path, torch_dtype=torch.float32, local_files_only=True
+        )
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot load the SDXL folder {path}: {error}") from error
+    pipe.to(device)
+    return LoadedModel(pipe, path.name, None, device, torch.float32, str(path))
+
+
+def sai_unet_path(path: str, layers_per_block: int) -> str:
+    """The sd-scripts (Stability) name of a diffusers SDXL UNet module inside an
+    attention block: down block i, layer j → `input_blocks.{1 + i(L+1) + j}.1`;
+    up block i, layer j → `output_blocks.{i(L+1) + j}.1`; the middle → `middle_block.1`."""
+    per_level = layers_per_block + 1
+    if match := _DOWN.match(path):
+        index = 1 + int(match[1]) * per_level + int(match[2])
+        return f"input_blocks.{index}.1." + path[match.end() :]
+    if match := _UP.match(path):
+        index = int(match[1]) * per_level + int(match[2])
+        return f"output_blocks.{index}.1." + path[match.end() :]
+    if path.startswith(_MID):
+        return "middle_block.1." + path[len(_MID) :]
+    raise UsageError(f"no sd-scripts name for the SDXL UNet module {path}")
+
+
+def encode(pipe: Any, captions: list[str], device: str, grad: bool) -> dict[str, Any]:
+    """SDXL's conditioning: both encoders' penultimate hidden states side by side, and
+    the second encoder's pooled projection (`time_ids` are added per batch by the loop)."""
+    import torch
+
+    from curator.training.loop import token_ids
+
+    ids_1 = token_ids(pipe.tokenizer, captions, device)
+    ids_2 = token_ids(pipe.tokenizer_2, captions, device)
+    with torch.set_grad_enabled(grad):
+        first = pipe.text_encoder(ids_1, output_hidden_states=True)
+        second = pipe.text_encoder_2(ids_2, output_hidden_states=True)
+    hidden = torch.cat([first.hidden_states[-2], second.hidden_states[-2]], dim=-1)
+    return {
+        "encoder_hidden_states": hidden,
+        "added_cond_kwargs": {"text_embeds": second.text_embeds},
+    }
