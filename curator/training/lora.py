@@ -31,6 +31,7 @@ from curator.training.loop import (
     token_ids,
     train_recorded,
 )
+from curator.training.training_state import is_state
 
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # attention projections
 TEXT_ENCODER_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
@@ -231,7 +232,8 @@ def _train(options: LoraOptions, dataset: Any, name: str) -> TrainResult:
                 "lr": options.text_encoder_lr or options.lr,
             }
         )
-    start_step = _resume(options, pipe) if options.resume else 0
+    from_file = options.resume and not is_state(options.resume)  # else the loop resumes
+    start_step = _resume(options, pipe) if from_file else 0
     pipe.unet.train()
     started = time.time()
     data_hash = dataset.content_hash()
