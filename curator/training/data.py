@@ -95,7 +95,8 @@ class Dataset:
         """sha256 over every image's and caption's relative path and bytes, in order."""
         digest = hashlib.sha256()
         for example in sorted(self.examples, key=lambda e: str(e.path)):
-            relative = example.path.relative_to(self.root).as_posix()
+            inside = example.path.is_relative_to(self.root)  # class images may live elsewhere
+            relative = (example.path.relative_to(self.root) if inside else example.path).as_posix()
             digest.update(relative.encode() + b"\0")
             digest.update(hashlib.sha256(example.path.read_bytes()).digest())
             digest.update(example.caption.encode() + b"\0")

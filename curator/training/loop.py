@@ -100,6 +100,7 @@ class TrainResult:
     seconds: float = 0.0
     states: list[Path] = field(default_factory=list)  # resumable state folders
     samples: list[Path] = field(default_factory=list)  # sample images
+    generated: list[Path] = field(default_factory=list)  # images made to train on (class)
 
 
 @dataclass

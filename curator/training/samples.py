@@ -68,7 +68,7 @@ def sample_images(
             if catalog is not None:
                 from curator.generation.catalogue import catalogue_generated
 
-                catalogue_generated(catalog, images, model, params)
+                catalogue_generated(catalog, images, model, params, workers=0)  # our own PNGs
             paths += [image.path for image in images]
     finally:
         pipe.scheduler = scheduler
