@@ -223,7 +223,9 @@ def enable_gradient_checkpointing(pipe: Any) -> None:
     pipe.unet.enable_gradient_checkpointing()
     encoder = pipe.text_encoder
     if any(p.requires_grad for p in encoder.parameters()):
-        encoder.gradient_checkpointing_enable()
+        # transformers 5 renamed it; 4.x (sd-scripts' pin) has only the old name
+        enable = getattr(encoder, "activation_checkpointing_enable", None)
+        (enable or encoder.gradient_checkpointing_enable)()
         encoder.train()  # transformers checkpoints only in training mode
 
 
@@ -236,23 +238,15 @@ def tensorboard_writer(out: Path, name: str):
     return SummaryWriter(str(out / "logs" / name))
 
 
-class StepMeter:
-    """Loss (mean of the last steps), it/s and ETA for the progress bar."""
+class LossMeter:
+    """The mean loss of the last ten steps, for the progress bar's description."""
 
-    def __init__(self, first: int, last: int):
-        self.first, self.last = first, last
-        self.started = time.monotonic()
+    def __init__(self) -> None:
         self.recent: list[float] = []
 
-    def text(self, kind: str, step: int, loss: float) -> str:
+    def text(self, kind: str, loss: float) -> str:
         self.recent = [*self.recent[-9:], loss]
-        done = step - self.first
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        rate = done / elapsed
-        remaining = (self.last - step) / rate if rate else 0.0
-        eta = time.strftime("%H:%M:%S", time.gmtime(remaining))
-        mean = sum(self.recent) / len(self.recent)
-        return f"train {kind} · loss {mean:.4f} · {rate:.2f} it/s · ETA {eta}"
+        return f"train {kind} · loss {sum(self.recent) / len(self.recent):.4f}"
 
 
 def _trim_log(path: Path, last_step: int) -> None:
@@ -390,8 +384,9 @@ def run_loop(
         if not appending:
             log.writerow(["step", "epoch", "loss", "lr", "bucket", "seconds"])
         with phase(options.reporter, f"train {method.kind}", options.steps - start_step) as bar:
-            describe = getattr(bar, "describe", None)  # a reporter that can show the loss
-            meter = StepMeter(start_step, options.steps)
+            # a reporter that can show the loss; its rate (it/s) and ETA count steps
+            describe = getattr(bar, "describe", None)
+            meter = LossMeter()
             for step in range(start_step + 1, options.steps + 1):
                 if options.cancel is not None and options.cancel.cancelled:
                     path = save(step - 1, final=False)
@@ -446,7 +441,7 @@ def run_loop(
                     save(step, final=False)
                 bar.advance()
                 if describe is not None:
-                    describe(meter.text(method.kind, step, value))
+                    describe(meter.text(method.kind, value), unit="it")
     if writer is not None:
         writer.close()
     save(options.steps, final=True)
