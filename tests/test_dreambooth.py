@@ -250,3 +250,46 @@ def test_dreambooth_options_that_cannot_work_are_one_line(tiny_dir, tmp_path, ex
     assert result.exit_code != 0
     assert result.output.startswith("error: ") and message in result.output
     assert result.output.count("\n") == 1
+
+
+def test_sd2_key_layout_is_what_sd_scripts_and_diffusers_load():
+    """SD 2.x: the UNet's linear projections stay linear, the text encoder takes OpenCLIP's
+    names under `cond_stage_model.model.` with q/k/v fused and 24 layers (diffusers keeps
+    23; the 24th, unused by SD 2, is a copy, as sd-scripts writes it). Checked once with
+    sd-scripts' loader (v2=True, every key matched, every weight the same) and
+    `from_single_file` on SD 2-sized random weights: 686 + 248 + 294 tensors."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from curator.training.sd_checkpoint import text_encoder_v2_to_ldm, unet_to_ldm
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(
+            cross_attention_dim=1024, attention_head_dim=[5, 10, 20, 20],
+            use_linear_projection=True, layers_per_block=2,
+            block_out_channels=(320, 640, 1280, 1280),
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        )  # fmt: skip
+        encoder = CLIPTextModel(
+            CLIPTextConfig(
+                hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
+                num_attention_heads=16, hidden_act="gelu",
+            )
+        )  # fmt: skip
+    u = unet_to_ldm(unet.state_dict(), unet.config)
+    t = text_encoder_v2_to_ldm(encoder.state_dict())
+    assert (len(u), len(t)) == (686, 294)
+    assert u["model.diffusion_model.input_blocks.1.1.proj_in.weight"].shape == (320, 320)
+    m = "cond_stage_model.model."
+    assert t[m + "transformer.resblocks.0.attn.in_proj_weight"].shape == (3072, 1024)
+    assert t[m + "transformer.resblocks.0.attn.in_proj_bias"].shape == (3072,)
+    for key in (
+        "token_embedding.weight", "positional_embedding", "ln_final.weight", "ln_final.bias",
+        "text_projection", "logit_scale", "transformer.resblocks.23.ln_2.bias",
+        "transformer.resblocks.5.attn.out_proj.weight", "transformer.resblocks.5.ln_1.weight",
+        "transformer.resblocks.5.mlp.c_fc.weight", "transformer.resblocks.5.mlp.c_proj.bias",
+    ):  # fmt: skip
+        assert m + key in t, key
+    assert not any("transformer.resblocks.24." in k or "q_proj" in k for k in t)
