@@ -222,7 +222,8 @@ def save_sd_checkpoint(
 
 
 def modelspec(pipe: Any, title: str, extra: dict[str, Any] | None = None) -> dict[str, str]:
-    """Stability AI's model-spec header keys, as sd-scripts writes them."""
+    """Stability AI's model-spec header keys, as sd-scripts' `library/sai_model_spec.py`
+    writes them for an original-layout checkpoint."""
     v2 = is_v2(pipe)
     v_pred = pipe.scheduler.config.get("prediction_type") == "v_prediction"
     architecture = (
@@ -233,6 +234,8 @@ def modelspec(pipe: Any, title: str, extra: dict[str, Any] | None = None) -> dic
     values = {
         "modelspec.sai_model_spec": "1.0.0",
         "modelspec.architecture": architecture,
+        # sd-scripts names this implementation for original-layout checkpoints
+        "modelspec.implementation": "https://github.com/Stability-AI/generative-models",
         "modelspec.title": title,
         "modelspec.prediction_type": "v" if v_pred else "epsilon",
     }
