@@ -5,8 +5,10 @@
     python benchmarks/train.py --sd15             # the SD1.5-sized UNet on the CPU (slow)
 
 Models have random weights (no downloads); the SD1.5-sized pipeline is the one
-`benchmarks/generate.py` builds (SD 1.5's UNet, small text encoder and VAE). Training
-runs in float32 (the loop has no mixed precision yet), batch 1, LoRA rank 16.
+`benchmarks/generate.py` builds (SD 1.5's UNet, small text encoder and VAE). Batch 1,
+LoRA rank 16; DreamBooth fine-tunes the whole UNet. `--mixed-precision` (default: fp16
+on CUDA, no elsewhere) sets autocast; trained weights stay float32. DreamBooth also runs
+with `--gradient-checkpointing`, and with 8-bit AdamW when bitsandbytes is installed.
 
 The overhead ratio compares `train_lora`'s seconds per step (image decode, caption
 tokenizing, bucketed batching, loss log, progress) with a bare loop of the same
@@ -101,7 +103,10 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def measure(name: str, model_dir: Path, size: int, device: str, steps: int) -> None:
+def measure(name: str, model_dir: Path, size: int, device: str, steps: int, precision: str) -> None:
+    import importlib.util
+
+    from curator.training.dreambooth import DreamBoothOptions, train_dreambooth
     from curator.training.hypernetwork import HypernetworkOptions, train_hypernetwork
     from curator.training.lora import LoraOptions, train_lora
     from curator.training.textual_inversion import (
@@ -111,10 +116,37 @@ def measure(name: str, model_dir: Path, size: int, device: str, steps: int) -> N
 
     with tempfile.TemporaryDirectory() as tmp:
         data = make_data(Path(tmp) / "data", size)
-        common = {"base": str(model_dir), "data": str(data), "device": device, "steps": steps}
-        print(f"{name}: {size}x{size}, batch 1, {steps} steps, {device}, fp32")
+        common = {
+            "base": str(model_dir),
+            "data": str(data),
+            "device": device,
+            "steps": steps,
+            "mixed_precision": precision,
+        }
+        print(f"{name}: {size}x{size}, batch 1, {steps} steps, {device}, precision {precision}")
         seconds = {}
-        for label, run in (
+        runs = [
+            (
+                "dreambooth",
+                lambda: train_dreambooth(DreamBoothOptions(**common, out=f"{tmp}/db")),
+            ),
+            (
+                "dreambooth, ckpt",
+                lambda: train_dreambooth(
+                    DreamBoothOptions(**common, out=f"{tmp}/dbc", gradient_checkpointing=True)
+                ),
+            ),
+        ]
+        if importlib.util.find_spec("bitsandbytes") is not None and device.startswith("cuda"):
+            runs.append(
+                (
+                    "dreambooth, adamw8bit",
+                    lambda: train_dreambooth(
+                        DreamBoothOptions(**common, out=f"{tmp}/db8", optimizer="adamw8bit")
+                    ),
+                )
+            )
+        for label, run in runs + [
             (
                 "lora rank 16",
                 lambda: train_lora(LoraOptions(**common, out=f"{tmp}/lora", rank=16, alpha=16.0)),
@@ -139,7 +171,7 @@ def measure(name: str, model_dir: Path, size: int, device: str, steps: int) -> N
                     HypernetworkOptions(**common, out=f"{tmp}/hn", activation="relu")
                 ),
             ),
-        ):
+        ]:
             peak_reset(device)
             result = run()
             # the first step pays for warm-up: time the rest from the loss log
@@ -147,9 +179,14 @@ def measure(name: str, model_dir: Path, size: int, device: str, steps: int) -> N
             first, last = float(rows[0].split(",")[-1]), float(rows[-1].split(",")[-1])
             per_step = (last - first) / max(len(rows) - 1, 1)
             seconds[label] = per_step
-            print(f"  {label:20} {1 / per_step:8.2f} it/s   peak {peak_mib(device)}")
+            print(f"  {label:22} {1 / per_step:8.2f} it/s   peak {peak_mib(device)}")
         bare = bare_lora_seconds(model_dir, data, device, steps)
         print(f"  overhead ratio train_lora/bare step: {seconds['lora rank 16'] / bare:.3f}")
+        print(
+            "  dreambooth/lora step time: "
+            f"{seconds['dreambooth'] / seconds['lora rank 16']:.2f}, "
+            f"checkpointing/plain: {seconds['dreambooth, ckpt'] / seconds['dreambooth']:.2f}"
+        )
 
 
 def main() -> None:
@@ -160,19 +197,25 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--sd15", action="store_true", help="the SD1.5-sized UNet on the CPU too")
+    parser.add_argument(
+        "--mixed-precision",
+        choices=("no", "fp16", "bf16"),
+        help="default: fp16 on CUDA, no elsewhere",
+    )
     args = parser.parse_args()
+    precision = args.mixed_precision or ("fp16" if args.device.startswith("cuda") else "no")
     torch.set_num_threads(args.threads)
     from benchmarks.generate import sd15_sized_pipeline
     from tests.fixtures.tiny_pipeline import save_tiny_pipeline
 
     with tempfile.TemporaryDirectory() as tmp:
         tiny = save_tiny_pipeline(Path(tmp) / "tiny")
-        measure("tiny", tiny, 64, args.device, args.steps)
+        measure("tiny", tiny, 64, args.device, args.steps, precision)
         if args.device.startswith("cuda") or args.sd15:
             sd15 = Path(tmp) / "sd15"
             sd15_sized_pipeline().save_pretrained(sd15, safe_serialization=True)
             steps = args.steps if args.device.startswith("cuda") else 2
-            measure("sd15-sized unet", sd15, 512, args.device, steps)
+            measure("sd15-sized unet", sd15, 512, args.device, steps, precision)
 
 
 if __name__ == "__main__":

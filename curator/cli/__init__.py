@@ -148,7 +148,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "crops": (("curator.cli.export",), "Stored crops of past exports."),
     "train": (
         ("curator.cli.train",),
-        "Train a LoRA or a textual-inversion embedding on an exported training set.",
+        "Train DreamBooth, LoRA or textual-inversion weights on an exported training set.",
     ),
     "prepare": (
         ("curator.cli.prepare",),

@@ -22,7 +22,9 @@ from rich.text import Text
 class _Rate(ProgressColumn):
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
-        return Text(f"{speed:,.1f} img/s" if speed else "- img/s", style="progress.data.speed")
+        unit = task.fields.get("unit", "img")
+        text = f"{speed:,.1f} {unit}/s" if speed else f"- {unit}/s"
+        return Text(text, style="progress.data.speed")
 
 
 def stderr_console() -> Console:
@@ -59,6 +61,13 @@ class RichReporter:
     def advance(self, n: int = 1) -> None:
         if self._progress is not None and self._task is not None:
             self._progress.advance(self._task, n)
+
+    def describe(self, text: str, unit: str | None = None) -> None:
+        """Replace the current bar's description (training shows its loss there) and,
+        when given, the unit its rate counts (`it` for optimizer steps)."""
+        if self._progress is not None and self._task is not None:
+            fields = {"unit": unit} if unit else {}
+            self._progress.update(self._task, description=text, **fields)
 
     def finish(self) -> None:
         if self._progress is not None:

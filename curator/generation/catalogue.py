@@ -26,12 +26,14 @@ def catalogue_generated(
     model: LoadedModel,
     params: GenerationParams,
     source_image_id: int | None = None,
+    workers: int = 1,
 ) -> list[int]:
     """Scan the new PNGs (their infotext becomes generation parameters) and link each to
-    its model file and source image (the init image, or the image regenerated)."""
+    its model file and source image (the init image, or the image regenerated).
+    `workers=0` reads them in this process (no decoding process to start)."""
     if not images:
         return []
-    scan(catalog, [str(i.path) for i in images], ScanOptions(workers=1))
+    scan(catalog, [str(i.path) for i in images], ScanOptions(workers=workers))
     if source_image_id is None and params.init_image:
         source_image_id = image_id_for_path(catalog, params.init_image)
     checkpoint = model_file_id(catalog, str(Path(model.source).expanduser().resolve()))

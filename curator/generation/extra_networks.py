@@ -133,8 +133,18 @@ def activate_loras(pipe: Any, uses: list[LoraUse]) -> None:
 
 
 def deactivate_loras(pipe: Any) -> None:
-    if getattr(pipe, "get_active_adapters", None) and _has_adapters(pipe):
+    """Remove the LoRAs `activate_loras` loaded (adapters `lora0`, `lora1`, ...); adapters
+    added otherwise (a LoRA being trained, sampled mid-training) stay, and active."""
+    if not (getattr(pipe, "get_active_adapters", None) and _has_adapters(pipe)):
+        return
+    listed = {name for names in pipe.get_list_adapters().values() for name in names}
+    ours = sorted(name for name in listed if re.fullmatch(r"lora\d+", name))
+    others = sorted(listed - set(ours))
+    if not others:
         pipe.unload_lora_weights()
+    elif ours:
+        pipe.delete_adapters(ours)
+        pipe.set_adapters(others)
 
 
 def _has_adapters(pipe: Any) -> bool:

@@ -125,10 +125,8 @@ class Dataset:
         """sha256 over every image's and caption's relative path and bytes, in order."""
         digest = hashlib.sha256()
         for example in sorted(self.examples, key=lambda e: str(e.path)):
-            try:
-                relative = example.path.relative_to(self.root).as_posix()
-            except ValueError:  # a fine-tuning metadata file may name images elsewhere
-                relative = example.path.as_posix()
+            inside = example.path.is_relative_to(self.root)  # class or fine-tuning images
+            relative = (example.path.relative_to(self.root) if inside else example.path).as_posix()
             digest.update(relative.encode() + b"\0")
             digest.update(hashlib.sha256(example.path.read_bytes()).digest())
             digest.update(example.caption.encode() + b"\0")

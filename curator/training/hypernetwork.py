@@ -36,6 +36,7 @@ from curator.training.loop import (
     token_ids,
     train_recorded,
 )
+from curator.training.training_state import is_state
 
 DEFAULT_RATE = "0.00001"  # A1111's default hypernetwork learning rate
 
@@ -52,7 +53,6 @@ class HypernetworkOptions(TrainOptions):
     weight_init: str = "Normal"
     activate_output: bool = False
     sizes: str = "auto"  # context widths, e.g. "768, 320, 640, 1280"; auto: the UNet's
-    resume: str | None = None  # a hypernetwork .pt to train on from its step (A1111's way)
 
 
 def learn_rate_pairs(text: str, max_steps: int, done: int = 0) -> list[tuple[float, int]]:
@@ -181,8 +181,8 @@ def check_hypernetwork_options(
 def resumed(options: HypernetworkOptions) -> Hypernetwork | None:
     """The hypernetwork `--resume` names, as A1111 trains an existing one: its layers,
     structure and name stay, and its step count goes on."""
-    if not options.resume:
-        return None
+    if not options.resume or is_state(options.resume):
+        return None  # a state folder: the training loop resumes it
     path = Path(options.resume).expanduser()
     if not path.is_file():
         raise UsageError(f"no such hypernetwork file to resume from: {path}")

@@ -1,18 +1,21 @@
-"""What every training method shares: options, the denoising loss, the step loop, the
-loss log, checkpoints on a schedule, cancellation and the run recorded in the catalog.
+"""What every training method shares: options, the step loop, the loss log, checkpoints
+and sample images on a schedule, resumable state, cancellation and the run recorded in
+the catalog.
 
 The loop is written out rather than taken from diffusers' example scripts (scripts, not
-a library) or accelerate (adds nothing for one device at full precision); each method
-supplies the parameters it trains, how a caption becomes text-encoder input, and how
-its weights are saved.
+a library); accelerate supplies mixed precision (autocast and fp16 loss scaling) and
+gradient accumulation. Each method supplies the parameters it trains, how a caption
+becomes text-encoder input, and how its weights are saved.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -21,6 +24,14 @@ from typing import Any
 from curator.errors import Cancelled, CuratorError, UsageError
 from curator.progress import CancelToken, Reporter, RunOutcome, phase
 from curator.training.data import Dataset, Example, check_batches
+from curator.training.objective import (  # noqa: F401  (the loop's public names)
+    LatentCache,
+    denoising_loss,
+    latent_loss,
+    noise_scheduler_for,
+    pixel_batch,
+    token_ids,
+)
 
 LR_SCHEDULERS = (
     "constant",
@@ -30,6 +41,8 @@ LR_SCHEDULERS = (
     "cosine_with_restarts",
     "polynomial",
 )
+MIXED_PRECISION = ("no", "fp16", "bf16")
+OPTIMIZERS = ("adamw", "adamw8bit")
 
 
 class TrainingError(CuratorError):
@@ -51,6 +64,19 @@ class TrainOptions:
     cache_latents: bool = False  # encode each image once (VAE posterior kept in memory)
     lr_scheduler: str = "constant"  # a diffusers (and sd-scripts) schedule name
     lr_warmup_steps: int = 0
+    mixed_precision: str = "no"  # "fp16" (GPU) or "bf16": autocast, float32 master weights
+    gradient_accumulation_steps: int = 1  # batches per optimizer step
+    gradient_checkpointing: bool = False  # recompute activations: less memory, slower
+    optimizer: str = "adamw"  # or "adamw8bit" (bitsandbytes)
+    min_snr_gamma: float = 0.0  # 0: off; 5 is the paper's and sd-scripts' usual value
+    noise_offset: float = 0.0  # 0: off; sd-scripts' users take 0.05-0.1
+    sample_every: int = 0  # 0: no samples
+    sample_prompts: list[str] = field(default_factory=list)
+    sample_steps: int = 20
+    sample_size: tuple[int, int] = (512, 512)  # width, height
+    sample_sampler: str = "Euler a"
+    save_state: bool = False  # also write resumable state folders with each save
+    resume: str | None = None  # a state folder this trainer saved
     device: str | None = None  # None: CUDA, MPS or CPU, whichever is there
     config: str | None = None  # component configs for a single-file base, offline
     where: str | None = None  # a catalog query, exported into OUT/data and trained on
@@ -60,10 +86,11 @@ class TrainOptions:
     export: dict[str, Any] = field(default_factory=dict)  # more ExportOptions for `where`
     reporter: Reporter | None = field(default=None, repr=False)
     cancel: CancelToken | None = field(default=None, repr=False)
+    catalog: Any = field(default=None, repr=False)  # where samples are catalogued
 
     def recorded(self) -> dict[str, Any]:
         """The options as the catalog keeps them (no progress objects)."""
-        skip = ("reporter", "cancel")  # asdict would deep-copy them (a lock cannot be)
+        skip = ("reporter", "cancel", "catalog")  # asdict would deep-copy them (a lock cannot be)
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
 
@@ -76,6 +103,9 @@ class TrainResult:
     run_id: int | None = None
     data_hash: str = ""
     seconds: float = 0.0
+    states: list[Path] = field(default_factory=list)  # resumable state folders
+    samples: list[Path] = field(default_factory=list)  # sample images
+    generated: list[Path] = field(default_factory=list)  # images made to train on (class)
 
 
 @dataclass
@@ -108,6 +138,22 @@ def check_options(options: TrainOptions) -> None:
         raise UsageError("--lr-warmup-steps must be 0 or more and fewer than --steps")
     if options.save_every < 0:
         raise UsageError("--save-every must be 0 (only at the end) or more")
+    if options.mixed_precision not in MIXED_PRECISION:
+        raise UsageError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}")
+    if options.gradient_accumulation_steps < 1:
+        raise UsageError("--gradient-accumulation-steps must be at least 1")
+    if options.optimizer not in OPTIMIZERS:
+        raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
+    if options.optimizer == "adamw8bit" and importlib.util.find_spec("bitsandbytes") is None:
+        raise UsageError("--optimizer adamw8bit needs bitsandbytes: pip install bitsandbytes")
+    if options.min_snr_gamma < 0 or options.noise_offset < 0:
+        raise UsageError("--min-snr-gamma and --noise-offset must be 0 (off) or more")
+    if options.sample_every < 0:
+        raise UsageError("--sample-every must be 0 (no samples) or more")
+    if options.sample_every and not options.sample_prompts:
+        raise UsageError("--sample-every needs at least one --sample-prompt")
+    if options.resume and not Path(options.resume).expanduser().exists():
+        raise UsageError(f"no such state to resume from: {options.resume}")
 
 
 def prepare_data(options: TrainOptions, reg: bool = True, catalog: Any = None) -> Dataset:
@@ -146,111 +192,77 @@ def base_model_hashes(source: str) -> tuple[str, str]:
     return old_model_hash(path), digest.hexdigest()
 
 
-def pixel_batch(examples: list[Example], device: str):
-    """Images as a [-1, 1] float tensor, NCHW (all of one bucket, so one size)."""
-    import numpy as np
-    import torch
-
-    arrays = [np.asarray(example.load_rgb(), dtype=np.float32) for example in examples]
-    stacked = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-    return (stacked / 127.5 - 1.0).to(device)
-
-
-def token_ids(tokenizer: Any, captions: list[str], device: str):
-    return tokenizer(
-        captions,
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids.to(device)
-
-
-def denoising_loss(pipe: Any, noise_scheduler: Any, pixels, hidden, generator, weights=None):
-    """The Stable Diffusion objective: predict the noise (or v) added at a random step;
-    `weights` (one per image) weigh each image's loss, as sd-scripts' prior loss weight."""
-    import torch
-
-    with torch.no_grad():
-        latents = pipe.vae.encode(pixels).latent_dist.sample(generator)
-    return latent_loss(pipe, noise_scheduler, latents, hidden, generator, weights)
-
-
-class LatentCache:
-    """Each image's VAE posterior (mean and std), encoded once. A fresh latent is still
-    drawn from it every step, so caching changes the speed, not what is learned."""
-
-    def __init__(self, pipe: Any):
-        self.pipe = pipe
-        self.stored: dict[Path, tuple[Any, Any]] = {}
-
-    def sample(self, batch: list[Example], generator):
-        import torch
-
-        missing = list({e.path: e for e in batch if e.path not in self.stored}.values())
-        if missing:
-            with torch.no_grad():
-                posterior = self.pipe.vae.encode(pixel_batch(missing, self.pipe.device)).latent_dist
-            for i, example in enumerate(missing):
-                self.stored[example.path] = (posterior.mean[i], posterior.std[i])
-        mean = torch.stack([self.stored[e.path][0] for e in batch])
-        std = torch.stack([self.stored[e.path][1] for e in batch])
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        return mean + std * noise
-
-
-def latent_loss(pipe: Any, noise_scheduler: Any, latents, hidden, generator, weights=None):
-    """`denoising_loss` from unscaled VAE latents."""
-    import torch
-    import torch.nn.functional as F
-
-    latents = latents * pipe.vae.config.scaling_factor
-    noise = torch.randn(latents.shape, generator=generator, device=latents.device)
-    steps = noise_scheduler.config.num_train_timesteps
-    timesteps = torch.randint(
-        0, steps, (latents.shape[0],), generator=generator, device=noise.device
-    )
-    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-    prediction = pipe.unet(noisy, timesteps, **unet_conditioning(pipe, hidden, latents)).sample
-    if noise_scheduler.config.prediction_type == "v_prediction":
-        target = noise_scheduler.get_velocity(latents, noise, timesteps)
-    else:
-        target = noise
-    if weights is None:
-        return F.mse_loss(prediction.float(), target.float())
-    each = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-    return (each * weights).mean()
-
-
-def unet_conditioning(pipe: Any, hidden: Any, latents: Any) -> dict[str, Any]:
-    """The UNet's conditioning: the encoder's hidden states, or SDXL's dict, completed
-    with its micro-conditioning `time_ids` (original size, crop corner, target size).
-    The images are already cut to their bucket, so both sizes are the bucket's and the
-    crop corner is 0, 0."""
-    import torch
-
-    if not isinstance(hidden, dict):
-        return {"encoder_hidden_states": hidden}
-    factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-    height, width = latents.shape[-2] * factor, latents.shape[-1] * factor
-    states = hidden["encoder_hidden_states"]
-    time_ids = torch.tensor(
-        [[height, width, 0, 0, height, width]], dtype=states.dtype, device=states.device
-    ).repeat(latents.shape[0], 1)
-    added = {**hidden["added_cond_kwargs"], "time_ids": time_ids}
-    return {"encoder_hidden_states": states, "added_cond_kwargs": added}
-
-
-def noise_scheduler_for(pipe: Any):
-    from diffusers import DDPMScheduler
-
-    return DDPMScheduler.from_config(pipe.scheduler.config)
-
-
 def output_path(options: TrainOptions, name: str, step: int | None, suffix: str) -> Path:
     """kohya's names: `NAME.safetensors` at the end, `NAME-000500.safetensors` on the way."""
     stem = name if step is None else f"{name}-{step:06d}"
     return Path(options.out).expanduser().absolute() / f"{stem}{suffix}"
+
+
+def make_optimizer(options: TrainOptions, method: Method):
+    """AdamW, or bitsandbytes' 8-bit AdamW (moments in 8 bits: a quarter of the memory)."""
+    import torch
+
+    if options.optimizer == "adamw8bit":
+        import bitsandbytes
+
+        return bitsandbytes.optim.AdamW8bit(
+            method.parameters, lr=options.lr, weight_decay=method.weight_decay
+        )
+    return torch.optim.AdamW(method.parameters, lr=options.lr, weight_decay=method.weight_decay)
+
+
+def make_accelerator(options: TrainOptions, device: str):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    if options.mixed_precision == "fp16" and not device.startswith("cuda"):
+        raise UsageError("--mixed-precision fp16 needs a CUDA GPU; use bf16 here")
+    # accelerate keeps one process-wide state and refuses a second precision in the same
+    # process; a long-lived process (the review app, a notebook) trains more than once
+    AcceleratorState._reset_state()
+    return Accelerator(
+        mixed_precision=options.mixed_precision,
+        gradient_accumulation_steps=options.gradient_accumulation_steps,
+        cpu=device == "cpu",
+    )
+
+
+def enable_gradient_checkpointing(pipe: Any) -> None:
+    pipe.unet.enable_gradient_checkpointing()
+    encoder = pipe.text_encoder
+    if any(p.requires_grad for p in encoder.parameters()):
+        # transformers 5 renamed it; 4.x (sd-scripts' pin) has only the old name
+        enable = getattr(encoder, "activation_checkpointing_enable", None)
+        (enable or encoder.gradient_checkpointing_enable)()
+        encoder.train()  # transformers checkpoints only in training mode
+
+
+def tensorboard_writer(out: Path, name: str):
+    """A TensorBoard event writer under OUT/logs/NAME when tensorboard is installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "logs" / name))
+
+
+class LossMeter:
+    """The mean loss of the last ten steps, for the progress bar's description."""
+
+    def __init__(self) -> None:
+        self.recent: list[float] = []
+
+    def text(self, kind: str, loss: float) -> str:
+        self.recent = [*self.recent[-9:], loss]
+        return f"train {kind} · loss {sum(self.recent) / len(self.recent):.4f}"
+
+
+def _trim_log(path: Path, last_step: int) -> None:
+    """Keep the loss log's rows up to the step a resumed run continues from."""
+    rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
+    kept = [rows[0]] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= last_step]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(kept)
 
 
 def run_loop(
@@ -262,12 +274,16 @@ def run_loop(
     suffix: str = ".safetensors",
     start_step: int = 0,
 ) -> TrainResult:
-    """Train `method.parameters` for `options.steps` steps; save on schedule and at the end.
+    """Train `method.parameters` for `options.steps` optimizer steps (each of
+    `gradient_accumulation_steps` batches); save, sample and keep state on schedule.
 
     A cancelled run saves its weights at the step it reached, then raises `Cancelled`.
     """
     import torch
     from diffusers.optimization import get_scheduler
+
+    from curator.training import training_state
+    from curator.training.samples import SampleSettings, sample_images
 
     out = Path(options.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
@@ -276,9 +292,8 @@ def run_loop(
     device = str(pipe.device)
     generator = torch.Generator(device).manual_seed(options.seed)
     noise_scheduler = noise_scheduler_for(pipe)
-    optimizer = torch.optim.AdamW(
-        method.parameters, lr=options.lr, weight_decay=method.weight_decay
-    )
+    accelerator = make_accelerator(options, device)
+    optimizer = make_optimizer(options, method)
     schedule = method.lr_schedule(optimizer) if method.lr_schedule else None
     schedule = schedule or get_scheduler(
         options.lr_scheduler,
@@ -286,53 +301,126 @@ def run_loop(
         num_warmup_steps=options.lr_warmup_steps,
         num_training_steps=options.steps,
     )
+    batches: list[list[Example]] = []
+    epoch = 0
+    if training_state.is_state(options.resume):
+        loaded = training_state.load_state(options.resume, method.kind, options.steps)
+        training_state.restore(
+            loaded,
+            parameters=method.parameters,
+            optimizer=optimizer,
+            schedule=schedule,
+            rng=rng,
+            generator=generator,
+            scaler=accelerator.scaler,
+        )
+        start_step, epoch = loaded.step, loaded.epoch
+        if all(i < len(dataset.examples) for b in loaded.batches for i in b):
+            batches = [[dataset.examples[i] for i in b] for b in loaded.batches]
+    else:
+        with warnings.catch_warnings():  # stepping the schedule alone is the point here
+            warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")
+            for _ in range(start_step):  # a resumed run's learning rate continues where it was
+                schedule.step()
+    optimizer = accelerator.prepare(optimizer)
+    if options.gradient_checkpointing:
+        enable_gradient_checkpointing(pipe)
     cache = LatentCache(pipe) if options.cache_latents else None
+    index = {example: i for i, example in enumerate(dataset.examples)}
     log_path = out / f"{name}-loss.csv"
     losses: list[float] = []
     outputs: list[Path] = []
+    states: list[Path] = []
+    samples: list[Path] = []
     started = time.monotonic()
-    batches: list[list[Example]] = []
-    epoch = 0
-    for _ in range(start_step):  # a resumed run's learning rate continues where it was
-        schedule.step()
     appending = start_step > 0 and log_path.is_file()
-    with open(log_path, "a" if appending else "w", newline="", encoding="utf-8") as log_file:
+    if appending:
+        _trim_log(log_path, start_step)
+    settings = SampleSettings(
+        prompts=list(options.sample_prompts),
+        steps=options.sample_steps,
+        width=options.sample_size[0],
+        height=options.sample_size[1],
+        sampler=options.sample_sampler,
+        seed=options.seed,
+    )
+    writer = tensorboard_writer(out, name)
+
+    def save(step: int, final: bool) -> Path:
+        path = output_path(options, name, None if final else step, suffix)
+        method.save(path, step)
+        outputs.append(path)
+        if options.save_state:
+            folder = out / f"{path.stem}-state"
+            training_state.save_state(
+                folder,
+                kind=method.kind,
+                step=step,
+                epoch=epoch,
+                parameters=method.parameters,
+                optimizer=optimizer,
+                schedule=schedule,
+                rng=rng,
+                generator=generator,
+                batches=[[index[e] for e in b] for b in batches],
+                scaler=accelerator.scaler,
+                recorded=options.recorded(),
+            )
+            states.append(folder)
+        return path
+
+    def forward(batch: list[Example]):
+        captions = [dataset.caption_for_step(e, rng) for e in batch]
+        weights = torch.tensor(
+            [options.prior_loss_weight if e.is_reg else 1.0 for e in batch], device=device
+        )
+        shaping = {"noise_offset": options.noise_offset, "min_snr_gamma": options.min_snr_gamma}
+        with accelerator.autocast():
+            hidden = method.encode(captions)
+            if cache is not None:
+                latents = cache.sample(batch, generator)
+                return latent_loss(
+                    pipe, noise_scheduler, latents, hidden, generator, weights, **shaping
+                )
+            pixels = pixel_batch(batch, device)
+            return denoising_loss(
+                pipe, noise_scheduler, pixels, hidden, generator, weights, **shaping
+            )
+
+    mode = "a" if appending else "w"
+    with open(log_path, mode, newline="", encoding="utf-8") as log_file:
         log = csv.writer(log_file)
         if not appending:
             log.writerow(["step", "epoch", "loss", "lr", "bucket", "seconds"])
         with phase(options.reporter, f"train {method.kind}", options.steps - start_step) as bar:
+            # a reporter that can show the loss; its rate (it/s) and ETA count steps
+            describe = getattr(bar, "describe", None)
+            meter = LossMeter()
             for step in range(start_step + 1, options.steps + 1):
                 if options.cancel is not None and options.cancel.cancelled:
-                    path = output_path(options, name, step - 1, suffix)
-                    method.save(path, step - 1)
-                    outputs.append(path)
+                    path = save(step - 1, final=False)
                     error = Cancelled(
                         f"cancelled at step {step - 1}; weights so far saved to {path.name}"
                     )
                     error.outputs = outputs  # type: ignore[attr-defined]
                     raise error
-                if not batches:
-                    epoch += 1
-                    batches = dataset.epoch_batches(options.batch_size, rng)
-                batch = batches.pop()
-                captions = [dataset.caption_for_step(e, rng) for e in batch]
-                weights = torch.tensor(
-                    [options.prior_loss_weight if e.is_reg else 1.0 for e in batch], device=device
-                )
-                hidden = method.encode(captions)
-                if cache is not None:
-                    latents = cache.sample(batch, generator)
-                    loss = latent_loss(pipe, noise_scheduler, latents, hidden, generator, weights)
-                else:
-                    pixels = pixel_batch(batch, device)
-                    loss = denoising_loss(pipe, noise_scheduler, pixels, hidden, generator, weights)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                parts = []
+                for _ in range(options.gradient_accumulation_steps):
+                    if not batches:
+                        epoch += 1
+                        batches = dataset.epoch_batches(options.batch_size, rng)
+                    batch = batches.pop()
+                    with accelerator.accumulate(pipe.unet):
+                        loss = forward(batch)
+                        accelerator.backward(loss)  # divided by the accumulation steps
+                        optimizer.step()  # only on the last batch of the step
+                        optimizer.zero_grad(set_to_none=True)
+                    parts.append(float(loss.detach()))
                 rate = schedule.get_last_lr()[0]  # the rate this step used
-                schedule.step()
+                if not optimizer.step_was_skipped:  # fp16 loss scaling skips overflowed steps
+                    schedule.step()
                 method.after_step()
-                value = float(loss.detach())
+                value = sum(parts) / len(parts)
                 if not math.isfinite(value):
                     raise TrainingError(
                         f"the loss became {value} at step {step}; lower --lr "
@@ -351,16 +439,25 @@ def run_loop(
                     ]
                 )
                 log_file.flush()  # readable while training runs
+                if writer is not None:
+                    writer.add_scalar("loss", value, step)
+                    writer.add_scalar("lr", rate, step)
+                if options.sample_every and step % options.sample_every == 0:
+                    samples += sample_images(
+                        pipe, settings, out / "samples", name, step, options.base, options.catalog
+                    )
                 if options.save_every and step % options.save_every == 0 and step < options.steps:
-                    path = output_path(options, name, step, suffix)
-                    method.save(path, step)
-                    outputs.append(path)
+                    save(step, final=False)
                 bar.advance()
-    final = output_path(options, name, None, suffix)
-    method.save(final, options.steps)
-    outputs.append(final)
+                if describe is not None:
+                    describe(meter.text(method.kind, value), unit="it")
+    if writer is not None:
+        writer.close()
+    save(options.steps, final=True)
     seconds = time.monotonic() - started
-    return TrainResult(outputs, losses, options.steps, log_path, seconds=seconds)
+    return TrainResult(
+        outputs, losses, options.steps, log_path, seconds=seconds, states=states, samples=samples
+    )
 
 
 def train_recorded(
@@ -376,6 +473,8 @@ def train_recorded(
     from db.schema import Run, utcnow
 
     data_hash = dataset.content_hash()
+    if options.catalog is None:
+        options.catalog = catalog  # samples are catalogued where the run is
     if catalog is None:
         result = train()
         result.data_hash = data_hash
@@ -417,6 +516,8 @@ def train_recorded(
                     "final_loss": result.losses[-1] if result.losses else None,
                     "outputs": [str(p) for p in result.outputs],
                     "loss_log": str(result.loss_log),
+                    "states": [str(p) for p in result.states],
+                    "samples": [str(p) for p in result.samples],
                 }
     result.data_hash = data_hash
     result.run_id = run.id

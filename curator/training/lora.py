@@ -37,11 +37,17 @@ from curator.training.loop import (
     token_ids,
     train_recorded,
 )
+from curator.training.training_state import is_state
 
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # attention projections
 TEXT_ENCODER_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 UNET_PREFIX = "lora_unet"
 TEXT_ENCODER_PREFIX = "lora_te"
+# sd-scripts records the optimizer's class path
+OPTIMIZER_NAMES = {
+    "adamw": "torch.optim.adamw.AdamW",
+    "adamw8bit": "bitsandbytes.optim.adamw.AdamW8bit",
+}
 
 
 @dataclass
@@ -145,19 +151,20 @@ def kohya_metadata(
         "ss_num_epochs": -(-options.steps // per_epoch),
         "ss_prior_loss_weight": options.prior_loss_weight,
         "ss_batch_size_per_device": options.batch_size,
-        "ss_total_batch_size": options.batch_size,
+        "ss_total_batch_size": options.batch_size * options.gradient_accumulation_steps,
         "ss_max_train_steps": options.steps,
         "ss_steps": step,
-        "ss_gradient_accumulation_steps": 1,
+        "ss_gradient_accumulation_steps": options.gradient_accumulation_steps,
         "ss_lr_scheduler": options.lr_scheduler,
         "ss_lr_warmup_steps": options.lr_warmup_steps,
-        "ss_optimizer": "torch.optim.adamw.AdamW",
+        "ss_optimizer": OPTIMIZER_NAMES[options.optimizer],
         "ss_network_module": "networks.lora",
         "ss_network_dim": options.rank,
         "ss_network_alpha": options.alpha,
         "ss_network_train_unet_only": not options.train_text_encoder,
         "ss_network_train_text_encoder_only": False,
-        "ss_mixed_precision": "no",
+        "ss_mixed_precision": options.mixed_precision,
+        "ss_gradient_checkpointing": options.gradient_checkpointing,
         "ss_full_fp16": False,
         "ss_v2": version[0],
         "ss_base_model_version": version[1],
@@ -179,8 +186,8 @@ def kohya_metadata(
         "ss_caption_dropout_rate": 0.0,
         "ss_max_token_length": None,
         "ss_clip_skip": None,
-        "ss_noise_offset": None,
-        "ss_min_snr_gamma": None,
+        "ss_noise_offset": options.noise_offset or None,
+        "ss_min_snr_gamma": options.min_snr_gamma or None,
         "ss_training_comment": f"curator dataset sha256 {data_hash}",
         "ss_dataset_hash": data_hash,
     }
@@ -253,7 +260,8 @@ def _train(options: LoraOptions, dataset: Any, name: str) -> TrainResult:
                     "lr": options.text_encoder_lr or options.lr,
                 }
             )
-    start_step = _resume(options, pipe) if options.resume else 0
+    from_file = options.resume and not is_state(options.resume)  # else the loop resumes
+    start_step = _resume(options, pipe) if from_file else 0
     pipe.unet.train()
     started = time.time()
     data_hash = dataset.content_hash()
