@@ -207,7 +207,7 @@ def test_cli_train_dreambooth_with_generated_class_images(tiny_dir, tmp_path):
     args = ["--db", str(tmp_path / "c.db"), "train", "dreambooth", "--base", str(tiny_dir),
             "--data", str(data), "--out", str(tmp_path / "o"), "--steps", "2",
             "--device", "cpu", "--class-prompt", "a cat", "--num-class-images", "1",
-            "--resolution", "32", "--class-steps", "2", "--save-precision", "fp16",
+            "--class-size", "32", "--class-steps", "2", "--save-precision", "fp16",
             "--json"]  # fmt: skip
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
@@ -235,7 +235,7 @@ def test_cli_train_dreambooth_with_generated_class_images(tiny_dir, tmp_path):
     [
         (["--num-class-images", "2"], "--num-class-images needs --class-prompt"),
         (["--class-data", "{tmp}/empty"], "no class images in"),
-        (["--resolution", "30", "--class-prompt", "a"], "--resolution must be"),
+        (["--class-size", "30", "--class-prompt", "a"], "--class-size must be"),
     ],
 )
 def test_dreambooth_options_that_cannot_work_are_one_line(tiny_dir, tmp_path, extra, message):

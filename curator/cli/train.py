@@ -506,11 +506,10 @@ def _base_fields(o: dict[str, Any], quiet: bool, as_json: bool) -> dict[str, Any
     help="CFG scale for generated class images.",
 )
 @click.option(
-    "--resolution",
+    "--class-size",
     type=click.IntRange(8),
-    default=512,
-    show_default=True,
-    help="Side of generated class images, in pixels (a multiple of 8).",
+    help="Side of generated class images, in pixels (a multiple of 8) [default: the side "
+    "of --resolution's area, else 512].",
 )
 @click.option(
     "--train-text-encoder/--unet-only",
@@ -557,7 +556,7 @@ def dreambooth_cmd(app: AppContext, quiet: bool, as_json: bool, **o: Any) -> Non
         class_steps=o["class_steps"],
         class_sampler=o["class_sampler"],
         class_cfg_scale=o["class_cfg_scale"],
-        resolution=o["resolution"],
+        resolution=_class_side(o["class_size"], o["resolution"]),
         train_text_encoder=o["train_text_encoder"],
         text_encoder_lr=o["text_encoder_lr"],
         save_precision=o["save_precision"],
@@ -670,6 +669,16 @@ def textual_inversion_cmd(app: AppContext, quiet: bool, as_json: bool, **o: Any)
     with _ctrl_c_cancels(options.cancel), cli_words():
         result = train_textual_inversion(options, app.catalog)
     _report(result, as_json, quiet)
+
+
+def _class_side(class_size: int | None, resolution: tuple[int, int] | None) -> int:
+    """Generated class images are square: --class-size, else the side of the training
+    resolution's area (rounded down to a multiple of 8), else 512."""
+    if class_size is not None:
+        return class_size
+    if resolution is None:
+        return 512
+    return max(8, int((resolution[0] * resolution[1]) ** 0.5) // 8 * 8)
 
 
 @train_group.command("hypernetwork")

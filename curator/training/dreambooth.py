@@ -82,7 +82,7 @@ def check_dreambooth(options: DreamBoothOptions) -> None:
     if options.num_class_images and not options.class_prompt:
         raise UsageError("--num-class-images needs --class-prompt (what to generate them from)")
     if options.resolution < 8 or options.resolution % 8:
-        raise UsageError("--resolution must be a positive multiple of 8")
+        raise UsageError("--class-size must be a positive multiple of 8")
     if options.class_data:
         folder = Path(options.class_data).expanduser()
         if folder.exists() and not folder.is_dir():
