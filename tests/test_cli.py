@@ -165,6 +165,11 @@ def test_every_option_has_help_and_printing_commands_take_json():
             if isinstance(param, click.Option) and not param.hidden:
                 assert param.help, (path, param.opts)
         assert "--json" in names or path in INTERACTIVE, path
+        # one option per spelling: click keeps only the last of two, silently
+        spellings = [o for p in command.params for o in getattr(p, "opts", [])]
+        assert len(spellings) == len(set(spellings)), (path, sorted(spellings))
+        dests = [p.name for p in command.params]
+        assert len(dests) == len(set(dests)), (path, sorted(dests))
 
 
 def test_edits_take_quiet_and_json(tmp_path):
