@@ -223,6 +223,8 @@ def model_workers(options: RunOptions, found: Cluster) -> tuple[int, float]:
 
 def _configure(ctx: Any) -> None:
     """Ray Data settings for a run: quiet, and retries bounded on both stages."""
+    if not hasattr(ctx, "max_map_retries"):
+        raise UsageError(f"the Ray engine needs Ray 2.60 or later: {EXTRA}")
     ctx.enable_progress_bars = False  # the Reporter shows progress
     ctx.print_on_execution_start = False
     ctx.enable_auto_log_stats = False
