@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -292,3 +293,24 @@ def test_address_without_the_ray_engine_is_refused(tmp_path):
         main, ["--db", str(tmp_path / "c.db"), "tag", "--address", "10.0.0.1:6379"]
     )
     assert result.exit_code == 2 and "--engine ray" in result.output
+
+
+def test_an_unreachable_cluster_is_one_line_at_once(tmp_path, tagger_dir):
+    pytest.importorskip("ray.data")
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    db = tmp_path / "c.db"
+    with open_catalog(str(db)) as cat:
+        scan(cat, [_images(tmp_path / "images", 2)], ScanOptions(workers=1))
+    started = time.monotonic()
+    result = CliRunner().invoke(
+        main,
+        ["--db", str(db), "tag", "-m", str(tagger_dir), "--engine", "ray"]
+        + ["--address", f"127.0.0.1:{port}"],
+    )
+    assert result.exit_code == 1 and time.monotonic() - started < 30
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and f"cannot reach the Ray cluster at 127.0.0.1:{port}" in lines[0]
+    with open_catalog(str(db)) as cat, cat.session() as s:
+        assert s.scalar(select(func.count(Run.id)).where(Run.kind == "tag")) == 0

@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import pickle
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -84,6 +85,23 @@ def _code_roots() -> list[str]:
     return [str(Path(m.__file__).resolve().parent) for m in (curator, taggers, db)]
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Refuse an address nothing answers at, at once: Ray itself retries for minutes."""
+    if address == "auto":
+        return
+    client = address.startswith("ray://")
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        host, port = address.removeprefix("ray://"), "10001" if client else "6379"
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise CuratorError(
+            f"cannot reach the Ray cluster at {address}: {exc.strerror or exc} "
+            "(is `ray start --head` running there, and the port open?)"
+        ) from None
+
+
 def _init_args(address: str | None) -> dict[str, Any]:
     args: dict[str, Any] = {
         "include_dashboard": False,
@@ -115,13 +133,16 @@ def cluster(address: str | None = None) -> Iterator[Cluster]:
     require_ray()
     import ray
 
+    target = address or os.environ.get("RAY_ADDRESS")
+    if target:
+        _check_reachable(target)
     started = False
     if not ray.is_initialized():
         try:
             ray.init(**_init_args(address))
         except Exception as exc:  # noqa: BLE001 - connection errors of every kind: one line
-            where = f"the Ray cluster at {address}" if address else "Ray"
-            raise CuratorError(f"cannot start {where}: {_one_line(exc)}") from None
+            where = f"join the Ray cluster at {target}" if target else "start Ray on this machine"
+            raise CuratorError(f"cannot {where}: {_one_line(exc)}") from None
         started = True
     try:
         resources = ray.cluster_resources()
