@@ -314,3 +314,37 @@ def test_an_unreachable_cluster_is_one_line_at_once(tmp_path, tagger_dir):
     assert len(lines) == 1 and f"cannot reach the Ray cluster at 127.0.0.1:{port}" in lines[0]
     with open_catalog(str(db)) as cat, cat.session() as s:
         assert s.scalar(select(func.count(Run.id)).where(Run.kind == "tag")) == 0
+
+
+class Broken:
+    """The tiny tagger, but every model call fails."""
+
+    def __init__(self, model):
+        self.m = model
+        self.name, self.kind, self.revision = model.name, model.kind, model.revision
+        self.input_size = model.input_size
+
+    def preprocess(self, decoded):
+        return self.m.preprocess(decoded)
+
+    def predict(self, batch):
+        raise ValueError("shapes do not fit")
+
+    def params(self):
+        return {}
+
+
+def test_a_model_failing_on_the_cluster_is_the_in_process_one_line_error(
+    tmp_path, ray_address, tagger_dir
+):
+    from taggers.errors import TaggerError
+
+    with open_catalog(str(tmp_path / "c.db")) as cat:
+        scan(cat, [_images(tmp_path / "images", 2)], ScanOptions(workers=1))
+        model = Broken(load_model(str(tagger_dir), models_dir=tmp_path / "m"))
+        with pytest.raises(TaggerError) as failed:
+            run_models(cat, [model], RunOptions(engine="ray", batch_size=2))
+        assert str(failed.value) == "model tiny-tagger failed on a batch: shapes do not fit"
+        with cat.session() as s:
+            assert s.scalar(select(Run.status).where(Run.kind == "tag")) == "failed"
+            assert s.scalar(select(func.count(Processed.id))) == 0

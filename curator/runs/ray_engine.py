@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import pickle
+import re
 import socket
 import time
 from collections.abc import Iterator, Sequence
@@ -176,9 +177,14 @@ class _Predictor:
 
     def __init__(self) -> None:
         self.models = list(self.MODELS)
-        load_models(self.models)
+        self.loaded = False
 
     def __call__(self, batch: Any) -> dict[str, list[bytes]]:
+        if not self.loaded:
+            # Here rather than in __init__: a model that cannot load on this node is a
+            # batch's error (retried, then the run's one-line error), not a dead actor.
+            load_models(self.models)
+            self.loaded = True
         records = [pickle.loads(b) for b in batch.column("record").to_pylist()]
         decoded: list[_Decoded] = [d for _, d in records]
         items = predict_models(self.models, decoded)
@@ -261,23 +267,41 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _first_line(exc: BaseException) -> BaseException:
-    """`exc` without what Ray Data appends to its message after retries."""
-    if exc.args and isinstance(exc.args[0], str):
-        exc.args = (exc.args[0].split("\n", 1)[0], *exc.args[1:])
-    return exc
+def _errors(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and what it wraps: Ray's `cause`, then Python's chain."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        wrapped = (getattr(e, "cause", None), e.__cause__, e.__context__)
+        todo += [x for x in wrapped if isinstance(x, BaseException)]
 
 
-def _cause(exc: BaseException) -> BaseException:
-    """The error a worker raised, out of Ray's wrappers."""
-    seen = set()
-    while id(exc) not in seen:
-        seen.add(id(exc))
-        inner = getattr(exc, "cause", None) or exc.__cause__
-        if inner is None or not isinstance(inner, BaseException):
-            break
-        exc = inner
-    return exc
+def _run_error(exc: BaseException) -> BaseException:
+    """The one-line error for a failed Ray execution: the worker's own error where it
+    was one of ours (a model's `TaggerError`, as in-process), else what Ray says last."""
+    from ray.exceptions import RayError
+
+    from taggers.errors import TaggerError
+
+    for e in _errors(exc):
+        # Not Ray's wrapper (which also passes for the error it wraps): what it wraps.
+        if isinstance(e, CuratorError | TaggerError) and not isinstance(e, RayError):
+            if e.args and isinstance(e.args[0], str):  # less Ray Data's retry note
+                e.args = (e.args[0].split("\n", 1)[0], *e.args[1:])
+            return e
+    # Ray puts a dead worker's traceback in its message; the last line names the error.
+    lines = [
+        line.strip()
+        for e in _errors(exc)
+        for line in re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines()
+        if line.strip() and set(line.strip()) != {"^"}
+    ]
+    return CuratorError(f"the Ray cluster failed the run: {lines[-1] if lines else _one_line(exc)}")
 
 
 @contextmanager
@@ -324,7 +348,13 @@ def _pipeline(runner: _Runner, jobs: Iterator[_Job], todo: int, found: Cluster, 
     )
     batches = iter(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
     try:
-        for batch in batches:
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except Exception as exc:  # noqa: BLE001 - whatever the cluster raised: one line
+                raise _run_error(exc) from None
             if options.cancel is not None:
                 options.cancel.check()
             records = [pickle.loads(b) for b in batch.column("record").to_pylist()]
@@ -333,11 +363,6 @@ def _pipeline(runner: _Runner, jobs: Iterator[_Job], todo: int, found: Cluster, 
             jobs_by_id = {d.image_id: _Job(d.image_id, d.path, needs) for needs, d, _ in records}
             runner.store(decoded, items, jobs_by_id)
             bar.advance(len(records))
-    except ray.exceptions.RayError as exc:
-        cause = _cause(exc)
-        if cause is not exc and not isinstance(cause, ray.exceptions.RayError):
-            raise _first_line(cause) from None  # the worker's own error, as in-process
-        raise CuratorError(f"the Ray cluster failed the run: {_one_line(exc)}") from None
     finally:
         close = getattr(batches, "close", None)
         if close is not None:
