@@ -11,8 +11,10 @@ cluster needs the images and model files at the same paths on every node (a shar
 mount), never the database; and since the writer, `processed` rows and run records are
 the in-process loop's own, a killed or cancelled run resumes exactly as it does there.
 
-A shard whose task fails is run again: a dead worker process (crash, OOM, lost node) and
-an error raised in a worker are retried up to `RETRIES` times by Ray Data, then the run
+The job list (ids and paths, some 100 bytes an image) is read before the first task
+starts. A shard whose worker fails is run again by Ray Data: a dead worker process
+(crash, OOM kill, lost node) has its task rerun or its actor restarted (Ray Data's own
+defaults), and a batch whose worker raises is retried `RETRIES` times before the run
 fails with one line. Images a worker cannot decode are recorded problems, as in-process.
 """
 
