@@ -348,3 +348,18 @@ def test_a_model_failing_on_the_cluster_is_the_in_process_one_line_error(
         with cat.session() as s:
             assert s.scalar(select(Run.status).where(Run.kind == "tag")) == "failed"
             assert s.scalar(select(func.count(Processed.id))) == 0
+
+
+def test_model_workers_default_to_one_per_gpu_else_one_per_two_cpus():
+    from curator.runs.ray_engine import Cluster, model_workers, shard_rows
+
+    assert model_workers(RunOptions(), Cluster(2, 0, "")) == (1, 0.0)
+    assert model_workers(RunOptions(), Cluster(16, 0, "")) == (8, 0.0)
+    assert model_workers(RunOptions(), Cluster(64, 8, "")) == (8, 1.0)
+    assert model_workers(RunOptions(workers=3, worker_gpus=0), Cluster(64, 8, "")) == (3, 0)
+    assert model_workers(RunOptions(workers=16, worker_gpus=0.5), Cluster(64, 8, "")) == (16, 0.5)
+    with pytest.raises(UsageError, match="need 9 GPUs; the cluster has 8"):
+        model_workers(RunOptions(workers=9), Cluster(64, 8, ""))
+    # Shards hold whole model batches, a few per CPU, and never more than 1024 jobs.
+    assert shard_rows(13, 2, 2) == 2 and shard_rows(1000, 8, 2) == 128
+    assert shard_rows(10**7, 8, 2) == 1024 and shard_rows(10**7, 3, 2) == 1023

@@ -63,10 +63,12 @@ PICKLE = pickle.HIGHEST_PROTOCOL
 def require_ray() -> None:
     """Raise a one-line `UsageError` naming the extra when Ray Data is not installed."""
     try:
-        import ray  # noqa: F401
-        import ray.data  # noqa: F401
+        import ray
+        import ray.data
     except ImportError:
         raise UsageError(f"the Ray engine needs the ray extra: {EXTRA}") from None
+    if not hasattr(ray.data.DataContext, "max_map_retries"):  # the retry settings used here
+        raise UsageError(f"the Ray engine needs Ray 2.60 or later: {EXTRA}")
 
 
 # --- the cluster ---------------------------------------------------------------------
@@ -252,8 +254,6 @@ def model_workers(options: RunOptions, found: Cluster) -> tuple[int, float]:
 
 def _configure(ctx: Any) -> None:
     """Ray Data settings for a run: quiet, and retries bounded on both stages."""
-    if not hasattr(ctx, "max_map_retries"):
-        raise UsageError(f"the Ray engine needs Ray 2.60 or later: {EXTRA}")
     ctx.enable_progress_bars = False  # the Reporter shows progress
     ctx.print_on_execution_start = False
     ctx.enable_auto_log_stats = False
@@ -322,12 +322,14 @@ def _quiet_ray_data() -> Iterator[None]:
             h.setLevel(level)
 
 
-def _pipeline(runner: _Runner, jobs: Iterator[_Job], todo: int, found: Cluster, bar) -> None:  # noqa: ANN001
+def _pipeline(  # noqa: ANN001
+    runner: _Runner, jobs: Iterator[_Job], todo: int, found: Cluster, workers: tuple, bar
+) -> None:
     import ray
     import ray.data
 
     options = runner.options
-    actors, gpus = model_workers(options, found)
+    actors, gpus = workers
     shards = _shards(jobs, shard_rows(todo, options.batch_size, found.cpus))
     if not shards:
         return
@@ -389,6 +391,7 @@ def run_on_ray(
             )
     load_models(models)
     with cluster(options.address) as found, _quiet_ray_data():
+        workers = model_workers(options, found)
         runner = _Runner(catalog, models, options)
         todo, done_before, jobs = select_jobs(catalog, models, options)
         runner.start(kind)
@@ -398,7 +401,7 @@ def run_on_ray(
         outcome = RunOutcome()
         try:
             with outcome.track(), phase(options.reporter, f"{kind} on Ray", todo) as bar:
-                _pipeline(runner, jobs, todo, found, bar)
+                _pipeline(runner, jobs, todo, found, workers, bar)
         finally:
             runner.finish(outcome.status, time.monotonic() - start)
     return runner.summaries
