@@ -18,13 +18,31 @@ from curator.cli.context import (
     pass_app,
     quiet_option,
     say,
-    workers_option,
 )
 from curator.cli.progress import RichReporter
+from curator.errors import UsageError
 from curator.runs.loop import RunOptions, RunSummary, run_models
 from curator.runs.writer import DEFAULT_MAX_TAGS
 
 DEFAULT_TAGGER = "wd-vit-tagger-v3"
+ENGINE, ADDRESS = "curator.engine", "curator.address"
+
+
+def _remember_engine(ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    if value == "ray":
+        # Before any model is looked up or downloaded.
+        from curator.runs.ray_engine import require_ray
+
+        require_ray()
+    ctx.meta[ENGINE] = value
+    return value
+
+
+def _remember_address(ctx: click.Context, _param: click.Parameter, value: str | None):  # noqa: ANN202
+    if value is not None and ctx.meta.get(ENGINE) != "ray":
+        raise UsageError("--address names a Ray cluster: use it with --engine ray")
+    ctx.meta[ADDRESS] = value
+    return value
 
 
 def run_options(f):
@@ -38,7 +56,32 @@ def run_options(f):
             show_default=True,
             help="Images per model call.",
         ),
-        workers_option("Decoding", "one less than the cores; this one predicts"),
+        click.option(
+            "--workers",
+            type=Int64Range(0, 1024),
+            help="Decoding processes [default: one less than the cores; this one predicts]; "
+            "0 works in this process. With --engine ray: model workers [default: one per "
+            "GPU, else one per two CPUs].",
+        ),
+        click.option(
+            "--engine",
+            type=click.Choice(["local", "ray"]),
+            default="local",
+            show_default=True,
+            is_eager=True,
+            expose_value=False,
+            callback=_remember_engine,
+            help="local: this machine, a decode pool and one model; ray: a Ray cluster, "
+            "decoding as tasks and a pool of model workers (the ray extra).",
+        ),
+        click.option(
+            "--address",
+            metavar="ADDR",
+            expose_value=False,
+            callback=_remember_address,
+            help="With --engine ray: the cluster to join (HOST:6379, ray://HOST:10001 or "
+            "auto) [default: $RAY_ADDRESS, else Ray started on this machine].",
+        ),
         click.option(
             "--device",
             default="auto",
@@ -71,6 +114,7 @@ def report_runs(summaries: list[RunSummary], as_json: bool) -> None:
 
 
 def run_options_from(where, redo, batch_size, workers, limit, quiet, as_json) -> RunOptions:
+    ctx = click.get_current_context()
     return RunOptions(
         where=where,
         redo=redo,
@@ -78,6 +122,10 @@ def run_options_from(where, redo, batch_size, workers, limit, quiet, as_json) ->
         workers=workers,
         limit=limit,
         reporter=RichReporter(not (quiet or as_json)),
+        engine=ctx.meta.get(ENGINE, "local"),
+        address=ctx.meta.get(ADDRESS),
+        # --device cpu keeps Ray model workers off the cluster's GPUs.
+        worker_gpus=0.0 if ctx.params.get("device") == "cpu" else None,
     )
 
 

@@ -54,6 +54,11 @@ class RunOptions:
     max_tags: int = DEFAULT_MAX_TAGS  # tags kept per image and model, highest scores first
     reporter: Reporter | None = None  # progress events (see curator.progress)
     cancel: CancelToken | None = None
+    # "local": this process and a decode pool; "ray": a Ray cluster (curator.runs.ray_engine),
+    # where `workers` counts model workers.
+    engine: str = "local"
+    address: str | None = None  # the Ray cluster to join; None: start one on this machine
+    worker_gpus: float | None = None  # GPUs per Ray model worker; None: 1 where there are any
 
 
 @dataclass(slots=True)
@@ -298,6 +303,30 @@ def select_jobs(
 # --- the loop --------------------------------------------------------------------------
 
 
+def predict_models(models: Sequence[Model], decoded: list[_Decoded]) -> list[Item]:
+    """Each model's results for the decoded images it has inputs for (one batch per model)."""
+    items: list[Item] = []
+    for i, model in enumerate(models):
+        batch = [d for d in decoded if d.error is None and i in d.inputs]
+        if not batch:
+            continue
+        try:
+            results: list[Result] = model.predict([d.inputs[i] for d in batch])
+        except TaggerError:
+            raise
+        except ImportError as exc:
+            raise missing_dependency(exc, purpose=f"model {model.name}") from None
+        except Exception as exc:  # noqa: BLE001 - a model failing is one line, not a trace
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            raise TaggerError(f"model {model.name} failed on a batch: {message}") from None
+        if len(results) != len(batch):
+            raise TaggerError(
+                f"model {model.name} gave {len(results)} results for {len(batch)} images"
+            )
+        items.extend(Item(i, d.image_id, r) for d, r in zip(batch, results, strict=True))
+    return items
+
+
 class _Runner:
     def __init__(self, catalog: Catalog, models: Sequence[Model], options: RunOptions):
         self.catalog, self.models, self.options = catalog, list(models), options
@@ -316,11 +345,17 @@ class _Runner:
                         "redo": self.options.redo,
                         "batch_size": self.options.batch_size,
                         "max_tags": self.options.max_tags,
+                        **self._engine_params(),
                     },
                 )
                 s.add(run)
                 s.flush()
                 self.summaries.append(RunSummary(model.name, model.revision, run.id))
+
+    def _engine_params(self) -> dict[str, Any]:
+        if self.options.engine == "local":
+            return {}
+        return {"engine": self.options.engine, "address": self.options.address}
 
     def finish(self, status: str, seconds: float) -> None:
         with self.catalog.write() as s:
@@ -349,30 +384,14 @@ class _Runner:
                     d.inputs[i] = vectors[d.image_id]
 
     def predict(self, decoded: list[_Decoded]) -> list[Item]:
-        items: list[Item] = []
-        for i, model in enumerate(self.models):
-            batch = [d for d in decoded if d.error is None and i in d.inputs]
-            if not batch:
-                continue
-            try:
-                results: list[Result] = model.predict([d.inputs[i] for d in batch])
-            except TaggerError:
-                raise
-            except ImportError as exc:
-                raise missing_dependency(exc, purpose=f"model {model.name}") from None
-            except Exception as exc:  # noqa: BLE001 - a model failing is one line, not a trace
-                message = " ".join(str(exc).split()) or type(exc).__name__
-                raise TaggerError(f"model {model.name} failed on a batch: {message}") from None
-            if len(results) != len(batch):
-                raise TaggerError(
-                    f"model {model.name} gave {len(results)} results for {len(batch)} images"
-                )
-            items.extend(Item(i, d.image_id, r) for d, r in zip(batch, results, strict=True))
-        return items
+        return predict_models(self.models, decoded)
 
     def write_batch(self, decoded: list[_Decoded], jobs: dict[int, _Job]) -> None:
         self._load_vectors(decoded, jobs)
-        items = self.predict(decoded)
+        self.store(decoded, self.predict(decoded), jobs)
+
+    def store(self, decoded: list[_Decoded], items: list[Item], jobs: dict[int, _Job]) -> None:
+        """Write one batch's results and problems in one transaction and count them."""
         problems = [(d.path, d.error) for d in decoded if d.error is not None]
         with self.catalog.write() as s:
             counts = write_batch(
@@ -407,6 +426,12 @@ def run_models(
     `taggers.errors.TaggerError` before any image is read or any run recorded.
     """
     options = options or RunOptions()
+    if options.engine == "ray":
+        from curator.runs.ray_engine import run_on_ray
+
+        return run_on_ray(catalog, models, options, kind=kind)
+    if options.engine != "local":
+        raise ValueError(f"unknown engine {options.engine!r}; use local or ray")
     if options.max_tags < 1:
         raise ValueError("max_tags must be at least 1")
     load_models(models)
