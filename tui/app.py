@@ -87,6 +87,12 @@ class ReviewApp(RunsMixin, App[None]):
         self._selected: browse.ImageRow | None = None
         self._loading = False
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="catalog-write")
+        # Count the images and read the first page while Textual starts: both take
+        # about as long, so the first screen shows rows as soon as it is laid out.
+        # (Errors are left for the load on mount to meet and report.)
+        early = ThreadPoolExecutor(1, thread_name_prefix="catalog-read")
+        early.submit(self.listing.count)
+        early.shutdown(wait=False)
 
     # -- layout --------------------------------------------------------------------
 

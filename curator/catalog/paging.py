@@ -70,7 +70,8 @@ class Listing:
         self.score = score
         self.base = base
         compile_query(self.query, base=base)  # a query that does not parse fails here
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the fields below; held only briefly
+        self._read_lock = threading.Lock()  # one read of the catalog at a time, none twice
         self._rules: TagRules | None = None
         self._where: ColumnElement[bool] | None = None
         self._count: int | None = None
@@ -98,14 +99,18 @@ class Listing:
         return rules, where
 
     def count(self) -> int:
-        if self._count is None:
-            with self.catalog.session() as s:
-                _, where = self._meaning(s)
-                count = s.execute(select(func.count()).select_from(Image).where(where)).scalar_one()
-            with self._lock:
-                self._count = count
-            return count
-        return self._count
+        count = self._count
+        if count is None:
+            with self._read_lock:  # another thread may be counting: wait for its answer
+                count = self._count
+                if count is None:
+                    with self.catalog.session() as s:
+                        _, where = self._meaning(s)
+                        stmt = select(func.count()).select_from(Image).where(where)
+                        count = s.execute(stmt).scalar_one()
+                    with self._lock:
+                        self._count = count
+        return count
 
     # -- rows by position ----------------------------------------------------------
 
@@ -168,16 +173,30 @@ class Listing:
 
     # -- pages ---------------------------------------------------------------------
 
-    def _page(self, index: int) -> list[ImageRow]:
+    def _held(self, index: int) -> list[ImageRow] | None:
         with self._lock:
             page = self._pages.get(index)
             if page is not None:
                 self._pages.move_to_end(index)
+            return page
+
+    def _page(self, index: int) -> list[ImageRow]:
+        page = self._held(index)
+        if page is not None:
+            return page
+        self.count()
+        with self._read_lock:
+            page = self._held(index)  # read by another thread meanwhile
+            if page is not None:
                 return page
-        with self.catalog.session() as s:
-            rules, _ = self._meaning(s)
-            ids = self._page_ids(s, index)
-            page = rows_for(s, ids, score=self.score, rules=rules)
+            with self.catalog.session() as s:
+                rules, _ = self._meaning(s)
+                ids = self._page_ids(s, index)
+                page = rows_for(s, ids, score=self.score, rules=rules)
+            self._keep(index, ids, page)
+        return page
+
+    def _keep(self, index: int, ids: list[int], page: list[ImageRow]) -> None:
         with self._lock:
             if ids:
                 self._after[index + 1] = ids[-1]
@@ -186,7 +205,6 @@ class Listing:
             self._pages[index] = page
             while len(self._pages) > KEEP_PAGES:
                 self._pages.popitem(last=False)
-        return page
 
     def _page_ids(self, s: Session, index: int) -> list[int]:
         with self._lock:

@@ -174,15 +174,15 @@ class ImageList(ScrollView, can_focus=True):
 
     def _read_ahead(self) -> None:
         """Have a worker read the pages of the screen, a screen either way of it, and
-        the first and last pages, those not in memory or asked for already."""
+        the first and last screens, those not in memory or asked for already."""
         listing = self.listing
         if listing is None or not self.count:
             return
         height = max(self.scrollable_content_region.height, 1)
         top = self.scroll_offset.y
         near = listing.pages_of(top - height, top + 2 * height)
-        last = (self.count - 1) // PAGE
-        ends = [p for p in (0, last) if p not in near]
+        first, last = listing.pages_of(0, height), listing.pages_of(self.count - height, self.count)
+        ends = [p for p in dict.fromkeys([*first, *reversed(last)]) if p not in near]
         todo = [p for p in listing.missing([*near, *ends]) if p not in self._wanted]
         if todo:
             self._wanted.update(todo)
