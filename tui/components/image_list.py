@@ -18,6 +18,7 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+from textual.worker import get_current_worker
 
 from curator.catalog.browse import PAGE, ImageRow, Listing
 from tui.bindings import LIST
@@ -196,7 +197,12 @@ class ImageList(ScrollView, can_focus=True):
                 problem = None
             except Exception as error:  # shown, never raised into the UI
                 problem = f"cannot read the list: {error}"
-            self.app.call_from_thread(self._page_read, listing, page, problem)
+            if get_current_worker().is_cancelled:
+                return  # the app is closing
+            try:
+                self.app.call_from_thread(self._page_read, listing, page, problem)
+            except RuntimeError:
+                return  # the app has stopped meanwhile
 
     def _page_read(self, listing: Listing, page: int, problem: str | None = None) -> None:
         if listing is not self.listing:
