@@ -145,6 +145,8 @@ class ReviewApp(RunsMixin, App[None]):
     # -- selection -----------------------------------------------------------------
 
     def on_image_list_highlighted(self, event: ImageList.Highlighted) -> None:
+        if not self.screen_stack:
+            return  # the app is closing
         row = event.row
         moved = row is None or (event.position, row.id) != self._shown
         self._shown = None if row is None else (event.position, row.id)
