@@ -358,11 +358,11 @@ async def test_the_detail_panel_and_a_caption_edit(catalog, scanned):
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await go_to(app, pilot, "a1111.png")
-        text = str(app.query_one("#detail-text").render())
+        text = app.query_one("#detail").plain
         assert "Generation parameters:" in text and "steps: 28" in text
         assert "sampler: DPM++ 2M Karras" in text
         await go_to(app, pilot, "captioned.png")
-        text = str(app.query_one("#detail-text").render())
+        text = app.query_one("#detail").plain
         assert "smile  1.00  (sidecar)" in text
         await pilot.press("e")
         await settle(app, pilot)
@@ -411,7 +411,7 @@ async def test_jumping_within_a_duplicate_group(catalog, scanned):
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await go_to(app, pilot, "rgb.png")
-        text = str(app.query_one("#detail-text").render())
+        text = app.query_one("#detail").plain
         assert "Duplicate group:" in text and "rgb_copy.bmp" in text
         await pilot.press("D")
         await settle(app, pilot)

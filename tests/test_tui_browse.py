@@ -3,23 +3,43 @@
 from __future__ import annotations
 
 import random
+import threading
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 
 from curator.catalog.browse import (
     PAGE,
     Listing,
     image_detail,
     review_images,
+    rows_for,
     tag_images,
     tag_suggestions,
     untag_images,
 )
+from curator.catalog.paging import effective_tag_counts
 from curator.curation import edits
-from db.schema import File, Image
+from curator.tags.rules import add_alias, blacklist_add
+from curator.tags.view import USER_REMOVED, TagRules, effective_tags
+from db.schema import File, Image, ImageTag, Tag
 
 N = 7 * PAGE + 37  # several pages and a partial last one
+
+
+def image_rows(ids):
+    return [
+        {
+            "id": i,
+            "sha256": f"{i:064x}",
+            "bytes": 1000 + i,
+            "width": 512,
+            "height": 768,
+            "format": "PNG",
+            "mode": "RGB",
+        }
+        for i in ids
+    ]
 
 
 @pytest.fixture
@@ -113,3 +133,85 @@ def test_detail_and_suggestions(many):
     assert tag_suggestions(many, "zz") == [] and tag_suggestions(many, " ") == []
     with many.session() as s:
         assert s.scalar(select(Image.status).where(Image.id == 1)) == "pending"
+
+
+def test_peek_never_reads_and_load_pages_fills_in(many):
+    listing = Listing(many, "")
+    assert listing.peek(0) is None and listing.missing([0, 1]) == [0, 1]
+    assert listing.pages_of(-5, 2 * PAGE + 1) == [0, 1, 2]
+    assert listing.pages_of(N - 3, N + 50) == [(N - 1) // PAGE] and listing.pages_of(N, N + 9) == []
+    assert listing.load_pages([(N - 1) // PAGE, 0, 0, 10**6]) == [(N - 1) // PAGE, 0]
+    assert listing.peek(N - 1).id == N and listing.peek(0).id == 1 and listing.peek(PAGE) is None
+    assert listing.missing([0, 1]) == [1]
+    # The page before the last, read back from the end, joins the last one seamlessly.
+    listing.load_pages([(N - 1) // PAGE - 1])
+    ids = [listing.peek(p).id for p in range(((N - 1) // PAGE - 1) * PAGE, N)]
+    assert ids == list(range(ids[0], N + 1)) and ids[0] == ((N - 1) // PAGE - 1) * PAGE + 1
+
+
+def test_pages_read_from_several_threads_agree(many):
+    listing = Listing(many, "third")
+    expected = [i for i in range(1, N + 1) if i % 3 == 0]
+    pages = listing.pages_of(0, len(expected))
+    threads = [
+        threading.Thread(target=listing.load_pages, args=(order,))
+        for order in (pages, pages[::-1], pages[1::2] + pages[::2])
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [listing.peek(p).id for p in range(len(expected))] == expected
+
+
+def test_ends_and_neighbours_after_inserts_and_deletes(many):
+    listing = Listing(many, "")
+    last = listing.row(N - 1)
+    assert listing.row(0).id == 1 and last.id == N
+    # Someone deletes the first images and adds new ones at the end meanwhile.
+    with many.write() as s:
+        s.execute(delete(File).where(File.image_id.in_([1, 2, PAGE + 1])))
+        s.execute(delete(Image).where(Image.id.in_([1, 2, PAGE + 1])))
+        s.execute(insert(Image), image_rows(range(N + 1, N + 6)))
+    # Pages read before keep what they showed; pages read now skip what is gone.
+    assert listing.row(0).id == 1 and listing.row(N - 1).id == N
+    page_1 = [r.id for r in listing.rows(PAGE, 2 * PAGE)]
+    assert PAGE + 1 not in page_1 and page_1[0] == PAGE + 2
+    # A refresh shows the catalog as it is now, at both ends.
+    listing.refresh()
+    assert listing.count() == N - 3 + 5
+    assert [listing.row(p).id for p in (0, 1)] == [3, 4]
+    assert [r.id for r in listing.rows(N - 3, N + 2)] == list(range(N + 1, N + 6))
+    assert listing.row(N + 2) is None
+    assert listing.position_of(N + 5) == N + 1 and listing.position_of(1) is None
+
+
+def test_tag_counts_follow_aliases_blacklist_and_removals(catalog):
+    with catalog.write() as s:
+        s.execute(insert(Image), image_rows(range(1, 5)))
+    add_alias(catalog, "kitty", "cat")
+    blacklist_add(catalog, ["watermark"])
+    with catalog.write() as s:
+        names = ["cat", "kitty", "dog", "watermark", "sky"]
+        s.execute(insert(Tag), [{"name": n, "category": "general"} for n in names])
+        tag = dict(s.execute(select(Tag.name, Tag.id)).all())
+        rows = [
+            (1, "cat", "model:a"),
+            (1, "kitty", "model:b"),  # the same tag through an alias: counted once
+            (1, "watermark", "model:a"),  # blacklisted
+            (1, "dog", "user"),
+            (2, "kitty", "model:a"),
+            (2, "cat", USER_REMOVED),  # removed through its canonical name
+            (2, "sky", "sidecar"),
+            (3, "sky", USER_REMOVED),  # only a removal: no tag
+        ]
+        s.execute(
+            insert(ImageTag),
+            [{"image_id": i, "tag_id": tag[n], "source": src, "score": 0.9} for i, n, src in rows],
+        )
+    ids = [1, 2, 3, 4]
+    with catalog.session() as s:
+        rules = TagRules.load(s)
+        expected = {i: len(tags) for i, tags in effective_tags(s, ids).items() if tags}
+        assert effective_tag_counts(s, ids, rules) == expected == {1: 2, 2: 1}
+        assert [r.tags for r in rows_for(s, ids, rules=rules)] == [2, 1, 0, 0]

@@ -9,6 +9,7 @@ screen never waits on the catalog's write lock (a CLI run may hold it).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import resource_tracker
@@ -82,8 +83,16 @@ class ReviewApp(RunsMixin, App[None]):
         self.pending_writes = 0
         self._shown: tuple[int, int] | None = None  # (position, image id) last announced
         self._settle: Timer | None = None
+        self._moved_at = 0.0
+        self._selected: browse.ImageRow | None = None
         self._loading = False
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="catalog-write")
+        # Count the images and read the first page while Textual starts: both take
+        # about as long, so the first screen shows rows as soon as it is laid out.
+        # (Errors are left for the load on mount to meet and report.)
+        early = ThreadPoolExecutor(1, thread_name_prefix="catalog-read")
+        early.submit(self.listing.count)
+        early.shutdown(wait=False)
 
     # -- layout --------------------------------------------------------------------
 
@@ -136,25 +145,37 @@ class ReviewApp(RunsMixin, App[None]):
     # -- selection -----------------------------------------------------------------
 
     def on_image_list_highlighted(self, event: ImageList.Highlighted) -> None:
+        if not self.screen_stack:
+            return  # the app is closing
         row = event.row
         moved = row is None or (event.position, row.id) != self._shown
         self._shown = None if row is None else (event.position, row.id)
+        # The line, preview and detail follow once the cursor rests: a held key only
+        # moves the list (each costs a repaint beyond the two rows that changed).
         if row is None:
-            self.status.say("no images")
+            self.status.say_later("no images")
         elif moved:  # a refresh under the cursor keeps the last message in view
-            self.status.say(
+            self.status.say_later(
                 f"image {event.position + 1:,} of {event.count:,}: {row.name}, "
                 f"{STATE_MARKS.get(row.status, row.status)}, {row.tags} tags"
             )
-        # Preview and detail follow once the cursor rests: a held key only moves the list.
-        if self._settle is not None:
-            self._settle.stop()
-        self._settle = self.set_timer(SETTLE_S, lambda: self._show_selected(row))
+        self._selected = row
+        self._moved_at = time.monotonic()
+        if self._settle is None:  # one timer, put off while keys keep coming
+            self._settle = self.set_timer(SETTLE_S, self._settled)
 
-    def _show_selected(self, row: browse.ImageRow | None) -> None:
+    def _settled(self) -> None:
+        wait = SETTLE_S - (time.monotonic() - self._moved_at)
+        if wait > 0.005:
+            self._settle = self.set_timer(wait, self._settled)
+            return
         self._settle = None
         if not self.is_running or not self.screen_stack:
             return  # the app is closing
+        self.status.flush()
+        self._show_selected(self._selected)
+
+    def _show_selected(self, row: browse.ImageRow | None) -> None:
         preview = self.part("#preview", Preview)
         if row is None:
             preview.show(None, "no images")
@@ -162,7 +183,7 @@ class ReviewApp(RunsMixin, App[None]):
             self.part("#detail", DetailPanel).show(None)
             return
         position = self.image_list.cursor
-        upcoming = [self.listing.row(p) for p in (position + 1, position - 1)]
+        upcoming = [self.listing.peek(p) for p in (position + 1, position - 1)]
         preview.show(row.path, row.name, [r.path for r in upcoming if r is not None and r.path])
         self._load_detail(row.id)
 
@@ -174,7 +195,16 @@ class ReviewApp(RunsMixin, App[None]):
     @property
     def idle(self) -> bool:
         """No write waiting and the selection shown (what tests and scripts wait for)."""
-        return self.pending_writes == 0 and self._settle is None and not self._loading
+        images = self.image_list
+        row = images.current_shown
+        handled = images.count == 0 or (row is not None and self._shown == (images.cursor, row.id))
+        return (
+            self.pending_writes == 0
+            and self._settle is None
+            and not self._loading
+            and not images.reading
+            and handled
+        )
 
     @work(thread=True, exclusive=True, group="detail")
     def _load_detail(self, image_id: int) -> None:
@@ -241,13 +271,14 @@ class ReviewApp(RunsMixin, App[None]):
         """Count a listing and read its page at `position` (None: where the cursor is) off
         the UI thread, then show it: a slow query never freezes the screen."""
         self._loading = True
-        self._load(listing, position if position is not None else self.image_list.cursor, reason)
+        images = self.image_list
+        span = max(images.scrollable_content_region.height, 1)
+        self._load(listing, position if position is not None else images.cursor, span, reason)
 
     @work(thread=True, exclusive=True, group="listing")
-    def _load(self, listing: Listing, position: int, reason: str) -> None:
-        try:
-            count = listing.count()
-            listing.row(min(position, count - 1))
+    def _load(self, listing: Listing, position: int, span: int, reason: str) -> None:
+        try:  # the screen's rows, so the list shows complete
+            listing.load_pages(listing.pages_of(position - span, position + span))
         except CuratorError as error:
             self.call_from_thread(self._load_failed, f"error: {error}")
             return

@@ -1,28 +1,18 @@
-"""Browsing a query's images by position, as a review screen scrolls them.
-
-A `Listing` answers "rows 500,000 to 500,050 of this query" without reading the
-rows before them: pages are found by id (`page_ids`' keyset plan) from the nearest
-page already seen, or counted back from the end, so first paint, stepping, paging
-and jumping to either end cost one small read each. Only the pages on screen are
-kept.
-
-Also here: one image's full detail, tag suggestions for autocompletion, a preview
+"""What a review screen reads and writes besides its list (`curator.catalog.paging`,
+re-exported here): one image's full detail, tag suggestions for autocompletion, a preview
 thumbnail, and tag/review edits of chosen images (by id) recorded as undoable edits
 exactly like the query-wide ones in `curator.curation`.
 """
 
 from __future__ import annotations
 
-import os
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select
 
 from curator.catalog.imageinfo import image_report, top_tags
+from curator.catalog.paging import DEFAULT_SCORE, PAGE, ImageRow, Listing, rows_for
 from curator.curation.edits import (
     EditResult,
     add_tags,
@@ -31,187 +21,10 @@ from curator.curation.edits import (
 )
 from curator.curation.review import set_status
 from curator.progress import CancelToken, Reporter
-from curator.query.compile import compile_query, page_statement
 from curator.runs.loop import RunOptions, RunSummary, run_models
-from curator.tags.view import USER_REMOVED, TagRules, effective_tags
+from curator.tags.view import USER_REMOVED, TagRules
 from db.engine import Catalog
-from db.schema import File, Image, ImageTag, Score, Tag
-
-PAGE = 100
-KEEP_PAGES = 64  # pages held in memory: a few screens either way of each place visited
-DEFAULT_SCORE = "aesthetic"
-
-
-@dataclass(frozen=True, slots=True)
-class ImageRow:
-    """One line of a review list."""
-
-    id: int
-    name: str  # file name of the first present file (else of any file)
-    path: str | None
-    bytes: int
-    width: int
-    height: int
-    status: str
-    tags: int  # effective tags
-    score: float | None
-    duplicate_of: int | None
-
-
-class Listing:
-    """The images a query selects, in id order, read by position a page at a time.
-
-    Raises `QueryError` for a query that does not parse. The count and pages are read
-    when first asked for; `refresh()` forgets them so changes by anyone show.
-    """
-
-    def __init__(
-        self,
-        catalog: Catalog,
-        query: str = "",
-        *,
-        score: str = DEFAULT_SCORE,
-        base: str | None = None,
-    ):
-        self.catalog = catalog
-        self.query = query.strip()
-        self.score = score
-        self.base = base
-        self.where: ColumnElement[bool] = compile_query(self.query, base=base)
-        self._count: int | None = None
-        # page index → id of the last image before that page (keyset start).
-        self._after: dict[int, int] = {0: 0}
-        self._pages: OrderedDict[int, list[ImageRow]] = OrderedDict()
-
-    def refresh(self) -> None:
-        self._count = None
-        self._after = {0: 0}
-        self._pages.clear()
-
-    def count(self) -> int:
-        if self._count is None:
-            with self.catalog.session() as s:
-                stmt = select(func.count()).select_from(Image).where(self.where)
-                self._count = s.execute(stmt).scalar_one()
-        return self._count
-
-    def row(self, position: int) -> ImageRow | None:
-        if position < 0 or position >= self.count():
-            return None
-        page = self._page(position // PAGE)
-        offset = position % PAGE
-        return page[offset] if offset < len(page) else None
-
-    def rows(self, start: int, stop: int) -> list[ImageRow]:
-        out: list[ImageRow] = []
-        for position in range(max(start, 0), min(stop, self.count())):
-            row = self.row(position)
-            if row is not None:
-                out.append(row)
-        return out
-
-    def position_of(self, image_id: int) -> int | None:
-        """Where an image stands in the list, or None when the query does not select it."""
-        with self.catalog.session() as s:
-            hit = s.scalar(select(Image.id).where(self.where, Image.id == image_id))
-            if hit is None:
-                return None
-            stmt = select(func.count()).select_from(Image).where(self.where, Image.id < image_id)
-            return s.execute(stmt).scalar_one()
-
-    # -- pages ---------------------------------------------------------------------
-
-    def _page(self, index: int) -> list[ImageRow]:
-        page = self._pages.get(index)
-        if page is not None:
-            self._pages.move_to_end(index)
-            return page
-        with self.catalog.session() as s:
-            ids = self._page_ids(s, index)
-            page = rows_for(s, ids, score=self.score)
-        if ids:
-            self._after[index + 1] = ids[-1]
-            if index > 0 and index not in self._after:
-                self._after[index] = ids[0] - 1
-        self._pages[index] = page
-        while len(self._pages) > KEEP_PAGES:
-            self._pages.popitem(last=False)
-        return page
-
-    def _page_ids(self, s: Session, index: int) -> list[int]:
-        known = max(i for i in self._after if i <= index)
-        forward = (index - known) * PAGE
-        backward = max(self.count() - (index + 1) * PAGE, 0)
-        if forward <= backward:
-            stmt = page_statement(
-                s, self.query, limit=PAGE, after_id=self._after[known], base=self.base
-            )
-            return list(s.execute(stmt.offset(forward)).scalars())
-        size = min(PAGE, self.count() - index * PAGE)
-        stmt: Select = (
-            select(Image.id)
-            .where(self.where)
-            .order_by(Image.id.desc())
-            .offset(backward)
-            .limit(size)
-        )
-        return sorted(s.execute(stmt).scalars())
-
-
-def rows_for(s: Session, ids: Sequence[int], *, score: str = DEFAULT_SCORE) -> list[ImageRow]:
-    """List rows of these images, in the order given."""
-    if not ids:
-        return []
-    images = {
-        r.id: r
-        for r in s.execute(
-            select(
-                Image.id,
-                Image.bytes,
-                Image.width,
-                Image.height,
-                Image.status,
-                Image.duplicate_of,
-            ).where(Image.id.in_(ids))
-        )
-    }
-    paths: dict[int, tuple[bool, str]] = {}
-    for image_id, path, present in s.execute(
-        select(File.image_id, File.path, File.present)
-        .where(File.image_id.in_(ids))
-        .order_by(File.id)
-    ):
-        best = paths.get(image_id)
-        if best is None or (present and not best[0]):
-            paths[image_id] = (bool(present), path)
-    scores = dict(
-        s.execute(
-            select(Score.image_id, Score.value).where(Score.name == score, Score.image_id.in_(ids))
-        ).all()
-    )
-    tags = effective_tags(s, ids)
-    out = []
-    for image_id in ids:
-        image = images.get(image_id)
-        if image is None:  # deleted since the ids were read
-            continue
-        path = paths.get(image_id, (False, None))[1]
-        out.append(
-            ImageRow(
-                id=image_id,
-                name=os.path.basename(path) if path else f"#{image_id}",
-                path=path,
-                bytes=image.bytes,
-                width=image.width,
-                height=image.height,
-                status=image.status,
-                tags=len(tags.get(image_id, ())),
-                score=scores.get(image_id),
-                duplicate_of=image.duplicate_of,
-            )
-        )
-    return out
-
+from db.schema import Image, ImageTag, Tag
 
 # -- one image ----------------------------------------------------------------------
 
@@ -361,6 +174,8 @@ def review_images(catalog: Catalog, image_ids: Iterable[int], status: str) -> Ed
 
 
 __all__ = [
+    "DEFAULT_SCORE",
+    "PAGE",
     "canonical_tag",
     "ImageRow",
     "Listing",

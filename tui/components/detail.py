@@ -1,14 +1,22 @@
 """The detail panel: tags by category with score and origin, captions, generation
-parameters, detections and the duplicate group of the selected image."""
+parameters, detections and the duplicate group of the selected image.
+
+A line-API widget: the text is cut into lines once per image and drawn a line at a
+time. A `Static` in a scrolling container asks for a layout of the whole screen on
+every update; this panel asks only when an image's text outgrows the panel (and
+its scroll height changes), so showing the next image repaints the panel alone.
+"""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
+from rich.segment import Segment
 from rich.text import Text
-from textual.containers import VerticalScroll
-from textual.widgets import Static
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 
 from tui.components.image_list import STATE_MARKS, human_size
 
@@ -106,11 +114,56 @@ def detail_text(report: dict[str, Any] | None) -> Text:
     return out
 
 
-class DetailPanel(VerticalScroll, can_focus=False):
+class DetailPanel(ScrollView, can_focus=False):
     """Scrollable text about the selected image."""
 
-    def compose(self):  # noqa: ANN201
-        yield Static(detail_text(None), id="detail-text")
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.text = detail_text(None)
+        self._lines: list[Strip] = []
+        self._cut_at = -1  # the width the lines were cut for
 
     def show(self, report: dict[str, Any] | None) -> None:
-        self.query_one("#detail-text", Static).update(detail_text(report))
+        self.text = detail_text(report)
+        self._cut_at = -1
+        self.scroll_to(y=0, animate=False, immediate=True)
+        self._cut()
+        self.refresh()
+
+    @property
+    def plain(self) -> str:
+        """The panel's text without styles, as a screen reader gets it."""
+        return self.text.plain
+
+    def on_resize(self) -> None:
+        self._cut()
+
+    def _cut(self) -> None:
+        width = self.scrollable_content_region.width
+        if width <= 0 or width == self._cut_at:
+            return
+        console = self.app.console
+        lines = console.render_lines(
+            self.text, console.options.update(width=width, height=None), pad=False
+        )
+        self._lines = [Strip(line).simplify() for line in lines]
+        self._cut_at = width
+        # Text shorter than the panel keeps the scroll height the panel's: no layout.
+        height = max(len(self._lines), self.scrollable_content_region.height)
+        size = Size(width, height)
+        if self.virtual_size != size:
+            self.virtual_size = size
+
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        index = self.scroll_offset.y + y
+        style = self.rich_style
+        if index >= len(self._lines):
+            return Strip.blank(width, style)
+        line = self._lines[index]
+        return (
+            Strip(Segment.apply_style(line, style), line.cell_length)
+            .extend_cell_length(width, style)
+            .crop(0, width)
+            .simplify()  # one segment per style, as a `Static` draws it
+        )

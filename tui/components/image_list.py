@@ -2,20 +2,25 @@
 
 `ListView` and a filled `DataTable` build one object per row; this widget draws only
 the lines on screen, asking the `Listing` for each, so a million images cost what
-fifty do.
+fifty do. Drawing never waits on the catalog: a row whose page is not in memory is
+drawn as a placeholder while a worker thread reads it, and the pages a screen either
+way of the cursor, and the first and last, are read ahead, so stepping, paging and
+jumping to either end find their rows in memory.
 """
 
 from __future__ import annotations
 
 from rich.segment import Segment
 from rich.style import Style
+from textual import work
 from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+from textual.worker import get_current_worker
 
-from curator.catalog.browse import ImageRow, Listing
+from curator.catalog.browse import PAGE, ImageRow, Listing
 from tui.bindings import LIST
 
 # Words and a mark for each state: colour is never the only signal.
@@ -77,7 +82,8 @@ class ImageList(ScrollView, can_focus=True):
     BINDINGS = LIST
     COMPONENT_CLASSES = {"image-list--cursor", "image-list--accepted", "image-list--rejected"}
 
-    cursor: reactive[int] = reactive(0, always_update=True, init=False)
+    # No repaint of the whole list: the watcher repaints the two rows that change.
+    cursor: reactive[int] = reactive(0, always_update=True, init=False, repaint=False)
 
     class Highlighted(Message):
         """The cursor moved to another image (or the list changed under it)."""
@@ -92,6 +98,7 @@ class ImageList(ScrollView, can_focus=True):
         super().__init__(id=id)
         self.listing = listing
         self._styles: dict[str, Style] = {}  # component styles, read once per style change
+        self._wanted: set[int] = set()  # pages asked of a worker and not yet read
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
@@ -112,8 +119,10 @@ class ImageList(ScrollView, can_focus=True):
     def set_listing(self, listing: Listing, position: int = 0) -> None:
         """Show another listing (a new filter, or the same one refreshed)."""
         self.listing = listing
+        self._wanted = set()
         self._resize()
         self.cursor = self._clamp(position)
+        self._read_ahead()
 
     def _resize(self) -> None:
         self.virtual_size = Size(self.size.width, self.count)
@@ -125,13 +134,20 @@ class ImageList(ScrollView, can_focus=True):
 
     @property
     def current(self) -> ImageRow | None:
+        """The row under the cursor (read at once if its page is not in memory)."""
         return None if self.listing is None else self.listing.row(self.cursor)
+
+    @property
+    def current_shown(self) -> ImageRow | None:
+        """The row under the cursor if its page is in memory (never waits)."""
+        return None if self.listing is None else self.listing.peek(self.cursor)
 
     def _clamp(self, position: int) -> int:
         return max(0, min(position, self.count - 1)) if self.count else 0
 
     def on_resize(self) -> None:
         self._resize()
+        self._read_ahead()
 
     def on_mount(self) -> None:
         self._resize()
@@ -144,7 +160,65 @@ class ImageList(ScrollView, can_focus=True):
         else:  # only the two rows whose marks changed
             self.refresh_line(old)
             self.refresh_line(new)
-        self.post_message(self.Highlighted(new, self.current, self.count))
+        self._read_ahead()
+        row = self.current_shown
+        if row is not None or not self.count:
+            self.post_message(self.Highlighted(new, row, self.count))
+        # else: posted when its page has been read
+
+    # -- reading ahead -------------------------------------------------------------
+
+    @property
+    def reading(self) -> bool:
+        """Pages are being read."""
+        return bool(self._wanted)
+
+    def _read_ahead(self) -> None:
+        """Have a worker read the pages of the screen, a screen either way of it, and
+        the first and last screens, those not in memory or asked for already."""
+        listing = self.listing
+        if listing is None or not self.count:
+            return
+        height = max(self.scrollable_content_region.height, 1)
+        top = self.scroll_offset.y
+        near = listing.pages_of(top - height, top + 2 * height)
+        first, last = listing.pages_of(0, height), listing.pages_of(self.count - height, self.count)
+        ends = [p for p in dict.fromkeys([*first, *reversed(last)]) if p not in near]
+        todo = [p for p in listing.missing([*near, *ends]) if p not in self._wanted]
+        if todo:
+            self._wanted.update(todo)
+            self._read(listing, todo)
+
+    @work(thread=True, group="list-pages")
+    def _read(self, listing: Listing, pages: list[int]) -> None:
+        for page in pages:  # one at a time: the rows on screen show as soon as read
+            try:
+                listing.load_pages([page])
+                problem = None
+            except Exception as error:  # shown, never raised into the UI
+                problem = f"cannot read the list: {error}"
+            if get_current_worker().is_cancelled:
+                return  # the app is closing
+            try:
+                self.app.call_from_thread(self._page_read, listing, page, problem)
+            except RuntimeError:
+                return  # the app has stopped meanwhile
+
+    def _page_read(self, listing: Listing, page: int, problem: str | None = None) -> None:
+        if listing is not self.listing:
+            return  # another listing is shown now
+        if problem is not None:  # stays asked for: not read again until a refresh
+            self.notify(problem, severity="error")
+            return
+        self._wanted.discard(page)
+        top = self.scroll_offset.y
+        height = max(self.scrollable_content_region.height, 1)
+        if page * PAGE < top + height and (page + 1) * PAGE > top:
+            self.refresh()  # placeholders on screen become rows
+        if self.cursor // PAGE == page:
+            row = self.current_shown
+            if row is not None:
+                self.post_message(self.Highlighted(self.cursor, row, self.count))
 
     def _scroll_to_cursor(self) -> bool:
         """Scroll so the cursor row shows; whether it scrolled."""
@@ -195,9 +269,15 @@ class ImageList(ScrollView, can_focus=True):
     def render_line(self, y: int) -> Strip:
         position = self.scroll_offset.y + y
         width = self.size.width - self.scrollbar_size_vertical
-        row = self.listing.row(position) if self.listing and position < self.count else None
-        if row is None:
+        listing = self.listing
+        if listing is None or position >= self.count:
             return Strip.blank(width, self._style("base"))
+        row = listing.peek(position)
+        if row is None:  # its page is being read (or, scrolled to, is to be)
+            if position // PAGE not in self._wanted:
+                self.call_later(self._read_ahead)
+            text = ("▶ " if position == self.cursor else "  ") + "…"
+            return Strip([Segment(text.ljust(width)[:width], self._style("base"))], width)
         selected = position == self.cursor
         text = ("▶ " if selected else "  ") + format_row(row, width, row_score_name(self.listing))
         if selected:

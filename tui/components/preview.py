@@ -52,7 +52,9 @@ class Preview(Container):
         self._path = path
         self.query_one("#preview-caption", TextLine).text = label
         if path is None:
-            self.query_one("#preview-image", ImageWidget).image = None
+            widget = self.query_one("#preview-image", ImageWidget)
+            if widget.image is not None:
+                widget.image = None
             return
         key = _key(path)
         cached = key is not None and key in self._cache
@@ -86,7 +88,9 @@ class Preview(Container):
                 self._cache.popitem(last=False)
         if path != self._path:
             return  # the cursor has moved on
-        self.query_one("#preview-image", ImageWidget).image = image
+        widget = self.query_one("#preview-image", ImageWidget)
+        if widget.image is not image:  # each new image lays the screen out again
+            widget.image = image
         if problem:
             self.query_one("#preview-caption", TextLine).text = problem
 
