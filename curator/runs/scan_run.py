@@ -8,19 +8,22 @@
 
 The catalog ends as after `scan` followed by `run_models` over the same paths: the same
 image, file, problem, tag and `processed` rows, one scan run and one run per model.
-A JPEG is read, hashed and parsed once, but decoded twice (DCT scale 1/8 for the hash,
-the model's scale for the model): decoding it once at the model's scale would change
-its perceptual hash from what a plain scan records.
+A JPEG large enough that 1/8 of it covers the models' input (wallpapers) is decoded
+once, at that scale, for both; a smaller one is read, hashed and parsed once but decoded
+twice (at 1/8 for the hash, the models' scale for them): a hash from the models' scale
+would differ from what a plain scan records.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from PIL import Image as PILImage
 from sqlalchemy import and_, exists, or_, select
 from sqlalchemy.orm import aliased
 
@@ -34,6 +37,7 @@ from curator.runs.loop import (
     _Decoded,
     _Runner,
     decode,
+    draft_size,
     needs_pixels,
     reads_embeddings,
     run_models,
@@ -73,18 +77,37 @@ class PrepareFor:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                if opened.drafted:
-                    side = max(sizes) if sizes and all(sizes) else None
+                side = max(sizes) if sizes and all(sizes) else None
+                if opened.drafted and not _same_draft(opened, side):
                     decoded = decode(opened.path, side, pixels=bool(sizes), data=opened.data)
                 else:
                     decoded = DecodedImage(
-                        opened.upright, opened.original_size, opened.format, opened.path
+                        opened.upright,
+                        opened.original_size,
+                        opened.format,
+                        opened.path,
+                        _tables(opened.image) if opened.drafted else None,
                     )
                 return {i: models[i].preprocess(decoded) for i in needs}
         except ImportError as exc:
             return Unprepared(str(exc), exc)
         except Exception as exc:  # noqa: BLE001 - recorded for the image, as the run loop does
             return Unprepared(" ".join(str(exc).split()) or type(exc).__name__)
+
+
+def _same_draft(opened: Opened, side: int | None) -> bool:
+    """Whether the models' JPEG draft decodes at the scale the probe's did (large
+    images, where 1/8 still covers the models' input): then its pixels are theirs."""
+    if side is None:
+        return False
+    with PILImage.open(io.BytesIO(opened.data)) as img:
+        img.draft("RGB", draft_size(*img.size, side))
+        return img.size == opened.image.size and img.mode == opened.image.mode
+
+
+def _tables(img: PILImage.Image) -> dict[int, list[int]] | None:
+    quantization = getattr(img, "quantization", None)
+    return {int(k): list(v) for k, v in quantization.items()} if quantization else None
 
 
 def scope_of(roots: Sequence[str]) -> Any:
