@@ -131,9 +131,6 @@ def prepare(
         + ([options.tagger] if options.tagger else [])
     )
     models, notes = _load(specs)
-    scan_options = ScanOptions(
-        workers=options.workers, reporter=options.reporter, cancel=options.cancel
-    )
     if models:
         run_opts = RunOptions(
             workers=options.workers, reporter=options.reporter, cancel=options.cancel
@@ -143,7 +140,6 @@ def prepare(
             [src],
             [m for _, m in models],
             run_opts,
-            scan_options=scan_options,
             kind="prepare",
         )
         for (spec, _), run in zip(models, runs, strict=True):
@@ -151,6 +147,9 @@ def prepare(
                 0, f"{run.model} on {run.done} images ({run.skipped} already done)"
             )
     else:
+        scan_options = ScanOptions(
+            workers=options.workers, reporter=options.reporter, cancel=options.cancel
+        )
         summary = scan(catalog, [src], scan_options)
     report.steps.append(
         f"scan: {summary.seen} images, {summary.new_images} new, {summary.problems} unreadable"

@@ -223,8 +223,11 @@ def scan_and_run(
     for path in paths:
         if not os.path.isdir(path) and not os.path.isfile(path):
             raise UsageError(f"no such folder or file: {path}")
+    # The run's default for decoding processes, one less than the cores: this process
+    # predicts, and more decoders than that only take cores from the model.
+    workers = options.workers if options.workers is not None else max(1, (os.cpu_count() or 1) - 1)
     scan_options = scan_options or ScanOptions(
-        workers=options.workers, reporter=options.reporter, cancel=options.cancel
+        workers=workers, reporter=options.reporter, cancel=options.cancel
     )
     scanned: list[ScanSummary] = []
 
