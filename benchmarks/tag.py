@@ -266,12 +266,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--images", type=int, default=64)
+    ap.add_argument("--images", type=int, default=24)
     ap.add_argument("--size", type=int, default=448)
     ap.add_argument("--tags", type=int, default=10_861)
     ap.add_argument("--arch", default="convnext_tiny")
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--work", type=Path, help="keep the model and images here between runs")
     ap.add_argument("--writer-only", action="store_true", help="only the writer's rows/s")
     ap.add_argument("--writer-images", type=int, default=80)
@@ -302,25 +302,36 @@ def main() -> None:
             make_images(images, args.images)
         paths = sorted(str(p) for p in images.glob("*.jpg"))
         print(f"{len(paths)} JPEGs of 768-1600 px; batch size {args.batch_size}")
-        rows = []
+        import statistics
+
+        labels = ("fp32", "int8")
+        quantize = {"fp32": None, "int8": "int8"}
+        models = {
+            label: load_model(str(model_dir), models_dir=work / "models", quantize=quantize[label])
+            for label in labels
+        }
+        mos: dict[str, list[float]] = {label: [] for label in labels}
+        e2es: dict[str, list[float]] = {label: [] for label in labels}
         tag_sets = []
-        for quantize in (None, "int8"):
-            label = quantize or "fp32"
-            model = load_model(str(model_dir), models_dir=work / "models", quantize=quantize)
-            # Interleaved repeats, best of each: other load on a small machine only
-            # ever slows a measurement down, so the best is the least disturbed.
-            mos, e2es = [], []
-            for _ in range(args.repeats):
-                speed, tags = model_only(model, paths, args.batch_size)
-                mos.append(speed)
-                e2es.append(end_to_end(model, images, work / f"{label}.db", args.batch_size))
-            mo, e2e = max(mos), max(e2es)
+        # Alternating order, medians: the machine is shared, so no order is favoured
+        # and one disturbed repeat does not decide the figure.
+        for r in range(args.repeats):
+            for label in labels if r % 2 == 0 else reversed(labels):
+                speed, tags = model_only(models[label], paths, args.batch_size)
+                mos[label].append(speed)
+                e2e = end_to_end(models[label], images, work / f"{label}.db", args.batch_size)
+                e2es[label].append(e2e)
+                if r == 0:
+                    tag_sets.append((label, tags))
+        rows = []
+        for label in labels:
+            mo, e2e = statistics.median(mos[label]), statistics.median(e2es[label])
             rows.append((label, mo, e2e))
-            tag_sets.append(tags)
             print(
                 f"{label}: model-only {mo:.2f} img/s, end-to-end {e2e:.2f} img/s, "
-                f"ratio {e2e / mo:.2f}"
+                f"ratio {e2e / mo:.2f} (medians of {args.repeats})"
             )
+        tag_sets = [tags for _, tags in sorted(tag_sets, key=lambda t: labels.index(t[0]))]
         (_, fp_mo, fp_e2e), (_, q_mo, q_e2e) = rows
         print(
             f"int8 / fp32: model-only {q_mo / fp_mo:.2f}x (target >= 1.8x), "
