@@ -62,8 +62,9 @@ class PrepareFor:
     """The probe hook: the decoded file preprocessed for each model that reads pixels.
 
     The same steps as `curator.runs.loop.decode_for_models`, from the probe's pixels
-    instead of a second read: a JPEG is decoded again from the bytes in memory at the
-    models' draft scale (the probe's is the hash's 1/8); any other format reuses them.
+    instead of a second read. Any format but JPEG reuses them; a JPEG reuses them when
+    the hash's 1/8 scale covers the models' input, else it is decoded again from the
+    bytes in memory at the models' draft scale.
     """
 
     models: tuple[Model, ...]
