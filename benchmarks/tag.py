@@ -1,11 +1,11 @@
 """Tagging throughput: model-only vs end-to-end `curator tag`, fp32 vs int8; writer rows/s.
 
-    python benchmarks/tag.py [--images 64] [--size 448] [--arch convnext_tiny]
+    python benchmarks/tag.py [--images 24] [--repeats 3] [--size 448] [--arch convnext_tiny]
     python benchmarks/tag.py --writer-only [--writer-images 80] [--writer-tags 9000]
-    python benchmarks/tag.py --kohya PATH/TO/sd-scripts [--kohya-images 32] [--repeats 3]
+    python benchmarks/tag.py --kohya PATH/TO/sd-scripts [--kohya-images 30] [--repeats 3]
 
 Builds a WD14-sized tagger with random weights (timm ConvNeXt-T at 448 px,
-10,000 sigmoid outputs, NHWC BGR input, exported to ONNX) with a matching
+10,861 sigmoid outputs, NHWC BGR input, exported to ONNX) with a matching
 selected_tags.csv, generates JPEG photos of mixed sizes, then measures in one run:
 
 * model-only images/s: pre-decoded, pre-processed batches through the same
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import statistics
 import sys
 import tempfile
 import time
@@ -149,9 +150,9 @@ def glob_images_pathlib(dir_path, recursive):
 
 
 def kohya_side_by_side(args: argparse.Namespace, model_dir: Path, work: Path) -> None:
+    import json
     import os
     import shutil
-    import statistics
     import subprocess
 
     src = work / f"mixed-{args.kohya_images}"
@@ -212,8 +213,6 @@ def kohya_side_by_side(args: argparse.Namespace, model_dir: Path, work: Path) ->
         t = time.perf_counter()
         out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
         took = time.perf_counter() - t
-        import json
-
         (summary,) = json.loads(out)
         assert summary["done"] == args.kohya_images, summary
         return took
@@ -302,8 +301,6 @@ def main() -> None:
             make_images(images, args.images)
         paths = sorted(str(p) for p in images.glob("*.jpg"))
         print(f"{len(paths)} JPEGs of 768-1600 px; batch size {args.batch_size}")
-        import statistics
-
         labels = ("fp32", "int8")
         quantize = {"fp32": None, "int8": "int8"}
         models = {
