@@ -286,7 +286,7 @@ def test_int8_quantisation(tmp_path: Path, wd14_dir: Path) -> None:
 
 def test_int8_weights_are_signed_per_channel_and_7_bit(tmp_path: Path, wd14_dir: Path) -> None:
     """Signed weights with a scale per output column, within 7 bits: CPUs without VNNI
-    saturate 8-bit products, and per-tensor scales ran slower and coarser."""
+    saturate 8-bit products, and a scale per column keeps the precision 7 bits lose."""
     import onnx
     from onnx import numpy_helper
 
