@@ -363,3 +363,25 @@ def test_model_workers_default_to_one_per_gpu_else_one_per_two_cpus():
     # Shards hold whole model batches, a few per CPU, and never more than 1024 jobs.
     assert shard_rows(13, 2, 2) == 2 and shard_rows(1000, 8, 2) == 128
     assert shard_rows(10**7, 8, 2) == 1024 and shard_rows(10**7, 3, 2) == 1023
+
+
+def test_tag_paths_on_ray_catalogs_and_tags_only_those_paths(tmp_path, ray_address, tagger_dir):
+    db = tmp_path / "c.db"
+    with open_catalog(str(db)) as cat:
+        scan(cat, [_images(tmp_path / "old", 3)], ScanOptions(workers=1))
+    new = tmp_path / "new"
+    new.mkdir()
+    for i in range(4):  # other sizes than old/'s: other images, not more files of them
+        Image.new("RGB", (60 + i, 30), (i * 40, 90, 200 - i * 30)).save(new / f"{i}.png")
+    result = CliRunner().invoke(
+        main,
+        ["--db", str(db), "tag", str(new), "-m", str(tagger_dir), "--engine", "ray"]
+        + ["--address", ray_address, "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    with open_catalog(str(db)) as cat, cat.session() as s:
+        assert s.scalar(select(func.count(File.id))) == 7
+        tagged = s.scalars(
+            select(File.path).join(Processed, Processed.image_id == File.image_id)
+        ).all()
+    assert sorted(Path(p).parent.name for p in tagged) == ["new"] * 4

@@ -284,6 +284,24 @@ def test_int8_quantisation(tmp_path: Path, wd14_dir: Path) -> None:
     assert again.revision == quantised.revision  # served from the cache
 
 
+def test_int8_weights_are_signed_per_channel_and_7_bit(tmp_path: Path, wd14_dir: Path) -> None:
+    """Signed weights with a scale per output column, within 7 bits: CPUs without VNNI
+    saturate 8-bit products, and a scale per column keeps the precision 7 bits lose."""
+    import onnx
+    from onnx import numpy_helper
+
+    quantised = load_model(str(wd14_dir), models_dir=tmp_path, quantize="int8")
+    graph = onnx.load(str(quantised.model_path)).graph
+    ops = {node.op_type for node in graph.node}
+    assert "MatMulInteger" in ops and "MatMul" not in ops
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    (matmul,) = [node for node in graph.node if node.op_type == "MatMulInteger"]
+    weight = inits[matmul.input[1]]
+    assert weight.dtype == np.int8 and np.abs(weight.astype(int)).max() <= 64
+    scales = [v for k, v in inits.items() if k.startswith(matmul.input[1].split("_quantized")[0])]
+    assert any(v.size == weight.shape[1] > 1 for v in scales if v.dtype == np.float32)
+
+
 def test_unknown_quantisation_is_refused(tmp_path: Path, wd14_dir: Path) -> None:
     with pytest.raises(TaggerError, match="int8"):
         load_model(str(wd14_dir), models_dir=tmp_path, quantize="int4")

@@ -154,10 +154,12 @@ def run_options_from(where, redo, batch_size, workers, limit, quiet, as_json) ->
     show_default=True,
     help="Keep at most this many tags per image (the highest scores).",
 )
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @run_options
 @pass_app
 def tag_cmd(
     app: AppContext,
+    paths,
     specs,
     general_threshold,
     character_threshold,
@@ -177,9 +179,14 @@ def tag_cmd(
 ):
     """Tag images with WD14 / DeepDanbooru taggers (resumable; each image decoded once).
 
+    Without PATHS, tags the catalog's images. With PATHS (folders or files), tags only
+    the images there, cataloguing new files on the way: each is read and decoded once
+    for both (like `curator scan PATHS` then `curator tag`, in one pass).
+
     \b
     Examples:
       curator tag                                  # the default WD14 tagger
+      curator tag ./new-photos/                    # catalog and tag a folder
       curator tag -m wd-eva02-large-tagger-v3 --mcut
       curator tag -m ./my-tagger/ --where 'folder:new/' --device cuda
     """
@@ -199,16 +206,34 @@ def tag_cmd(
     ]
     opts = run_options_from(where, redo, batch_size, workers, limit, quiet, as_json)
     opts.max_tags = max_tags
-    report_runs(run_models(app.catalog, models, opts, kind="tag"), as_json)
+    report_runs(run_on(app, paths, models, opts, kind="tag"), as_json)
+
+
+def run_on(app: AppContext, paths, models, opts: RunOptions, *, kind: str) -> list[RunSummary]:
+    """`run_models` over the catalog, or over PATHS with their new files scanned on the way."""
+    if not paths:
+        return run_models(app.catalog, models, opts, kind=kind)
+    from curator.runs.scan_run import scan_and_run
+
+    return scan_and_run(app.catalog, paths, models, opts, kind=kind)[1]
 
 
 @click.command("detect")
 @click.argument("detectors", nargs=-1, required=True, type=click.Choice(["nsfw", "text", "faces"]))
+@click.option(
+    "--path",
+    "paths",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Only images in this folder or file, cataloguing new files on the way (each "
+    "read once for both); repeatable.",
+)
 @run_options
 @pass_app
 def detect_cmd(
     app: AppContext,
     detectors,
+    paths,
     where,
     redo,
     batch_size,
@@ -228,7 +253,7 @@ def detect_cmd(
 
     models = [load_model(d, device=device, threads=threads) for d in dict.fromkeys(detectors)]
     opts = run_options_from(where, redo, batch_size, workers, limit, quiet, as_json)
-    report_runs(run_models(app.catalog, models, opts, kind="detect"), as_json)
+    report_runs(run_on(app, paths, models, opts, kind="detect"), as_json)
 
 
 @click.group("models", cls=FullHelpGroup)

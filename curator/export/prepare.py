@@ -1,7 +1,8 @@
 """`curator prepare`: one command from a folder of photos to a DreamBooth training set.
 
-    scan → dedup → detect (faces for focal crops; NSFW when filtering on it)
-         → tag (when a tagger is available) → filter → bucket, crop, caption → layout
+    scan + detect (faces for focal crops; NSFW when filtering on it) + tag (when a
+    tagger is available), one pass that decodes each new file once
+         → dedup → filter → bucket, crop, caption → layout
 
 Every step is the same library call the individual commands make, recorded in the
 catalog as usual, so a user can inspect or redo any step afterwards. The report says
@@ -23,15 +24,17 @@ from curator.ingest.scan import ScanOptions, scan
 from curator.progress import CancelToken, Reporter
 from curator.query.compile import compile_query, folder_condition
 from curator.query.parser import quote
-from curator.runs.loop import RunOptions, run_models
+from curator.runs.loop import RunOptions
+from curator.runs.scan_run import scan_and_run
 from db.engine import Catalog
 from db.schema import File, Image, Problem
 
 DEFAULT_TAGGER = "wd-vit-tagger-v3"
 
 
-# Problems about folders and sidecars, not image files: they drop no image.
-NOT_IMAGES = ("unreadable_folder", "sidecar_too_large", "unreadable_sidecar")
+# Problems about folders and sidecars, and models failing on a catalogued image: they
+# drop no image.
+NOT_IMAGES = ("unreadable_folder", "sidecar_too_large", "unreadable_sidecar", "decode_failed")
 
 
 @dataclass(slots=True)
@@ -119,15 +122,41 @@ def prepare(
     report = PrepareReport(source=src, target=os.path.abspath(out))
     in_folder = folder_condition(src)
 
-    # 1. Scan: unreadable files are dropped with their problem kind.
-    summary = scan(
-        catalog,
-        [src],
-        ScanOptions(workers=options.workers, reporter=options.reporter, cancel=options.cancel),
+    # 1. Scan, detect and tag in one pass (faces for focal crops, NSFW only when
+    # filtering on it, the tagger when asked for): each new file is decoded once for
+    # all of them. Unreadable files are dropped with their problem kind.
+    specs = (
+        (["faces"] if options.crop == "focal" else [])
+        + (["nsfw"] if options.max_nsfw is not None else [])
+        + ([options.tagger] if options.tagger else [])
     )
+    models, notes = _load(specs)
+    if models:
+        run_opts = RunOptions(
+            workers=options.workers, reporter=options.reporter, cancel=options.cancel
+        )
+        summary, runs = scan_and_run(
+            catalog,
+            [src],
+            [m for _, m in models],
+            run_opts,
+            kind="prepare",
+        )
+        for (spec, _), run in zip(models, runs, strict=True):
+            notes[_step(spec)].insert(
+                0, f"{run.model} on {run.done} images ({run.skipped} already done)"
+            )
+    else:
+        scan_options = ScanOptions(
+            workers=options.workers, reporter=options.reporter, cancel=options.cancel
+        )
+        summary = scan(catalog, [src], scan_options)
     report.steps.append(
         f"scan: {summary.seen} images, {summary.new_images} new, {summary.problems} unreadable"
     )
+    report.steps.extend(f"{kind}: " + "; ".join(lines) for kind, lines in notes.items())
+    if not options.tagger:
+        report.steps.append("tag: skipped (no tagger asked for)")
     with catalog.session() as s:
         for path, kind, message in s.execute(
             select(Problem.path, Problem.kind, Problem.message).where(
@@ -155,24 +184,6 @@ def prepare(
                     }
                 ],
             )
-
-    # 3-4. One run for every model (faces for focal crops, NSFW only when filtering on
-    # it, the tagger when asked for): each image is decoded once for all of them.
-    specs = (
-        (["faces"] if options.crop == "focal" else [])
-        + (["nsfw"] if options.max_nsfw is not None else [])
-        + ([options.tagger] if options.tagger else [])
-    )
-    run_opts = RunOptions(
-        where=f"folder:{quote(src)}",
-        workers=options.workers,
-        reporter=options.reporter,
-        cancel=options.cancel,
-    )
-    if specs:
-        report.steps.extend(_run(catalog, specs, run_opts))
-    if not options.tagger:
-        report.steps.append("tag: skipped (no tagger asked for)")
 
     # 5. The selection, and what it leaves out.
     query = f"folder:{quote(src)}"
@@ -256,29 +267,24 @@ def _export_settings(options: PrepareOptions) -> dict[str, Any]:
     return {**settings, **options.export}
 
 
-def _run(catalog: Catalog, specs: list[str], run_opts: RunOptions) -> list[str]:
-    """Run the models that load, together; those that cannot load are noted, not fatal.
+def _step(spec: str) -> str:
+    from taggers.registry import get_detector
 
-    Returns one report line per kind of step ("detect: ...", "tag: ...").
-    """
+    return "detect" if get_detector(spec) is not None else "tag"
+
+
+def _load(specs: list[str]) -> tuple[list[tuple[str, Any]], dict[str, list[str]]]:
+    """The models that load, and a note for each that cannot (not fatal), per step."""
     from curator.runs.loop import load_models
     from taggers.errors import TaggerError
     from taggers.factory import load_model
-    from taggers.registry import get_detector
 
-    def step(spec: str) -> str:
-        return "detect" if get_detector(spec) is not None else "tag"
-
-    models, notes = [], {step(spec): [] for spec in specs}
+    models, notes = [], {_step(spec): [] for spec in specs}
     for spec in specs:
         try:
             model = load_model(spec)
             load_models([model])
             models.append((spec, model))
         except (TaggerError, CuratorError, ImportError) as exc:
-            notes[step(spec)].append(f"{spec} skipped, not available: {exc}")
-    if models:
-        summaries = run_models(catalog, [m for _, m in models], run_opts, kind="prepare")
-        for (spec, _), s in zip(models, summaries, strict=True):
-            notes[step(spec)].insert(0, f"{s.model} on {s.done} images ({s.skipped} already done)")
-    return [f"{kind}: " + "; ".join(lines) for kind, lines in notes.items()]
+            notes[_step(spec)].append(f"{spec} skipped, not available: {exc}")
+    return models, notes

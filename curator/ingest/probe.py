@@ -14,6 +14,7 @@ import io
 import os
 import warnings
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,24 @@ class ProbeResult:
     phash: int  # unsigned 64-bit
     generation: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    # What a `prepare` hook made of the decoded image (model inputs); never stored.
+    prepared: Any = None
+
+
+@dataclass(slots=True)
+class Opened:
+    """A probed file as `prepare` hooks see it: bytes read once, pixels decoded once."""
+
+    path: str
+    data: bytes
+    image: Image.Image  # loaded; a JPEG is draft-decoded (see `drafted`)
+    upright: Image.Image  # `image` turned by its EXIF orientation
+    original_size: tuple[int, int]  # upright, full-size
+    format: str
+    drafted: bool  # a JPEG decoded at a reduced DCT scale for the hash
+
+
+Prepare = Callable[[Opened], Any]
 
 
 @dataclass(slots=True)
@@ -62,8 +81,19 @@ class ProbeProblem:
     mtime_ns: int | None = None
 
 
-def probe(path: str, *, pixel_limit: int = DEFAULT_PIXEL_LIMIT, max_bytes: int = 1 << 30):
-    """Probe one file; returns ProbeResult or ProbeProblem, never raises for bad input."""
+def probe(
+    path: str,
+    *,
+    pixel_limit: int = DEFAULT_PIXEL_LIMIT,
+    max_bytes: int = 1 << 30,
+    prepare: Prepare | None = None,
+):
+    """Probe one file; returns ProbeResult or ProbeProblem, never raises for bad input.
+
+    `prepare` is called with the decoded file (`Opened`) and its return value kept as
+    the result's ``prepared``: a scan that also runs models preprocesses the pixels the
+    probe decoded instead of reading the file again. It must not raise.
+    """
     try:
         st = os.stat(path)
     except OSError as exc:
@@ -83,7 +113,7 @@ def probe(path: str, *, pixel_limit: int = DEFAULT_PIXEL_LIMIT, max_bytes: int =
     except OSError as exc:
         return problem("unreadable", exc.strerror or str(exc))
     try:
-        return _probe_bytes(path, data, size, mtime, pixel_limit)
+        return _probe_bytes(path, data, size, mtime, pixel_limit, prepare)
     except _Bad as bad:
         return problem(bad.kind, bad.message)
     except MemoryError:
@@ -119,7 +149,9 @@ class _Bad(Exception):
         self.kind, self.message = kind, message
 
 
-def _probe_bytes(path: str, data: bytes, size: int, mtime: int, pixel_limit: int) -> ProbeResult:
+def _probe_bytes(
+    path: str, data: bytes, size: int, mtime: int, pixel_limit: int, prepare: Prepare | None
+) -> ProbeResult:
     sha = hashlib.sha256(data).hexdigest()
     with warnings.catch_warnings(record=True) as caught:
         # Pillow's warnings about odd metadata ("Corrupt EXIF data") would clutter the
@@ -140,7 +172,9 @@ def _probe_bytes(path: str, data: bytes, size: int, mtime: int, pixel_limit: int
         except OSError as exc:
             raise _Bad("corrupt", _message(exc)) from None
         with img:
-            result = _inspect(path, img, sha, size, mtime, pixel_limit)
+            result, opened = _inspect(path, img, sha, size, mtime, pixel_limit, data)
+            if prepare is not None:
+                result.prepared = prepare(opened)
         result.warnings = sorted({" ".join(str(w.message).split()) for w in caught})
         return result
 
@@ -157,8 +191,8 @@ def _message(exc: Exception) -> str:
 
 
 def _inspect(
-    path: str, img: Image.Image, sha: str, size: int, mtime: int, pixel_limit: int
-) -> ProbeResult:
+    path: str, img: Image.Image, sha: str, size: int, mtime: int, pixel_limit: int, data: bytes
+) -> tuple[ProbeResult, Opened]:
     raw_w, raw_h = img.size
     if raw_w <= 0 or raw_h <= 0 or raw_w > MAX_SIDE or raw_h > MAX_SIDE:
         raise _Bad("bad_dimensions", f"absurd dimensions {raw_w}x{raw_h}")
@@ -181,7 +215,8 @@ def _inspect(
 
     # Decode everything (truncation shows only here), but let JPEG decode at a
     # reduced scale: the perceptual hash only needs 32x32 pixels.
-    if fmt == "JPEG":
+    drafted = fmt == "JPEG"
+    if drafted:
         img.draft("RGB", (max(64, raw_w // 8), max(64, raw_h // 8)))
     try:
         img.load()
@@ -189,7 +224,7 @@ def _inspect(
         raise _Bad("decompression_bomb", _message(exc)) from None
     shown = ImageOps.exif_transpose(img) if orientation != 1 else img
     width, height = (raw_h, raw_w) if orientation in (5, 6, 7, 8) else (raw_w, raw_h)
-    return ProbeResult(
+    result = ProbeResult(
         path=path,
         size=size,
         mtime_ns=mtime,
@@ -203,6 +238,7 @@ def _inspect(
         phash=perceptual_hash(shown),
         generation=generation,
     )
+    return result, Opened(path, data, img, shown, (width, height), fmt, drafted)
 
 
 def perceptual_hash(img: Image.Image) -> int:

@@ -16,7 +16,14 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
-from curator.ingest.probe import ProbeProblem, ProbeResult, failure_kind, failure_message, probe
+from curator.ingest.probe import (
+    Prepare,
+    ProbeProblem,
+    ProbeResult,
+    failure_kind,
+    failure_message,
+    probe,
+)
 from curator.workers import process_pool
 
 Outcome = ProbeResult | ProbeProblem
@@ -34,7 +41,13 @@ class Candidate:
     sidecars: list[str]
 
 
-def _init_worker(setup: Callable[[], None] | None) -> None:
+# A worker keeps the scan's `prepare` hook from its initializer, so each file ships only
+# its path (a hook holding models would otherwise be pickled with every file). The
+# main process never sets this.
+_WORKER_PREPARE: list[Prepare] = []
+
+
+def _init_worker(setup: Callable[[], None] | None, prepare: Prepare | None = None) -> None:
     # Ctrl-C reaches the whole process group: the scan itself stops and saves what is
     # done, so workers must not die mid-file and look like crashes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -43,6 +56,14 @@ def _init_worker(setup: Callable[[], None] | None) -> None:
     logging.getLogger("PIL").addHandler(logging.NullHandler())
     if setup is not None:
         setup()
+    if prepare is not None:
+        _WORKER_PREPARE[:] = [prepare]
+
+
+def _probe_in_worker(path: str, pixel_limit: int) -> Outcome:
+    return probe(
+        path, pixel_limit=pixel_limit, prepare=_WORKER_PREPARE[0] if _WORKER_PREPARE else None
+    )
 
 
 def crashed(cand: Candidate) -> ProbeProblem:
@@ -64,11 +85,16 @@ class ProbeRunner:
     """
 
     def __init__(
-        self, workers: int, pixel_limit: int, setup: Callable[[], None] | None = None
+        self,
+        workers: int,
+        pixel_limit: int,
+        setup: Callable[[], None] | None = None,
+        prepare: Prepare | None = None,
     ) -> None:
         self.workers = workers
         self.pixel_limit = pixel_limit
         self.setup = setup
+        self.prepare = prepare  # see `probe`: what else to make of each decoded file
         self.crashes = 0
         self._pool: ProcessPoolExecutor | None = None
         self._inflight: deque[tuple[Candidate, Future]] = deque()
@@ -78,7 +104,7 @@ class ProbeRunner:
     def _start(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = process_pool(
-                self.workers, initializer=_init_worker, initargs=(self.setup,)
+                self.workers, initializer=_init_worker, initargs=(self.setup, self.prepare)
             )
         return self._pool
 
@@ -97,11 +123,11 @@ class ProbeRunner:
     # --- probing -----------------------------------------------------------------------
 
     def _submit(self, cand: Candidate) -> Future:
-        return self._start().submit(probe, cand.path, pixel_limit=self.pixel_limit)
+        return self._start().submit(_probe_in_worker, cand.path, self.pixel_limit)
 
     def submit(self, cand: Candidate) -> Iterator[Outcome]:
         if self.workers == 0:
-            yield probe(cand.path, pixel_limit=self.pixel_limit)
+            yield probe(cand.path, pixel_limit=self.pixel_limit, prepare=self.prepare)
             return
         try:
             future = self._submit(cand)

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from curator.errors import UsageError
 from curator.ingest.infotext import is_a1111_infotext
-from curator.ingest.probe import DEFAULT_PIXEL_LIMIT, ProbeProblem, ProbeResult
+from curator.ingest.probe import DEFAULT_PIXEL_LIMIT, Prepare, ProbeProblem, ProbeResult
 from curator.ingest.probing import Candidate, Outcome, ProbeRunner
 from curator.ingest.sidecars import SidecarError, parse_sidecar_tags, read_sidecar, sidecar_paths
 from curator.ingest.walk import (
@@ -118,6 +118,10 @@ class Scanner:
         self._last_write = time.monotonic()
         self._sidecars_for: dict[str, list[str]] = {}
         self._unlisted: list[str] = []  # folders this scan could not list
+        # Run in the decoding workers on every file read (see `curator.ingest.probe`).
+        self.prepare: Prepare | None = None
+        self.stopping = False  # set when the scan saves what it has and stops
+        self.phase = "scan"  # what the progress reporter calls this pass
 
     def run(self, roots: Sequence[str]) -> ScanSummary:
         start = time.monotonic()
@@ -162,10 +166,11 @@ class Scanner:
             (os.cpu_count() or 1) if workers is None else workers,
             self.options.pixel_limit,
             self.options.decoder_setup,
+            self.prepare,
         )
         done = False
         try:
-            with phase(self.options.reporter, "scan", total) as bar:
+            with phase(self.options.reporter, self.phase, total) as bar:
                 for listing in self._folders(dir_roots, files_roots):
                     self._check()
                     if not listing.listed:
@@ -184,6 +189,7 @@ class Scanner:
             done = True
         finally:
             if not done:
+                self.stopping = True
                 # Interrupted, cancelled or failed: keep what is finished, then stop. If
                 # the catalog itself failed, this fails too: the first error is the one told.
                 with contextlib.suppress(Exception):

@@ -15,14 +15,16 @@ the unique (model, revision, image) key keeps it free of duplicates.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import time
 import warnings
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from PIL import Image as PILImage
@@ -59,6 +61,7 @@ class RunOptions:
     engine: str = "local"
     address: str | None = None  # the Ray cluster to join; None: start one on this machine
     worker_gpus: float | None = None  # GPUs per Ray model worker; None: 1 where there are any
+    scope: Any = None  # a further SQLAlchemy condition on Image (e.g. under some paths)
 
 
 @dataclass(slots=True)
@@ -152,14 +155,17 @@ def reads_embeddings(model: Model) -> str | None:
     return getattr(model, "embedding_model", None)
 
 
-def decode(path: str, draft_side: int | None = None, *, pixels: bool = True) -> DecodedImage:
+def decode(
+    path: str, draft_side: int | None = None, *, pixels: bool = True, data: bytes | None = None
+) -> DecodedImage:
     """Open and decode one image, upright, with what format-specific models need.
 
     With `draft_side`, a JPEG is decoded in the DCT domain at the smallest scale that
     still covers a square of that side: a fraction of the cost of a full decode.
     Without `pixels`, only the header is read: the record's image must not be used.
+    `data` is the file's content when it was read already.
     """
-    with PILImage.open(path) as img:
+    with PILImage.open(path if data is None else io.BytesIO(data)) as img:
         original = img.size
         fmt = img.format
         quantization = getattr(img, "quantization", None) if fmt == "JPEG" else None
@@ -248,6 +254,8 @@ def select_jobs(
     "Already done" counts images every model has done before, whatever `limit` leaves.
     """
     where = compile_query(options.where)
+    if options.scope is not None:
+        where = and_(where, options.scope)
     f = aliased(File)
     first_path = (
         select(f.path)
@@ -413,17 +421,24 @@ class _Runner:
             summary.nonfinite += counts.nonfinite[i]
 
 
+# Runs first within a run's records: hands the runner images it decoded itself (a scan
+# that also runs the models, `curator.runs.scan_run`) and returns their ids.
+Feed = Callable[["_Runner"], set[int]]
+
+
 def run_models(
     catalog: Catalog,
     models: Sequence[Model],
     options: RunOptions | None = None,
     *,
     kind: str = "tag",
+    feed: Feed | None = None,
 ) -> list[RunSummary]:
     """Run models over the catalog's images; one summary per model.
 
     Every model is loaded and validated first: one that cannot run raises
     `taggers.errors.TaggerError` before any image is read or any run recorded.
+    With `feed`, the images it handled are not selected again.
     """
     options = options or RunOptions()
     if options.engine == "ray":
@@ -444,6 +459,9 @@ def run_models(
     workers = options.workers if options.workers is not None else max(1, (os.cpu_count() or 1) - 1)
     outcome = RunOutcome()
     try:
+        if feed is not None:
+            with outcome.track():
+                jobs = _skip_fed(feed(runner), jobs, options.limit)
         with outcome.track(), phase(options.reporter, kind, todo) as bar:
             if workers <= 1:
                 for batch in _batched(jobs, options.batch_size):
@@ -455,6 +473,12 @@ def run_models(
     finally:
         runner.finish(outcome.status, time.monotonic() - start)
     return runner.summaries
+
+
+def _skip_fed(handled: set[int], jobs: Iterator[_Job], limit: int | None) -> Iterator[_Job]:
+    """The selection less the images a feed handled, within what `limit` leaves."""
+    jobs = (j for j in jobs if j.image_id not in handled)
+    return jobs if limit is None else islice(jobs, max(0, limit - len(handled)))
 
 
 def _check(cancel: CancelToken | None) -> None:
