@@ -1,6 +1,8 @@
-"""Team scale: the Ray engine against the in-process engine on this machine.
+"""Team scale: the Ray engine against the in-process engine on this machine, and the
+catalog on PostgreSQL against SQLite.
 
     python benchmarks/scale.py [--only ray] [--images 96] [--arch resnet18] [--size 224]
+    python benchmarks/scale.py --only db --pg postgresql+psycopg://me@host/postgres
 
 Sections (run all, or pick with --only):
 
@@ -12,6 +14,10 @@ Sections (run all, or pick with --only):
   parallel efficiency (2-worker images/s over twice the 1-worker figure) and Ray's
   speed relative to in-process at each worker count. Ray starts once, as a session
   on this machine would (`ray.init` with fractional CPUs per model actor).
+
+* db (with --pg URL): `benchmarks/scale_db.py`'s parts: bulk tag inserts through the
+  run loop's writer and N concurrent writer processes, rows/s on SQLite and on the
+  server, and the query benchmark on a `--query-images` catalog on both engines.
 
 On a shared machine timings are noisy: compare ratios within one run.
 """
@@ -122,7 +128,29 @@ def ray_section(args: argparse.Namespace, work: Path) -> None:
         )
 
 
-SECTIONS: dict[str, Callable[[argparse.Namespace, Path], None]] = {"ray": ray_section}
+def db_section(args: argparse.Namespace, work: Path) -> None:
+    import scale_db
+
+    if not args.pg:
+        print("db: skipped (give --pg URL of a PostgreSQL server to compare with SQLite)")
+        return
+    scale_db.run(
+        argparse.Namespace(
+            pg=args.pg,
+            only=args.db_parts,
+            images=args.db_images,
+            tags=40,
+            writers=args.writers,
+            query_images=args.query_images,
+            runs=3,
+        )
+    )
+
+
+SECTIONS: dict[str, Callable[[argparse.Namespace, Path], None]] = {
+    "ray": ray_section,
+    "db": db_section,
+}
 
 
 def main() -> None:
@@ -137,6 +165,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--work", type=Path, help="keep models, images and catalogs here")
+    ap.add_argument("--pg", help="db: PostgreSQL URL (the user may CREATE DATABASE)")
+    ap.add_argument("--db-parts", default="inserts,writers,query", help="db: parts to run")
+    ap.add_argument("--db-images", type=int, default=4000, help="db: images for inserts")
+    ap.add_argument("--writers", type=int, default=4, help="db: concurrent writer processes")
+    ap.add_argument("--query-images", type=int, default=1_000_000, help="db: query catalog")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)

@@ -197,7 +197,11 @@ def main() -> None:
     ap.add_argument("--writers", type=int, default=4, help="processes for the writers part")
     ap.add_argument("--query-images", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=3, help="timed runs per query")
-    args = ap.parse_args()
+    run(ap.parse_args())
+
+
+def run(args: argparse.Namespace) -> None:
+    """The parts `args.only` names (also `benchmarks/scale.py --only db`)."""
     parts = {p.strip() for p in args.only.split(",")}
     n, tags = args.images, args.tags
 
