@@ -215,3 +215,16 @@ def test_tag_counts_follow_aliases_blacklist_and_removals(catalog):
         expected = {i: len(tags) for i, tags in effective_tags(s, ids).items() if tags}
         assert effective_tag_counts(s, ids, rules) == expected == {1: 2, 2: 1}
         assert [r.tags for r in rows_for(s, ids, rules=rules)] == [2, 1, 0, 0]
+
+
+def test_pages_at_the_ends_stay_in_memory(many, monkeypatch):
+    from curator.catalog import paging
+
+    monkeypatch.setattr(paging, "KEEP_PAGES", 3)
+    monkeypatch.setattr(paging, "END_PAGES", 1)
+    listing = Listing(many, "")
+    last = (N - 1) // PAGE
+    listing.load_pages([0, last, *range(1, last)])  # the middle read after the ends
+    assert set(listing._pages) == {0, last, last - 1}
+    assert listing.peek(0).id == 1 and listing.peek(N - 1).id == N
+    assert listing.load_pages([0, last]) == []  # jumping to either end reads nothing

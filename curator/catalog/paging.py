@@ -8,7 +8,9 @@ visited are kept.
 
 A screen that must never wait on the catalog reads rows with `peek` (memory only)
 and has the pages it lacks read with `load_pages` on another thread; `row` reads
-what it lacks at once. Both are safe to call from several threads.
+what it lacks at once. Both are safe to call from several threads. The pages at
+either end, once read, stay in memory, so jumping to the first or last image never
+waits on a read.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from db.schema import File, Image, ImageTag, Score, Tag
 
 PAGE = 100
 KEEP_PAGES = 64  # pages held in memory: a few screens either way of each place visited
+END_PAGES = 4  # pages at each end kept whatever else is read: first and last are one key away
 DEFAULT_SCORE = "aesthetic"
 
 
@@ -203,8 +206,22 @@ class Listing:
                 if index > 0 and index not in self._after:
                     self._after[index] = ids[0] - 1
             self._pages[index] = page
-            while len(self._pages) > KEEP_PAGES:
-                self._pages.popitem(last=False)
+            if len(self._pages) > KEEP_PAGES:
+                self._evict()
+
+    def _evict(self) -> None:
+        """Forget the least recently used pages beyond KEEP_PAGES, except the ends'
+        (called with `_lock` held)."""
+        count = self._count or 0
+        last = (count - 1) // PAGE if count else 0
+        extra = len(self._pages) - KEEP_PAGES
+        for index in list(self._pages):
+            if extra <= 0:
+                break
+            if index < END_PAGES or index > last - END_PAGES:
+                continue
+            del self._pages[index]
+            extra -= 1
 
     def _page_ids(self, s: Session, index: int) -> list[int]:
         with self._lock:
@@ -321,6 +338,7 @@ def effective_tag_counts(
 
 __all__ = [
     "DEFAULT_SCORE",
+    "END_PAGES",
     "PAGE",
     "ImageRow",
     "Listing",

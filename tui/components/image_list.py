@@ -182,7 +182,10 @@ class ImageList(ScrollView, can_focus=True):
         height = max(self.scrollable_content_region.height, 1)
         top = self.scroll_offset.y
         near = listing.pages_of(top - height, top + 2 * height)
-        first, last = listing.pages_of(0, height), listing.pages_of(self.count - height, self.count)
+        # The ends as far as `near` reaches from them: `g` and `G` then start no read
+        # (a read on another thread slows the UI thread's paint); the listing keeps them.
+        first = listing.pages_of(0, 3 * height)
+        last = listing.pages_of(self.count - 3 * height, self.count)
         ends = [p for p in dict.fromkeys([*first, *reversed(last)]) if p not in near]
         todo = [p for p in listing.missing([*near, *ends]) if p not in self._wanted]
         if todo:
