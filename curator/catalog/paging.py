@@ -249,41 +249,16 @@ def rows_for(
 ) -> list[ImageRow]:
     """List rows of these images, in the order given (images gone meanwhile are left out).
 
-    Three reads through the connection (core rows, no ORM objects): the images with
-    their first present file and chosen score, and the raw tag rows that
-    `effective_tag_counts` counts.
+    Two reads through the driver's own cursor (plain tuples, fetched in one call): the
+    images with their first present file and chosen score, and the raw tag rows that
+    `effective_tag_counts` counts. A page is read on a thread beside the screen's, and
+    building a SQLAlchemy row per tag row held the interpreter lock long enough to
+    slow the screen's paint.
     """
     if not ids:
         return []
     conn = s.connection()
-    first_file = (
-        select(File.path)
-        .where(File.image_id == Image.id)
-        .order_by(File.present.desc(), File.id)
-        .limit(1)
-        .scalar_subquery()
-    )
-    chosen = (
-        select(Score.value)
-        .where(Score.image_id == Image.id, Score.name == score)
-        .limit(1)
-        .scalar_subquery()
-    )
-    images = {
-        r[0]: r
-        for r in conn.execute(
-            select(
-                Image.id,
-                Image.bytes,
-                Image.width,
-                Image.height,
-                Image.status,
-                Image.duplicate_of,
-                first_file,
-                chosen,
-            ).where(Image.id.in_(ids))
-        )
-    }
+    images = {r[0]: r for r in _image_rows(conn, ids, score)}
     tags = effective_tag_counts(conn, ids, rules if rules is not None else TagRules.load(s))
     out = []
     for image_id in ids:
@@ -308,21 +283,81 @@ def rows_for(
     return out
 
 
+def _marker(conn: Connection) -> str | None:
+    """The driver's positional parameter marker (SQLite's qmark, psycopg's format)."""
+    return {"qmark": "?", "format": "%s"}.get(conn.dialect.paramstyle)
+
+
+def _raw(conn: Connection, sql: str, params: Sequence[object]) -> list[tuple]:
+    """Rows of `sql` as the driver's tuples, all fetched in one call."""
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        cursor.execute(sql, tuple(params))
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+def _image_rows(conn: Connection, ids: Sequence[int], score: str) -> list[tuple]:
+    """(id, bytes, width, height, status, duplicate_of, first file's path, score) of each
+    image still there."""
+    marker = _marker(conn)
+    if marker is not None:
+        i, f, sc = Image.__table__.name, File.__table__.name, Score.__table__.name
+        sql = (
+            f"SELECT {i}.id, {i}.bytes, {i}.width, {i}.height, {i}.status, {i}.duplicate_of,"
+            f" (SELECT {f}.path FROM {f} WHERE {f}.image_id = {i}.id"
+            f" ORDER BY {f}.present DESC, {f}.id LIMIT 1),"
+            f" (SELECT {sc}.value FROM {sc} WHERE {sc}.image_id = {i}.id"
+            f" AND {sc}.name = {marker} LIMIT 1)"
+            f" FROM {i} WHERE {i}.id IN ({', '.join([marker] * len(ids))})"
+        )
+        return _raw(conn, sql, [score, *ids])
+    first_file = (
+        select(File.path)
+        .where(File.image_id == Image.id)
+        .order_by(File.present.desc(), File.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    chosen = (
+        select(Score.value)
+        .where(Score.image_id == Image.id, Score.name == score)
+        .limit(1)
+        .scalar_subquery()
+    )
+    columns = (Image.id, Image.bytes, Image.width, Image.height, Image.status)
+    stmt = select(*columns, Image.duplicate_of, first_file, chosen)
+    return [tuple(r) for r in conn.execute(stmt.where(Image.id.in_(ids)))]
+
+
 def effective_tag_counts(
     db: Session | Connection, ids: Sequence[int], rules: TagRules
 ) -> dict[int, int]:
     """image id → how many effective tags it has: `len(effective_tags(...)[id])` (without
     implied tags), counted from raw rows without building each tag's row."""
+    conn = db.connection() if isinstance(db, Session) else db
+    marker = _marker(conn)
+    it, t = ImageTag.__table__.name, Tag.__table__.name
     present: dict[int, set[str]] = {}
     removed: set[tuple[int, str]] = set()
     canonical = rules.canonical
     for start in range(0, len(ids), 900):
         chunk = ids[start : start + 900]
-        rows = db.execute(
-            select(ImageTag.image_id, Tag.name, ImageTag.source)
-            .join(Tag, Tag.id == ImageTag.tag_id)
-            .where(ImageTag.image_id.in_(chunk))
-        )
+        if marker is None:
+            rows: Iterable[tuple] = conn.execute(
+                select(ImageTag.image_id, Tag.name, ImageTag.source)
+                .join(Tag, Tag.id == ImageTag.tag_id)
+                .where(ImageTag.image_id.in_(chunk))
+            )
+        else:
+            rows = _raw(
+                conn,
+                f"SELECT {it}.image_id, {t}.name, {it}.source FROM {it}"
+                f" JOIN {t} ON {t}.id = {it}.tag_id"
+                f" WHERE {it}.image_id IN ({', '.join([marker] * len(chunk))})",
+                chunk,
+            )
         for image_id, raw_name, source in rows:
             name = canonical(raw_name)
             if source == USER_REMOVED:
