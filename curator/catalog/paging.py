@@ -21,8 +21,10 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Connection, Select, func, select
+from sqlalchemy import ColumnElement, Connection, Integer, Select, bindparam, func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.elements import BindParameter
 
 from curator.query.compile import compile_query, page_statement
 from curator.tags.view import USER_REMOVED, TagRules
@@ -78,13 +80,14 @@ class Listing:
         self._rules: TagRules | None = None
         self._where: ColumnElement[bool] | None = None
         self._count: int | None = None
+        self._forward: Select | None = None  # the statement reading a page forward
         # page index → id of the last image before that page (keyset start).
         self._after: dict[int, int] = {0: 0}
         self._pages: OrderedDict[int, list[ImageRow]] = OrderedDict()
 
     def refresh(self) -> None:
         with self._lock:
-            self._rules = self._where = self._count = None
+            self._rules = self._where = self._count = self._forward = None
             self._after = {0: 0}
             self._pages.clear()
 
@@ -230,14 +233,38 @@ class Listing:
         forward = (index - known) * PAGE
         backward = max(self.count() - (index + 1) * PAGE, 0)
         if forward <= backward:
-            stmt = page_statement(s, self.query, limit=PAGE, after_id=after, base=self.base)
-            return list(s.execute(stmt.offset(forward)).scalars())
+            stmt = self._forward
+            if stmt is None:
+                # Planned once per listing (parsing, tag ids and the plan's sampling cost
+                # more than reading a page), the keyset start left as a parameter.
+                stmt = _keyset_parameter(
+                    page_statement(s, self.query, limit=PAGE, after_id=_MARK, base=self.base)
+                )
+                with self._lock:
+                    self._forward = stmt
+            return list(s.execute(stmt.offset(forward), {"after": after}).scalars())
         _, where = self._meaning(s)
         size = min(PAGE, self.count() - index * PAGE)
         stmt: Select = (
             select(Image.id).where(where).order_by(Image.id.desc()).offset(backward).limit(size)
         )
         return sorted(s.execute(stmt).scalars())
+
+
+# A keyset start no image id equals (ids are positive), so the statement built with it
+# reads from the first image and its parameter can be found to be made a named one.
+_MARK = -(2**31) + 7
+
+
+def _keyset_parameter(stmt: Select) -> Select:
+    """`stmt` with its keyset start a parameter named "after"."""
+
+    def swap(element: object) -> object | None:
+        if isinstance(element, BindParameter) and element.value == _MARK:
+            return bindparam("after", type_=Integer)
+        return None
+
+    return visitors.replacement_traverse(stmt, {}, swap)
 
 
 def rows_for(
