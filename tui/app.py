@@ -133,7 +133,8 @@ class ReviewApp(RunsMixin, App[None]):
     def _freeze_heap() -> None:
         """Leave what exists now (modules, widgets, the listing's rules) out of the
         collector's full passes: on a loaded heap one took 150 ms, a key press frozen
-        mid-paint. Thawed when the app ends, so nothing stays uncollectable."""
+        mid-paint. Done at start only (garbage frozen with it waits for the thaw) and
+        thawed when the app ends, so nothing stays uncollectable."""
         gc.freeze()
 
     def on_unmount(self) -> None:
@@ -305,8 +306,8 @@ class ReviewApp(RunsMixin, App[None]):
             position = self.image_list.cursor  # the person may have moved meanwhile
         self.listing = listing
         self.image_list.set_listing(listing, position)
-        self._freeze_heap()  # the new listing's rules and statements, read once
         if reason == "start":
+            self._freeze_heap()  # the listing's rules and statements, read once
             self.say(self._count_line(), notify=False)
         elif reason == "filter":
             self.image_list.focus()
