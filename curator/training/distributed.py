@@ -25,9 +25,13 @@ def launched() -> bool:
 
 def state() -> Any:
     """accelerate's process-group state (initialises the group on first use)."""
+    import torch
     from accelerate import PartialState
 
-    return PartialState(cpu=os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"))
+    # accelerate groups CPU processes (gloo) only when told to use the CPU; a launch on a
+    # machine without GPUs means it
+    forced = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
+    return PartialState(cpu=forced or not torch.cuda.is_available())
 
 
 def process_index() -> int:
