@@ -125,3 +125,21 @@ def average_gradients(accelerator: Any, parameters: list[Any]) -> None:
     for g in grads:
         g.copy_(flat[offset : offset + g.numel()].view_as(g))
         offset += g.numel()
+
+
+def guard(plain: dict[str, Any], wrapped: dict[str, Any]) -> None:
+    """Fail loudly when a trained module computes gradients outside its DDP wrapper (a
+    method that kept its own reference to it): its gradients would not be averaged and
+    the processes would drift apart unseen."""
+    import torch
+
+    inside: set[str] = set()
+    for name, wrapper in wrapped.items():
+        wrapper.register_forward_pre_hook(lambda _m, _a, n=name: inside.add(n))
+        wrapper.register_forward_hook(lambda _m, _a, _o, n=name: inside.discard(n))
+
+        def check(_module: Any, _args: Any, n: str = name) -> None:
+            if torch.is_grad_enabled() and n not in inside:
+                raise RuntimeError(f"the trained {n} ran outside its DistributedDataParallel")
+
+        plain[name].register_forward_pre_hook(check)

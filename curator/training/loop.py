@@ -352,9 +352,10 @@ def run_loop(
         # DistributedDataParallel averages the gradients of the modules that train;
         # tensors outside them (a hypernetwork's layers) are averaged by hand
         modules = distributed.trained_modules(pipe)
-        prepared = accelerator.prepare(*modules.values())
+        prepared = accelerator.prepare(*modules.values()) if modules else ()
         prepared = prepared if isinstance(prepared, tuple) else (prepared,)
         wrapped = dict(zip(modules, prepared, strict=True))
+        distributed.guard(modules, wrapped)
         owned = {id(p) for m in modules.values() for p in m.parameters()}
         orphans = [p for p in _tensors(method.parameters) if id(p) not in owned]
     if options.gradient_checkpointing:
