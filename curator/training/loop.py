@@ -346,6 +346,8 @@ def run_loop(
             for _ in range(start_step):  # a resumed run's learning rate continues where it was
                 schedule.step()
     optimizer = accelerator.prepare(optimizer)
+    if options.gradient_checkpointing:  # before any DDP wrapping, as DDP asks
+        enable_gradient_checkpointing(pipe)
     wrapped: dict[str, Any] = {}
     orphans: list[Any] = []
     if world > 1:
@@ -358,8 +360,6 @@ def run_loop(
         distributed.guard(modules, wrapped)
         owned = {id(p) for m in modules.values() for p in m.parameters()}
         orphans = [p for p in _tensors(method.parameters) if id(p) not in owned]
-    if options.gradient_checkpointing:
-        enable_gradient_checkpointing(pipe)
     cache = LatentCache(pipe) if options.cache_latents else None
     index = {example: i for i, example in enumerate(dataset.examples)}
     log_path = out / f"{name}-loss.csv"
