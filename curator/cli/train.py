@@ -338,6 +338,10 @@ def _ctrl_c_cancels(token: Any) -> Iterator[None]:
 
 
 def _report(result: Any, as_json: bool, quiet: bool) -> None:
+    from curator.training import distributed
+
+    if not distributed.is_main():
+        return  # several processes: the main one reports
     if as_json:
         emit_json(
             {

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from curator.errors import UsageError
+from curator.training import distributed
 from curator.training.data import IMAGE_SUFFIXES, Dataset, Example, check_batches, load_dataset
 from curator.training.loop import (
     Method,
@@ -166,12 +167,13 @@ def train_dreambooth(options: DreamBoothOptions, catalog: Any = None) -> TrainRe
     model = None
     generated: list[Path] = []
     if folder is not None:
-        have = len(class_image_paths(folder))
-        if options.num_class_images > have:
-            model = load_base(options)
-            generated = generate_class_images(
-                model, options, folder, options.num_class_images - have, catalog
-            )
+        with distributed.main_first():  # several processes: the main one generates them
+            have = len(class_image_paths(folder))
+            if options.num_class_images > have:
+                model = load_base(options)
+                generated = generate_class_images(
+                    model, options, folder, options.num_class_images - have, catalog
+                )
         extra_examples = class_examples(options, folder)
         if not extra_examples:
             raise UsageError(

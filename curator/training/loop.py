@@ -3,8 +3,9 @@ and sample images on a schedule, resumable state, cancellation and the run recor
 the catalog.
 
 The loop is written out rather than taken from diffusers' example scripts (scripts, not
-a library); accelerate supplies mixed precision (autocast and fp16 loss scaling) and
-gradient accumulation. Each method supplies the parameters it trains, how a caption
+a library); accelerate supplies mixed precision (autocast and fp16 loss scaling),
+gradient accumulation and training in several processes (`accelerate launch`, see
+`curator.training.distributed`). Each method supplies the parameters it trains, how a caption
 becomes text-encoder input, and how its weights are saved.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import math
+import os
 import random
 import time
 import warnings
@@ -23,6 +25,7 @@ from typing import Any
 
 from curator.errors import Cancelled, CuratorError, UsageError
 from curator.progress import CancelToken, Reporter, RunOutcome, phase
+from curator.training import distributed
 from curator.training.data import Dataset, Example, check_batches
 from curator.training.objective import (  # noqa: F401  (the loop's public names)
     LatentCache,
@@ -154,13 +157,17 @@ def check_options(options: TrainOptions) -> None:
         raise UsageError("--sample-every needs at least one --sample-prompt")
     if options.resume and not Path(options.resume).expanduser().exists():
         raise UsageError(f"no such state to resume from: {options.resume}")
+    # every method checks first: launched as one of several processes, each takes its own
+    # GPU (or the CPU) before anything is loaded
+    options.device = distributed.process_device(options.device)
 
 
 def prepare_data(options: TrainOptions, reg: bool = True, catalog: Any = None) -> Dataset:
     from curator.training.selection import training_data
 
     check_options(options)
-    dataset = training_data(options, catalog, reg=reg)
+    with distributed.main_first():  # one process exports `--where`; the others read it
+        dataset = training_data(options, catalog, reg=reg)
     check_batches(dataset, options.batch_size)
     return dataset
 
@@ -257,6 +264,14 @@ class LossMeter:
         return f"train {kind} · loss {sum(self.recent) / len(self.recent):.4f}"
 
 
+def _tensors(parameters: list[Any]) -> list[Any]:
+    """The tensors of a parameter list or of optimizer parameter groups."""
+    found = []
+    for item in parameters:
+        found += list(item["params"]) if isinstance(item, dict) else [item]
+    return found
+
+
 def _trim_log(path: Path, last_step: int) -> None:
     """Keep the loss log's rows up to the step a resumed run continues from."""
     rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
@@ -280,6 +295,7 @@ def run_loop(
     A cancelled run saves its weights at the step it reached, then raises `Cancelled`.
     """
     import torch
+    from accelerate.utils import gather_object
     from diffusers.optimization import get_scheduler
 
     from curator.training import training_state
@@ -287,12 +303,16 @@ def run_loop(
 
     out = Path(options.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(options.seed)
-    torch.manual_seed(options.seed)
     device = str(pipe.device)
-    generator = torch.Generator(device).manual_seed(options.seed)
-    noise_scheduler = noise_scheduler_for(pipe)
     accelerator = make_accelerator(options, device)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    main = accelerator.is_main_process
+    # one process: one generator for order and captions, as before; several: the batch
+    # order comes from the shared seed (the same everywhere), captions and noise differ
+    rng = random.Random(options.seed + rank)
+    torch.manual_seed(options.seed)
+    generator = torch.Generator(device).manual_seed(options.seed + rank)
+    noise_scheduler = noise_scheduler_for(pipe)
     optimizer = make_optimizer(options, method)
     schedule = method.lr_schedule(optimizer) if method.lr_schedule else None
     schedule = schedule or get_scheduler(
@@ -317,14 +337,29 @@ def run_loop(
         start_step, epoch = loaded.step, loaded.epoch
         if all(i < len(dataset.examples) for b in loaded.batches for i in b):
             batches = [[dataset.examples[i] for i in b] for b in loaded.batches]
+        if rank:  # the saved generators are the main process's
+            rng.seed(options.seed + rank + 7919 * start_step)
+            generator.manual_seed(options.seed + rank + 7919 * start_step)
     else:
         with warnings.catch_warnings():  # stepping the schedule alone is the point here
             warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")
             for _ in range(start_step):  # a resumed run's learning rate continues where it was
                 schedule.step()
     optimizer = accelerator.prepare(optimizer)
-    if options.gradient_checkpointing:
+    if options.gradient_checkpointing:  # before any DDP wrapping, as DDP asks
         enable_gradient_checkpointing(pipe)
+    wrapped: dict[str, Any] = {}
+    orphans: list[Any] = []
+    if world > 1:
+        # DistributedDataParallel averages the gradients of the modules that train;
+        # tensors outside them (a hypernetwork's layers) are averaged by hand
+        modules = distributed.trained_modules(pipe)
+        prepared = accelerator.prepare(*modules.values()) if modules else ()
+        prepared = prepared if isinstance(prepared, tuple) else (prepared,)
+        wrapped = dict(zip(modules, prepared, strict=True))
+        distributed.guard(modules, wrapped)
+        owned = {id(p) for m in modules.values() for p in m.parameters()}
+        orphans = [p for p in _tensors(method.parameters) if id(p) not in owned]
     cache = LatentCache(pipe) if options.cache_latents else None
     index = {example: i for i, example in enumerate(dataset.examples)}
     log_path = out / f"{name}-loss.csv"
@@ -334,7 +369,7 @@ def run_loop(
     samples: list[Path] = []
     started = time.monotonic()
     appending = start_step > 0 and log_path.is_file()
-    if appending:
+    if appending and main:
         _trim_log(log_path, start_step)
     settings = SampleSettings(
         prompts=list(options.sample_prompts),
@@ -344,12 +379,21 @@ def run_loop(
         sampler=options.sample_sampler,
         seed=options.seed,
     )
-    writer = tensorboard_writer(out, name)
+    writer = tensorboard_writer(out, name) if main else None
 
     def save(step: int, final: bool) -> Path:
+        """Only the main process writes; the others wait until it has."""
         path = output_path(options, name, None if final else step, suffix)
-        method.save(path, step)
         outputs.append(path)
+        if options.save_state:
+            states.append(out / f"{path.stem}-state")
+        if main:
+            write(path, step)
+        accelerator.wait_for_everyone()
+        return path
+
+    def write(path: Path, step: int) -> None:
+        method.save(path, step)
         if options.save_state:
             folder = out / f"{path.stem}-state"
             training_state.save_state(
@@ -366,8 +410,6 @@ def run_loop(
                 scaler=accelerator.scaler,
                 recorded=options.recorded(),
             )
-            states.append(folder)
-        return path
 
     def forward(batch: list[Example]):
         captions = [dataset.caption_for_step(e, rng) for e in batch]
@@ -387,32 +429,49 @@ def run_loop(
                 pipe, noise_scheduler, pixels, hidden, generator, weights, **shaping
             )
 
+    def refill() -> list[list[Example]]:
+        nonlocal epoch
+        epoch += 1
+        # several processes: the order from the shared seed and the epoch, the same in
+        # every process whatever each drew for its captions
+        order = rng if world == 1 else random.Random(f"{options.seed}:{epoch}")
+        return dataset.epoch_batches(options.batch_size, order)
+
+    def cancelled() -> bool:
+        flag = options.cancel is not None and options.cancel.cancelled
+        if world == 1:
+            return flag
+        # all stop together: a process left waiting on the others would hang
+        return bool(accelerator.reduce(torch.tensor([float(flag)], device=device)).item())
+
     mode = "a" if appending else "w"
-    with open(log_path, mode, newline="", encoding="utf-8") as log_file:
+    reporter = options.reporter if main else None  # one progress bar
+    with open(log_path if main else os.devnull, mode, newline="", encoding="utf-8") as log_file:
         log = csv.writer(log_file)
         if not appending:
-            log.writerow(["step", "epoch", "loss", "lr", "bucket", "seconds"])
-        with phase(options.reporter, f"train {method.kind}", options.steps - start_step) as bar:
+            log.writerow(["step", "epoch", "loss", "lr", "bucket", "seconds", "images"])
+        with phase(reporter, f"train {method.kind}", options.steps - start_step) as bar:
             # a reporter that can show the loss; its rate (it/s) and ETA count steps
             describe = getattr(bar, "describe", None)
             meter = LossMeter()
             for step in range(start_step + 1, options.steps + 1):
-                if options.cancel is not None and options.cancel.cancelled:
+                if cancelled():
                     path = save(step - 1, final=False)
                     error = Cancelled(
                         f"cancelled at step {step - 1}; weights so far saved to {path.name}"
                     )
                     error.outputs = outputs  # type: ignore[attr-defined]
                     raise error
-                parts = []
+                parts, names = [], []
                 for _ in range(options.gradient_accumulation_steps):
-                    if not batches:
-                        epoch += 1
-                        batches = dataset.epoch_batches(options.batch_size, rng)
-                    batch = batches.pop()
-                    with accelerator.accumulate(pipe.unet):
-                        loss = forward(batch)
+                    batch = distributed.share(batches, refill, rank, world)
+                    names += [e.path.name for e in batch]
+                    with accelerator.accumulate(*(wrapped.values() or [pipe.unet])):
+                        with distributed.swapped(pipe, wrapped):
+                            loss = forward(batch)
                         accelerator.backward(loss)  # divided by the accumulation steps
+                        if orphans and accelerator.sync_gradients:
+                            distributed.average_gradients(accelerator, orphans)
                         optimizer.step()  # only on the last batch of the step
                         optimizer.zero_grad(set_to_none=True)
                     parts.append(float(loss.detach()))
@@ -421,6 +480,10 @@ def run_loop(
                     schedule.step()
                 method.after_step()
                 value = sum(parts) / len(parts)
+                images = " ".join(names)
+                if world > 1:  # the mean over processes; each process's images, `|` apart
+                    value = float(accelerator.reduce(torch.tensor([value], device=device)) / world)
+                    images = " | ".join(gather_object([images]))
                 if not math.isfinite(value):
                     raise TrainingError(
                         f"the loss became {value} at step {step}; lower --lr "
@@ -436,6 +499,7 @@ def run_loop(
                         f"{rate:.6g}",
                         f"{size[0]}x{size[1]}",
                         f"{time.monotonic() - started:.3f}",
+                        images,
                     ]
                 )
                 log_file.flush()  # readable while training runs
@@ -443,9 +507,17 @@ def run_loop(
                     writer.add_scalar("loss", value, step)
                     writer.add_scalar("lr", rate, step)
                 if options.sample_every and step % options.sample_every == 0:
-                    samples += sample_images(
-                        pipe, settings, out / "samples", name, step, options.base, options.catalog
-                    )
+                    if main:
+                        samples += sample_images(
+                            pipe,
+                            settings,
+                            out / "samples",
+                            name,
+                            step,
+                            options.base,
+                            options.catalog,
+                        )
+                    accelerator.wait_for_everyone()
                 if options.save_every and step % options.save_every == 0 and step < options.steps:
                     save(step, final=False)
                 bar.advance()
@@ -473,6 +545,8 @@ def train_recorded(
     from db.schema import Run, utcnow
 
     data_hash = dataset.content_hash()
+    if not distributed.is_main():
+        catalog = None  # one run record, one set of catalogued samples: the main process's
     if options.catalog is None:
         options.catalog = catalog  # samples are catalogued where the run is
     if catalog is None:
@@ -489,6 +563,7 @@ def train_recorded(
         "data": str(dataset.root),
         "out": str(Path(options.out).expanduser().resolve()),
         "data_hash": data_hash,
+        "processes": distributed.num_processes(),
     }
     with catalog.write() as session:
         run = Run(kind="train", model=model, revision=data_hash[:12], params=params)

@@ -189,7 +189,8 @@ def _train(options: TextualInversionOptions, dataset: Any, name: str) -> TrainRe
 
     def encode(captions: list[str]):
         prompts = [prompt_with_token(c, options.token, spelled) for c in captions]
-        return encoder(token_ids(tokenizer, prompts, device))[0]
+        # looked up on the pipeline: with several processes the DDP wrapper stands there
+        return pipe.text_encoder(token_ids(tokenizer, prompts, device))[0]
 
     def after_step() -> None:
         with torch.no_grad():  # only the new rows learn
