@@ -648,11 +648,15 @@ def lora_cmd(app: AppContext, quiet: bool, as_json: bool, **o: Any) -> None:
     type=click.Choice(["safetensors", "pt"]),
     default="safetensors",
     show_default=True,
-    help="TOKEN.safetensors (emb_params) or A1111's own TOKEN.pt dict.",
+    help="TOKEN.safetensors (emb_params; SDXL: clip_l and clip_g) or A1111's own "
+    "TOKEN.pt dict (SD 1.x/2.x only).",
 )
 @pass_app
 def textual_inversion_cmd(app: AppContext, quiet: bool, as_json: bool, **o: Any) -> None:
-    """Learn a new token's embedding, saved as A1111 loads it: TOKEN.safetensors or .pt."""
+    """Learn a new token's embedding, saved as A1111 loads it: TOKEN.safetensors or .pt.
+
+    On SDXL the token is learned in both text encoders (--vectors each) and saved with
+    A1111's SDXL keys, clip_l and clip_g."""
     from curator.training.textual_inversion import (
         TextualInversionOptions,
         train_textual_inversion,
