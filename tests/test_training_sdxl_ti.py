@@ -140,3 +140,39 @@ def test_pooled_output_stays_at_the_end_token_with_added_words(xl_dir):
         direct = pipe.text_encoder_2.text_projection(states[0, position])
     assert torch.allclose(out["added_cond_kwargs"]["text_embeds"][0], direct, atol=1e-5)
     assert expected["text_embeds"].shape == out["added_cond_kwargs"]["text_embeds"].shape
+
+
+def test_the_backend_conditions_on_the_file_as_training_did(xl_dir, tmp_path):
+    """The conditioning training optimised for "sksxl, a cat" is the one the SDXL
+    backend computes from the saved file for the same prompt."""
+    import copy
+
+    import torch
+    from safetensors.torch import load_file
+
+    from curator.generation.sdxl import encode_sdxl, load_sdxl_embeddings
+
+    options = TextualInversionOptions(
+        base=str(xl_dir), data=str(_data(tmp_path / "d")), out=str(tmp_path / "emb"),
+        steps=2, lr=5e-2, token="sksxl", init_text="a cat", vectors=2, device="cpu",
+    )  # fmt: skip
+    saved = load_file(str(train_textual_inversion(options).outputs[-1]))
+    model = load_pipeline(str(xl_dir), device="cpu")
+    used: dict = {}
+    dbs = load_sdxl_embeddings(model.pipeline, [str(tmp_path / "emb")])
+    states, pooled = encode_sdxl(model.pipeline, ["sksxl, a cat"], used=used, embeddings=dbs)
+    assert list(used) == ["sksxl"]
+
+    pipe = sdxl.load_sdxl(str(xl_dir), "cpu").pipeline
+    grown = []
+    for tokenizer, encoder, key in ((pipe.tokenizer, pipe.text_encoder, "clip_l"),
+                                    (pipe.tokenizer_2, pipe.text_encoder_2, "clip_g")):  # fmt: skip
+        tokenizer = copy.deepcopy(tokenizer)
+        tokenizer.add_tokens(["<w-0>", "<w-1>"])
+        encoder.resize_token_embeddings(len(tokenizer))
+        with torch.no_grad():
+            encoder.get_input_embeddings().weight[-2:] = saved[key]
+        grown.append(tokenizer)
+    trained = sdxl.encode(pipe, ["<w-0> <w-1>, a cat"], "cpu", grad=False, tokenizers=tuple(grown))
+    assert torch.allclose(trained["encoder_hidden_states"], states, atol=1e-5)
+    assert torch.allclose(trained["added_cond_kwargs"]["text_embeds"], pooled, atol=1e-5)
