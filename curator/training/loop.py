@@ -126,7 +126,7 @@ def check_options(options: TrainOptions) -> None:
     if options.steps < 1:
         raise UsageError("--steps must be at least 1")
     if options.epochs < 0:
-        raise UsageError("--epochs must be at least 1")
+        raise UsageError("--epochs must be 1 or more (0: train --steps)")
     if options.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     if options.lr <= 0:
