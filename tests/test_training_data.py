@@ -470,11 +470,11 @@ def test_sdxl_lora_uses_sd_scripts_sdxl_names_and_loads_back(cats, tiny_xl, tmp_
     assert len(resumed.losses) == 1
 
 
-def test_textual_inversion_on_sdxl_is_refused_in_one_line(cats, db_path, tiny_xl, tmp_path):
+def test_sdxl_embedding_as_pt_is_refused_in_one_line(cats, db_path, tiny_xl, tmp_path):
     target = tmp_path / "set"
     _export(cats, target, "kohya-dreambooth", **SUBJECT)
     result = _cli(
         db_path, "textual-inversion", "--base", str(tiny_xl), "--data", str(target),
-        "--out", str(tmp_path / "o"), "--token", "skx", "--device", "cpu",
+        "--out", str(tmp_path / "o"), "--token", "skx", "--device", "cpu", "--format", "pt",
     )  # fmt: skip
-    _one_line_error(result, "SDXL embeddings (clip_l, clip_g) are not supported yet")
+    _one_line_error(result, "A1111 reads SDXL embeddings only as clip_l/clip_g tensors")

@@ -163,9 +163,16 @@ def _common(func):
         click.option(
             "--steps",
             type=click.IntRange(1),
-            default=500,
-            show_default=True,
-            help="Optimizer steps.",
+            default=None,
+            help="Optimizer steps (default 500).",
+        ),
+        click.option(
+            "--epochs",
+            type=click.IntRange(1),
+            default=None,
+            help="Train N passes over the data instead of --steps: the steps are counted "
+            "from the images, repeats, buckets, batch size and gradient accumulation "
+            "(kohya's --max_train_epochs).",
         ),
         click.option(
             "--batch-size",
@@ -391,6 +398,14 @@ def _export_fields(o: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
+def _length(steps: int | None, epochs: int | None) -> dict[str, int]:
+    if steps is not None and epochs is not None:
+        raise UsageError("give --steps or --epochs, not both")
+    if epochs is not None:
+        return {"epochs": epochs}
+    return {"steps": 500 if steps is None else steps}
+
+
 def _base_fields(o: dict[str, Any], quiet: bool, as_json: bool) -> dict[str, Any]:
     from curator.progress import CancelToken
 
@@ -422,7 +437,7 @@ def _base_fields(o: dict[str, Any], quiet: bool, as_json: bool) -> dict[str, Any
         "export": _export_fields(o) if o["where"] is not None else {},
         "out": o["out"],
         "name": o["name"],
-        "steps": o["steps"],
+        **_length(o["steps"], o["epochs"]),
         "batch_size": o["batch_size"],
         "seed": o["seed"],
         "save_every": o["save_every"],
@@ -652,11 +667,15 @@ def lora_cmd(app: AppContext, quiet: bool, as_json: bool, **o: Any) -> None:
     type=click.Choice(["safetensors", "pt"]),
     default="safetensors",
     show_default=True,
-    help="TOKEN.safetensors (emb_params) or A1111's own TOKEN.pt dict.",
+    help="TOKEN.safetensors (emb_params; SDXL: clip_l and clip_g) or A1111's own "
+    "TOKEN.pt dict (SD 1.x/2.x only).",
 )
 @pass_app
 def textual_inversion_cmd(app: AppContext, quiet: bool, as_json: bool, **o: Any) -> None:
-    """Learn a new token's embedding, saved as A1111 loads it: TOKEN.safetensors or .pt."""
+    """Learn a new token's embedding, saved as A1111 loads it: TOKEN.safetensors or .pt.
+
+    On SDXL the token is learned in both text encoders (--vectors each) and saved with
+    A1111's SDXL keys, clip_l and clip_g."""
     from curator.training.textual_inversion import (
         TextualInversionOptions,
         train_textual_inversion,

@@ -34,6 +34,7 @@ from curator.training.loop import (
     TrainResult,
     check_options,
     load_base,
+    resolve_epochs,
     run_loop,
     token_ids,
     train_recorded,
@@ -188,6 +189,7 @@ def train_dreambooth(options: DreamBoothOptions, catalog: Any = None) -> TrainRe
             caption_extension=dataset.caption_extension,
         )
     check_batches(dataset, options.batch_size)
+    resolve_epochs(dataset, options)
     name = options.name or "dreambooth"
     extra = {
         "instance_prompt": options.instance_prompt,

@@ -197,11 +197,14 @@ def train_hypernetwork(options: HypernetworkOptions, catalog: Any = None) -> Tra
     catalog (when given) so that `<hypernet:NAME>` finds it."""
     start = resumed(options)
     done = start.step if start is not None else 0
+    # with --epochs the step count the checks need comes from the data
+    dataset = prepare_data(options, catalog=catalog) if options.epochs else None
     rates = check_hypernetwork_options(options, done)
     name = hypernetwork_name(options)
     if rates is not None:  # training ends where the schedule does
         options.steps, options.lr = len(rates), float(rates[done] or 0)
-    dataset = prepare_data(options, catalog=catalog)
+    if dataset is None:
+        dataset = prepare_data(options, catalog=catalog)
     extra = {"name": name, "resumed_at": done}
     result = train_recorded(
         catalog,

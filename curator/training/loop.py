@@ -59,6 +59,7 @@ class TrainOptions:
     out: str
     name: str = ""  # output file stem; each method has its default
     steps: int = 500
+    epochs: int = 0  # > 0: the step count comes from the data (kohya's --max_train_epochs)
     lr: float = 1e-4
     batch_size: int = 1
     seed: int = 0
@@ -127,6 +128,8 @@ class Method:
 def check_options(options: TrainOptions) -> None:
     if options.steps < 1:
         raise UsageError("--steps must be at least 1")
+    if options.epochs < 0:
+        raise UsageError("--epochs must be 1 or more (0: train --steps)")
     if options.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     if options.lr <= 0:
@@ -137,8 +140,8 @@ def check_options(options: TrainOptions) -> None:
         raise UsageError(
             f"unknown --lr-scheduler {options.lr_scheduler!r}; one of {', '.join(LR_SCHEDULERS)}"
         )
-    if not 0 <= options.lr_warmup_steps < options.steps:
-        raise UsageError("--lr-warmup-steps must be 0 or more and fewer than --steps")
+    if not options.epochs:  # else checked once the data gives the step count
+        check_warmup(options)
     if options.save_every < 0:
         raise UsageError("--save-every must be 0 (only at the end) or more")
     if options.mixed_precision not in MIXED_PRECISION:
@@ -162,6 +165,27 @@ def check_options(options: TrainOptions) -> None:
     options.device = distributed.process_device(options.device)
 
 
+def check_warmup(options: TrainOptions) -> None:
+    if not 0 <= options.lr_warmup_steps < options.steps:
+        raise UsageError("--lr-warmup-steps must be 0 or more and fewer than the steps")
+
+
+def steps_for_epochs(dataset: Dataset, options: TrainOptions) -> int:
+    """kohya's `--max_train_epochs` count: epochs × ceil(batches per epoch / gradient
+    accumulation steps). The batches are those of the first epoch the loop draws (same
+    seed): each image `repeats` times, regularization images matched to them, every
+    bucket's last batch possibly smaller."""
+    batches = dataset.epoch_batches(options.batch_size, random.Random(options.seed))
+    return options.epochs * math.ceil(len(batches) / options.gradient_accumulation_steps)
+
+
+def resolve_epochs(dataset: Dataset, options: TrainOptions) -> None:
+    """With `epochs`, set `steps` from the data before anything trains (and is recorded)."""
+    if options.epochs:
+        options.steps = steps_for_epochs(dataset, options)
+        check_warmup(options)
+
+
 def prepare_data(options: TrainOptions, reg: bool = True, catalog: Any = None) -> Dataset:
     from curator.training.selection import training_data
 
@@ -169,6 +193,7 @@ def prepare_data(options: TrainOptions, reg: bool = True, catalog: Any = None) -
     with distributed.main_first():  # one process exports `--where`; the others read it
         dataset = training_data(options, catalog, reg=reg)
     check_batches(dataset, options.batch_size)
+    resolve_epochs(dataset, options)
     return dataset
 
 

@@ -1,5 +1,6 @@
-"""What LoRA training needs to know about SDXL: loading a diffusers SDXL folder, the two
-text encoders' conditioning, and the module names sd-scripts gives SDXL's layers.
+"""What LoRA and textual-inversion training need to know about SDXL: loading a diffusers
+SDXL folder, the two text encoders' conditioning, and the module names sd-scripts gives
+SDXL's layers.
 
 sd-scripts trains SDXL on its own UNet (`library/sdxl_original_unet.py`), whose modules
 carry Stability's names (`input_blocks.4.1.transformer_blocks.0.attn1.to_q`), not
@@ -76,20 +77,35 @@ def sai_unet_path(path: str, layers_per_block: int) -> str:
     raise UsageError(f"no sd-scripts name for the SDXL UNet module {path}")
 
 
-def encode(pipe: Any, captions: list[str], device: str, grad: bool) -> dict[str, Any]:
+def encode(
+    pipe: Any, captions: list[str], device: str, grad: bool, tokenizers: tuple | None = None
+) -> dict[str, Any]:
     """SDXL's conditioning: both encoders' penultimate hidden states side by side, and
-    the second encoder's pooled projection (`time_ids` are added per batch by the loop)."""
+    the second encoder's pooled projection (`time_ids` are added per batch by the loop).
+    `tokenizers` replace the pipeline's two (textual inversion's, with added words)."""
     import torch
 
     from curator.training.loop import token_ids
 
-    ids_1 = token_ids(pipe.tokenizer, captions, device)
-    ids_2 = token_ids(pipe.tokenizer_2, captions, device)
+    tokenizer_1, tokenizer_2 = tokenizers or (pipe.tokenizer, pipe.tokenizer_2)
+    ids_1 = token_ids(tokenizer_1, captions, device)
+    ids_2 = token_ids(tokenizer_2, captions, device)
     with torch.set_grad_enabled(grad):
         first = pipe.text_encoder(ids_1, output_hidden_states=True)
         second = pipe.text_encoder_2(ids_2, output_hidden_states=True)
+        pooled = pooled_projection(pipe.text_encoder_2, second, ids_2, tokenizer_2.eos_token_id)
     hidden = torch.cat([first.hidden_states[-2], second.hidden_states[-2]], dim=-1)
-    return {
-        "encoder_hidden_states": hidden,
-        "added_cond_kwargs": {"text_embeds": second.text_embeds},
-    }
+    return {"encoder_hidden_states": hidden, "added_cond_kwargs": {"text_embeds": pooled}}
+
+
+def pooled_projection(encoder: Any, output: Any, ids: Any, end_id: int):
+    """The projected final state at each caption's first end token.
+
+    transformers pools there itself, except for configs with the old `eos_token_id` 2
+    (SDXL's published OpenCLIP-G config among them): those pool at the highest token id,
+    which is an added word's id once a tokenizer has grown, not the end token's."""
+    import torch
+
+    rows = torch.arange(ids.shape[0], device=ids.device)
+    positions = (ids == end_id).int().argmax(dim=-1)
+    return encoder.text_projection(output.last_hidden_state[rows, positions])

@@ -1,7 +1,10 @@
 """Textual inversion: new token vectors learned for a trigger word, everything else frozen.
 
 Saved as A1111 loads it: `NAME.safetensors` holding one tensor, `emb_params`, shaped
-[vectors, text-encoder width]; A1111 (and Curator's `--embeddings-dir`) knows the
+[vectors, text-encoder width], or for SDXL one per text encoder, `clip_l` [vectors, 768]
+and `clip_g` [vectors, 1280] (A1111's `create_embedding_from_data` takes a dict holding
+both as an SDXL embedding; it has no `.pt` dict form for SDXL, so `--format pt` is
+refused there); A1111 (and Curator's `--embeddings-dir`) knows the
 embedding by its file name, so the file is named after the trigger word. On request
 the file is A1111's own `NAME.pt` dict instead (`string_to_token`, `string_to_param`,
 `name`, `step`, `sd_checkpoint`, `sd_checkpoint_name`), written so that A1111's
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from curator.errors import UsageError
+from curator.training import sdxl
 from curator.training.loop import (
     Method,
     TrainOptions,
@@ -32,7 +36,6 @@ from curator.training.loop import (
     token_ids,
     train_recorded,
 )
-from curator.training.sdxl import is_sdxl_folder
 
 TOKEN = re.compile(r"^[\w\-]+$")
 
@@ -103,13 +106,15 @@ def check_token(options: TextualInversionOptions) -> None:
         raise UsageError("--vectors must be between 1 and 75")
 
 
-def initial_vectors(pipe: Any, init_text: str, count: int):
+def initial_vectors(pipe: Any, init_text: str, count: int, tokenizer=None, encoder=None):
     """A1111's `create_embedding`: vector i is the init text's token embedding at
-    i * tokens // count (zeros when the init text is empty)."""
+    i * tokens // count (zeros when the init text is empty); `tokenizer` and `encoder`
+    pick SDXL's second encoder (default: the first)."""
     import torch
 
-    table = pipe.text_encoder.get_input_embeddings().weight
-    ids = pipe.tokenizer(init_text, add_special_tokens=False).input_ids if init_text else []
+    tokenizer = tokenizer or pipe.tokenizer
+    table = (encoder or pipe.text_encoder).get_input_embeddings().weight
+    ids = tokenizer(init_text, add_special_tokens=False).input_ids if init_text else []
     vectors = torch.zeros(count, table.shape[1], dtype=table.dtype, device=table.device)
     if ids:
         embedded = table[torch.tensor(ids, device=table.device)].detach()
@@ -129,23 +134,27 @@ def prompt_with_token(caption: str, token: str, spelled: str) -> str:
     return f"{spelled}, {caption}" if caption else spelled
 
 
-def save_embedding(path: Path, vectors: Any, metadata: dict[str, str]) -> None:
+def save_embedding(path: Path, tensors: dict[str, Any], metadata: dict[str, str]) -> None:
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(path.suffix + ".part")
-    save_file({"emb_params": vectors.detach().float().cpu().contiguous()}, str(temporary), metadata)
+    plain = {k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}
+    save_file(plain, str(temporary), metadata)
     temporary.replace(path)
+
+
+def refuse_sdxl_pt() -> None:
+    raise UsageError(
+        "A1111 reads SDXL embeddings only as clip_l/clip_g tensors: use --format safetensors"
+    )
 
 
 def train_textual_inversion(options: TextualInversionOptions, catalog: Any = None) -> TrainResult:
     """Learn `options.vectors` vectors for `options.token` from `options.data`."""
     check_token(options)
-    if is_sdxl_folder(options.base):
-        raise UsageError(
-            "textual inversion trains SD 1.x and 2.x bases; SDXL embeddings (clip_l, "
-            "clip_g) are not supported yet"
-        )
+    if options.file_format == "pt" and sdxl.is_sdxl_folder(options.base):
+        refuse_sdxl_pt()
     # class images would teach the word the class
     dataset = prepare_data(options, reg=False, catalog=catalog)
     name = options.token
@@ -160,41 +169,74 @@ def train_textual_inversion(options: TextualInversionOptions, catalog: Any = Non
     )
 
 
-def _train(options: TextualInversionOptions, dataset: Any, name: str) -> TrainResult:
+@dataclass
+class _Part:
+    """One text encoder's share of the embedding: its tokenizer copy with the
+    placeholder words, its token table and the rows that learn."""
+
+    key: str  # the tensor's name in the saved file
+    tokenizer: Any
+    table: Any
+    ids: list[int]
+    frozen: Any
+    keep: Any  # rows that stay as they were
+
+
+def _add_words(
+    pipe: Any, key: str, tokenizer: Any, encoder: Any, options: TextualInversionOptions
+) -> _Part:
     import copy
 
     import torch
 
-    model = load_base(options)
-    pipe = model.pipeline
-    for part in (pipe.unet, pipe.vae, pipe.text_encoder):
-        part.requires_grad_(False)
     # the pipeline's own tokenizer stays as it was: the placeholders live in a copy
-    tokenizer = copy.deepcopy(pipe.tokenizer)
+    grown = copy.deepcopy(tokenizer)
     words = placeholder_words(options.token, options.vectors)
-    tokenizer.add_tokens(words)
-    ids = tokenizer.convert_tokens_to_ids(words)
-    initial = initial_vectors(pipe, options.init_text, options.vectors)
-    encoder = pipe.text_encoder
-    encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # rows set below
+    grown.add_tokens(words)
+    ids = grown.convert_tokens_to_ids(words)
+    initial = initial_vectors(pipe, options.init_text, options.vectors, tokenizer, encoder)
+    encoder.resize_token_embeddings(len(grown), mean_resizing=False)  # rows set below
     table = encoder.get_input_embeddings().weight
     with torch.no_grad():
         table[ids] = initial
     table.requires_grad_(True)
-    frozen = table.detach().clone()
     keep = torch.ones(table.shape[0], dtype=torch.bool, device=table.device)
     keep[ids] = False
-    spelled = " ".join(words)
+    return _Part(key, grown, table, ids, table.detach().clone(), keep)
+
+
+def _train(options: TextualInversionOptions, dataset: Any, name: str) -> TrainResult:
+    import torch
+
+    if sdxl.is_sdxl_folder(options.base):
+        model = sdxl.load_sdxl(options.base, options.device)
+    else:
+        model = load_base(options)
+    pipe = model.pipeline
+    xl = sdxl.is_sdxl(pipe)
+    if xl and options.file_format == "pt":
+        refuse_sdxl_pt()
+    encoders = [(pipe.tokenizer, pipe.text_encoder, "clip_l" if xl else "emb_params")]
+    if xl:
+        encoders.append((pipe.tokenizer_2, pipe.text_encoder_2, "clip_g"))
+    for part in (pipe.unet, pipe.vae, *(encoder for _, encoder, _ in encoders)):
+        part.requires_grad_(False)
+    parts = [_add_words(pipe, key, t, e, options) for t, e, key in encoders]
+    spelled = " ".join(placeholder_words(options.token, options.vectors))
     device = str(pipe.device)
 
     def encode(captions: list[str]):
         prompts = [prompt_with_token(c, options.token, spelled) for c in captions]
         # looked up on the pipeline: with several processes the DDP wrapper stands there
-        return pipe.text_encoder(token_ids(tokenizer, prompts, device))[0]
+        if xl:
+            tokenizers = (parts[0].tokenizer, parts[1].tokenizer)
+            return sdxl.encode(pipe, prompts, device, grad=True, tokenizers=tokenizers)
+        return pipe.text_encoder(token_ids(parts[0].tokenizer, prompts, device))[0]
 
     def after_step() -> None:
         with torch.no_grad():  # only the new rows learn
-            table[keep] = frozen[keep]
+            for part in parts:
+                part.table[part.keep] = part.frozen[part.keep]
 
     is_file = Path(options.base).expanduser().is_file()
     checkpoint_hash = base_model_hashes(options.base)[1][:10] if is_file else None  # AutoV2
@@ -207,7 +249,7 @@ def _train(options: TextualInversionOptions, dataset: Any, name: str) -> TrainRe
                 "sd_checkpoint": checkpoint_hash,
                 "sd_checkpoint_name": Path(options.base).stem,
             }
-            save_a1111_pt(path, table[ids], fields)
+            save_a1111_pt(path, parts[0].table[parts[0].ids], fields)
             return
         metadata = {
             "name": options.token,
@@ -215,7 +257,8 @@ def _train(options: TextualInversionOptions, dataset: Any, name: str) -> TrainRe
             "sd_checkpoint_name": Path(options.base).stem,
             "init_text": options.init_text,
         }
-        save_embedding(path, table[ids], metadata)
+        save_embedding(path, {part.key: part.table[part.ids] for part in parts}, metadata)
 
-    method = Method("textual-inversion", [table], encode, save, after_step, weight_decay=0.0)
+    tables = [part.table for part in parts]
+    method = Method("textual-inversion", tables, encode, save, after_step, weight_decay=0.0)
     return run_loop(pipe, dataset, options, method, name, suffix=f".{options.file_format}")
