@@ -73,6 +73,11 @@ def test_epochs_count_steps_from_repeats_buckets_batches_and_accumulation(tiny_d
     runs = CliRunner().invoke(main, ["--db", str(db), "runs", "--json"])
     run = next(r for r in json.loads(runs.output) if r["kind"] == "train")
     assert run["params"]["epochs"] == 2 and run["params"]["steps"] == 8
+    from safetensors import safe_open
+
+    (lora,) = [p for p in report["outputs"] if p.endswith(".safetensors")]
+    with safe_open(lora, "pt") as handle:  # kohya's epoch count for this run, too
+        assert handle.metadata()["ss_num_epochs"] == "2"
 
 
 def test_every_method_takes_epochs_and_shows_the_count_as_the_bar_total(tiny_dir, tmp_path):

@@ -171,12 +171,14 @@ def check_warmup(options: TrainOptions) -> None:
 
 
 def steps_for_epochs(dataset: Dataset, options: TrainOptions) -> int:
-    """kohya's `--max_train_epochs` count: epochs × ceil(batches per epoch / gradient
-    accumulation steps). The batches are those of the first epoch the loop draws (same
-    seed): each image `repeats` times, regularization images matched to them, every
-    bucket's last batch possibly smaller."""
+    """kohya's `--max_train_epochs` count: epochs × ceil(batches per epoch / (gradient
+    accumulation steps × processes)), each process taking its own batch per micro-step.
+    The batches are those of the first epoch the loop draws (same seed): each image
+    `repeats` times, regularization images matched to them, every bucket's last batch
+    possibly smaller."""
     batches = dataset.epoch_batches(options.batch_size, random.Random(options.seed))
-    return options.epochs * math.ceil(len(batches) / options.gradient_accumulation_steps)
+    per_step = options.gradient_accumulation_steps * distributed.num_processes()
+    return options.epochs * math.ceil(len(batches) / per_step)
 
 
 def resolve_epochs(dataset: Dataset, options: TrainOptions) -> None:

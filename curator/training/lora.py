@@ -119,6 +119,12 @@ def model_version(pipe: Any) -> tuple[bool, str, bool]:
     return v2, ("sd_v2" if v2 else "sd_v1") + ("_v" if v_pred else ""), v_pred
 
 
+def batches_per_step(options: LoraOptions) -> int:
+    from curator.training import distributed
+
+    return options.gradient_accumulation_steps * distributed.num_processes()
+
+
 def kohya_metadata(
     options: LoraOptions,
     dataset: Any,
@@ -148,7 +154,8 @@ def kohya_metadata(
         "ss_num_train_images": dataset.train_count,
         "ss_num_reg_images": dataset.reg_count,
         "ss_num_batches_per_epoch": per_epoch,
-        "ss_num_epochs": -(-options.steps // per_epoch),
+        # each optimizer step takes accumulation × processes batches
+        "ss_num_epochs": -(-options.steps * batches_per_step(options) // per_epoch),
         "ss_prior_loss_weight": options.prior_loss_weight,
         "ss_batch_size_per_device": options.batch_size,
         "ss_total_batch_size": options.batch_size * options.gradient_accumulation_steps,
