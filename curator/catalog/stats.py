@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, column, func, select, table
 
 from db.engine import Catalog
-from db.schema import File, Image, Problem, Run
 
-# Core tables rather than the mapped classes: no ORM entity is loaded here, and the
-# ORM would configure every mapper on the first query (a fifth of this command's time).
-IMAGES, FILES, PROBLEMS, RUNS = (m.__table__.c for m in (Image, File, Problem, Run))
+# The few columns counted here, named as in `db.schema` (a test holds them to it), so
+# `curator stats` starts without importing the schema: its mapped classes and the
+# dialects its indexes name cost a fifth of this command's start.
+IMAGES = table(
+    "images", column("id"), column("bytes"), column("width"), column("height"), column("format")
+).c
+FILES = table("files", column("id"), column("present")).c
+PROBLEMS = table("problems", column("kind")).c
+RUNS = table("runs", column("kind")).c
 
 # Short-side classes a trainer thinks in (SD 1.x trains at 512, SDXL at 1024).
 SIZE_CLASSES = [
