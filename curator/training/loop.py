@@ -177,8 +177,12 @@ def steps_for_epochs(dataset: Dataset, options: TrainOptions) -> int:
     `repeats` times, regularization images matched to them, every bucket's last batch
     possibly smaller."""
     batches = dataset.epoch_batches(options.batch_size, random.Random(options.seed))
-    per_step = options.gradient_accumulation_steps * distributed.num_processes()
-    return options.epochs * math.ceil(len(batches) / per_step)
+    return options.epochs * math.ceil(len(batches) / batches_per_step(options))
+
+
+def batches_per_step(options: TrainOptions) -> int:
+    """Batches one optimizer step consumes: each process's, times gradient accumulation."""
+    return options.gradient_accumulation_steps * distributed.num_processes()
 
 
 def resolve_epochs(dataset: Dataset, options: TrainOptions) -> None:

@@ -31,6 +31,7 @@ from curator.training.loop import (
     TrainOptions,
     TrainResult,
     base_model_hashes,
+    batches_per_step,
     load_base,
     prepare_data,
     run_loop,
@@ -117,12 +118,6 @@ def model_version(pipe: Any) -> tuple[bool, str, bool]:
         return False, sdxl.BASE_MODEL_VERSION, v_pred
     v2 = pipe.text_encoder.config.hidden_size == 1024
     return v2, ("sd_v2" if v2 else "sd_v1") + ("_v" if v_pred else ""), v_pred
-
-
-def batches_per_step(options: LoraOptions) -> int:
-    from curator.training import distributed
-
-    return options.gradient_accumulation_steps * distributed.num_processes()
 
 
 def kohya_metadata(
