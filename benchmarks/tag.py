@@ -248,6 +248,108 @@ def model_only(model, paths: list[str], batch: int) -> tuple[float, list[set[str
     return len(arrays) / (time.perf_counter() - t), tags
 
 
+# Operators that multiply matrices, in either graph once onnxruntime has fused it.
+PRODUCT_OPS = frozenset(
+    {
+        "MatMul",
+        "Gemm",
+        "FusedMatMul",
+        "FusedGemm",
+        "MatMulInteger",
+        "DynamicQuantizeLinear",
+        "DynamicQuantizeMatMul",
+        "MatMulIntegerToFloat",
+        "QLinearMatMul",
+    }
+)
+
+
+def op_milliseconds(model_file: Path, batch: np.ndarray, runs: int = 2) -> dict[str, float]:
+    """Kernel ms per batch by operator type, from onnxruntime's profiler (warm-up excluded)."""
+    import json
+    import os
+
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the loop
+    options.enable_profiling = True
+    with tempfile.TemporaryDirectory() as tmp:
+        options.profile_file_prefix = os.path.join(tmp, "profile")
+        session = onnxruntime.InferenceSession(
+            str(model_file), options, providers=["CPUExecutionProvider"]
+        )
+        (model_input,) = session.get_inputs()
+        if model_input.type == "tensor(float)":
+            batch = batch.astype(np.float32)
+        feed = {model_input.name: batch}
+        for _ in range(runs + 1):
+            session.run(None, feed)
+        with open(session.end_profiling()) as fh:
+            events = json.load(fh)
+    windows = [(e["ts"], e["ts"] + e["dur"]) for e in events if e["name"] == "model_run"]
+    totals: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
+            continue
+        if any(start <= e["ts"] <= end for start, end in windows[-runs:]):
+            op = e["args"]["op_name"]
+            totals[op] = totals.get(op, 0.0) + e["dur"] / 1000 / runs
+    return totals
+
+
+def cpu_int8_note() -> str:
+    """Whether this CPU has the int8 dot-product instructions onnxruntime's kernels use."""
+    try:
+        flags = next(
+            line.split(":", 1)[1].split()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("flags")
+        )
+    except (OSError, StopIteration):
+        return "CPU features unknown"
+    vnni = [f for f in ("avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
+    if vnni:
+        return f"CPU has {', '.join(vnni)}: int8 dot products in one instruction"
+    simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return (
+        f"CPU: {simd} without VNNI, so int8 products take two multiplies per pair of "
+        "bytes (vpmaddubsw, vpmaddwd), about 2x fp32's FMAs at best"
+    )
+
+
+def breakdown(fp32_file: Path, int8_file: Path, batch: np.ndarray) -> None:
+    """Where int8's time goes: matrix products against everything else, fp32 beside it."""
+    fp, q = op_milliseconds(fp32_file, batch), op_milliseconds(int8_file, batch)
+
+    def split(times: dict[str, float]) -> tuple[float, float]:
+        products = sum(v for k, v in times.items() if k in PRODUCT_OPS)
+        return products, sum(times.values()) - products
+
+    fp_mm, fp_rest = split(fp)
+    q_mm, q_rest = split(q)
+    print(f"onnxruntime profile, batch {len(batch)}, kernel ms per batch:")
+    print(
+        f"  matrix products:  fp32 {fp_mm:7.0f}, int8 {q_mm:7.0f} ({fp_mm / q_mm:.2f}x, "
+        "activation quantisation included)"
+    )
+    print(
+        f"  everything else:  fp32 {fp_rest:7.0f}, int8 {q_rest:7.0f} ({fp_rest / q_rest:.2f}x; "
+        f"{q_rest / (q_mm + q_rest):.0%} of int8's time)"
+    )
+    slowest = sorted(
+        ((v, k) for k, v in q.items() if k not in PRODUCT_OPS), reverse=True
+    )[:4]
+    print("  largest of the rest in int8: " + ", ".join(f"{k} {v:.0f}" for v, k in slowest))
+    fp_total = fp_mm + fp_rest
+    print(
+        f"  whole model {fp_total / (q_mm + q_rest):.2f}x; with these product kernels int8 "
+        f"reaches {fp_total / (q_mm + fp_rest / 2):.2f}x only if everything else ran twice "
+        f"as fast, {fp_total / q_mm:.2f}x if it took no time"
+    )
+    print(f"  {cpu_int8_note()}")
+
+
 def end_to_end(model, images: Path, db: Path, batch: int) -> float:
     from curator.ingest.scan import ScanOptions, scan
     from curator.runs.loop import RunOptions, run_models
@@ -335,6 +437,13 @@ def main() -> None:
             f"end-to-end {q_e2e / fp_e2e:.2f}x"
         )
         print(f"int8 end-to-end / int8 model-only: {q_e2e / q_mo:.2f} (target >= 0.9)")
+        from curator.runs.loop import decode
+
+        fp32 = models["fp32"]
+        arrays = np.stack(
+            [fp32.preprocess(decode(p, fp32.input_size)) for p in paths[: args.batch_size]]
+        )
+        breakdown(fp32.model_path, models["int8"].model_path, fp32.to_input(arrays))
         fp_tags, q_tags = tag_sets
         shared = sum(len(a & b) for a, b in zip(fp_tags, q_tags, strict=True))
         fp_total, q_total = sum(map(len, fp_tags)), sum(map(len, q_tags))
