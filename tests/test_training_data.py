@@ -478,3 +478,28 @@ def test_sdxl_embedding_as_pt_is_refused_in_one_line(cats, db_path, tiny_xl, tmp
         "--out", str(tmp_path / "o"), "--token", "skx", "--device", "cpu", "--format", "pt",
     )  # fmt: skip
     _one_line_error(result, "A1111 reads SDXL embeddings only as clip_l/clip_g tensors")
+
+
+def test_sdxl_lora_trains_from_a_single_file_base(cats, tmp_path):
+    """An SDXL checkpoint file (the form most are shared in) trains like its folder."""
+    from safetensors import safe_open
+
+    from tests.fixtures import tiny_sdxl
+
+    # the fixture whose CLIP-G diffusers' single-file reader recognises as SDXL's
+    tiny_xl = tiny_sdxl.save_tiny_sdxl(tmp_path / "tiny-xl")
+    checkpoint = tiny_sdxl.save_tiny_sdxl_single_file(tiny_xl, tmp_path / "tiny-xl.safetensors")
+    target = tmp_path / "set"
+    _export(cats, target, "imagefolder", **SUBJECT)
+    common = dict(data=str(target), steps=2, rank=2, device="cpu", seed=3)
+    from_file = train_lora(
+        LoraOptions(base=str(checkpoint), config=str(tiny_xl), out=str(tmp_path / "f"), **common)
+    )
+    from_folder = train_lora(LoraOptions(base=str(tiny_xl), out=str(tmp_path / "d"), **common))
+    assert np.allclose(from_file.losses, from_folder.losses, rtol=1e-4)
+    with safe_open(str(from_file.outputs[-1]), "pt") as f:
+        file_keys, meta = set(f.keys()), f.metadata()
+    with safe_open(str(from_folder.outputs[-1]), "pt") as f:
+        assert set(f.keys()) == file_keys
+    assert meta["ss_base_model_version"] == "sdxl_base_v1-0"
+    assert meta["ss_sd_model_name"] == "tiny-xl.safetensors"
