@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ pytest.importorskip("peft")
 pytest.importorskip("open_clip")
 
 from curator.cli import main  # noqa: E402
-from curator.errors import Cancelled  # noqa: E402
+from curator.errors import Cancelled, UsageError  # noqa: E402
 from curator.generation.generate import GenerationParams, generate  # noqa: E402
 from curator.generation.loading import load_pipeline  # noqa: E402
 from curator.progress import CancelToken, NullReporter  # noqa: E402
@@ -167,16 +168,20 @@ def test_lora_keys_are_kohyas_and_metadata_describes_the_training(tiny_dir, tmp_
     result = train_lora(options)
     assert [p.name for p in result.outputs] == ["lora-000002.safetensors", "lora.safetensors"]
     pipe = load_pipeline(str(tiny_dir), device="cpu").pipeline
-    # what sd-scripts' LoRANetwork names: prefix + module path, '.' → '_'
+    # what sd-scripts' LoRANetwork trains and names (prefix + module path, '.' → '_'):
+    # the transformer blocks' attention, feed-forward, proj_in and proj_out
     expected = {
         "lora_unet_" + name.replace(".", "_")
         for name, _ in pipe.unet.named_modules()
-        if name.endswith((".to_q", ".to_k", ".to_v", ".to_out.0"))
-    } | {  # transformers 4 module paths, as sd-scripts and A1111 name them
-        f"lora_te_text_model_encoder_layers_{i}_self_attn_{p}"
+        if name.endswith((".to_q", ".to_k", ".to_v", ".to_out.0", ".ff.net.0.proj", ".ff.net.2"))
+        or re.search(r"attentions\.\d+\.proj_(in|out)$", name)
+    } | {  # the text encoder's attention and MLP, as transformers 4 paths (sd-scripts, A1111)
+        f"lora_te_text_model_encoder_layers_{i}_{p}"
         for i in range(3)
-        for p in ("q_proj", "k_proj", "v_proj", "out_proj")
-    }
+        for p in ("self_attn_q_proj", "self_attn_k_proj", "self_attn_v_proj",
+                  "self_attn_out_proj", "mlp_fc1", "mlp_fc2")
+    }  # fmt: skip
+    assert len(expected) == 4 * 12 + 3 * 6  # the tiny UNet has four attention blocks
     with safe_open(str(result.outputs[-1]), "pt") as f:
         keys, meta = set(f.keys()), f.metadata()
         assert f.get_tensor(next(k for k in keys if k.endswith(".alpha"))).shape == torch.Size([])
@@ -185,7 +190,7 @@ def test_lora_keys_are_kohyas_and_metadata_describes_the_training(tiny_dir, tmp_
         f"{m}.{s}" for m in expected for s in ("lora_down.weight", "lora_up.weight", "alpha")
     }
     assert down.shape[0] == 2
-    assert meta["ss_network_module"] == "networks.lora"
+    assert meta["ss_network_module"] == "networks.lora" and "ss_network_args" not in meta
     assert (meta["ss_network_dim"], meta["ss_network_alpha"]) == ("2", "1.0")
     assert json.loads(meta["ss_tag_frequency"])["1_sks cat"]["sks cat"] == 4
     buckets = json.loads(meta["ss_bucket_info"])["buckets"]
@@ -203,6 +208,50 @@ def test_lora_keys_are_kohyas_and_metadata_describes_the_training(tiny_dir, tmp_
     assert lines[0].startswith("step,epoch,loss,lr") and len(lines) == 5
     # warm-up from 0 over 2 steps, then linear decay towards 0 at step 4
     assert [float(line.split(",")[3]) for line in lines[1:]] == [0.0, 5e-5, 1e-4, 5e-5]
+
+
+def test_conv_dim_trains_the_resnet_convolutions_as_locon(tiny_dir, tmp_path):
+    """--conv-dim adds sd-scripts' LoCon layers: the ResNet blocks' 3x3 convolutions and
+    the down/upsamplers at conv_dim and conv_alpha, their 1x1 shortcuts and time
+    projections at the network rank; diffusers (the backend) loads every one."""
+    from safetensors import safe_open
+
+    data = make_data(tmp_path / "d", [(32, 32)])
+    options = LoraOptions(
+        base=str(tiny_dir), data=str(data), out=str(tmp_path / "o"), steps=2, rank=2,
+        alpha=1.0, conv_dim=3, conv_alpha=2.0, device="cpu", lr=1e-2,
+    )  # fmt: skip
+    result = train_lora(options)
+    with safe_open(str(result.outputs[-1]), "pt") as f:
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+        meta = f.metadata()
+    assert json.loads(meta["ss_network_args"]) == {"conv_dim": "3", "conv_alpha": "2"}
+    down = tensors["lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight"]
+    up = tensors["lora_unet_down_blocks_0_resnets_0_conv1.lora_up.weight"]
+    assert down.shape[0] == 3 and down.shape[2:] == (3, 3) and up.shape[2:] == (1, 1)
+    assert float(tensors["lora_unet_down_blocks_0_resnets_0_conv1.alpha"]) == 2.0
+    for layer in ("down_blocks_0_downsamplers_0_conv", "up_blocks_0_upsamplers_0_conv"):
+        assert tensors[f"lora_unet_{layer}.lora_down.weight"].shape[0] == 3
+    assert tensors["lora_unet_down_blocks_0_resnets_0_time_emb_proj.lora_down.weight"].dim() == 2
+    assert float(tensors["lora_unet_down_blocks_0_resnets_0_time_emb_proj.alpha"]) == 1.0
+    shortcut = [k for k in tensors if k.endswith("conv_shortcut.lora_down.weight")]
+    assert shortcut and all(tensors[k].shape[0] == 2 for k in shortcut)
+
+    model = load_pipeline(str(tiny_dir), device="cpu")
+    plain = generate(model, _params(), tmp_path / "plain")[0]
+    model.pipeline.load_lora_weights(str(result.outputs[-1]))
+    wrapped = [n for n, m in model.pipeline.unet.named_modules() if hasattr(m, "lora_A")]
+    assert len(wrapped) == len({k.split(".")[0] for k in tensors})
+    model.pipeline.unload_lora_weights()
+    params = _params(prompt="a cat <lora:lora:1>", lora_dirs=[str(tmp_path / "o")])
+    styled = generate(model, params, tmp_path / "styled")[0]
+    assert not np.array_equal(_pixels(plain.path), _pixels(styled.path))
+    # resuming keeps the same layers, and a different conv_dim is refused in one line
+    with pytest.raises(UsageError, match="--conv-dim"):
+        train_lora(
+            LoraOptions(**{**options.__dict__, "out": str(tmp_path / "r"), "conv_dim": 4,
+                           "steps": 3, "resume": str(result.outputs[-1])})
+        )  # fmt: skip
 
 
 def test_lora_learns_and_changes_what_the_backend_generates(tiny_dir, tmp_path):

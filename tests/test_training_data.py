@@ -445,15 +445,24 @@ def test_sdxl_lora_uses_sd_scripts_sdxl_names_and_loads_back(cats, tiny_xl, tmp_
     modules = {k.split(".")[0] for k in keys}
     # sd-scripts' SDXL UNet numbering: down block 1 → input_blocks 4, 5; the middle;
     # up block 0 → output_blocks 0, 1, 2 (its attention layers, `.1`)
-    blocks = {m.split("_transformer_blocks")[0] for m in modules if m.startswith("lora_unet_")}
+    blocks = {
+        m.split("_transformer_blocks")[0].removesuffix("_proj_in").removesuffix("_proj_out")
+        for m in modules
+        if m.startswith("lora_unet_")
+    }
     assert blocks == {
         "lora_unet_input_blocks_4_1", "lora_unet_input_blocks_5_1", "lora_unet_middle_block_1",
         "lora_unet_output_blocks_0_1", "lora_unet_output_blocks_1_1", "lora_unet_output_blocks_2_1",
     }  # fmt: skip
+    # sd-scripts' layers: each transformer block's attention and feed-forward, and
+    # proj_in / proj_out; each text encoder layer's attention and MLP
     assert "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k" in modules
+    assert "lora_unet_input_blocks_4_1_transformer_blocks_0_ff_net_0_proj" in modules
+    assert "lora_unet_middle_block_1_proj_in" in modules
     for prefix in ("lora_te1_", "lora_te2_"):
         assert f"{prefix}text_model_encoder_layers_2_self_attn_q_proj" in modules
-    assert len(modules) == 6 * 8 + 2 * 3 * 4
+        assert f"{prefix}text_model_encoder_layers_2_mlp_fc2" in modules
+    assert len(modules) == 6 * (2 + 10) + 2 * 3 * 6
     assert meta["ss_base_model_version"] == "sdxl_base_v1-0" and meta["ss_v2"] == "False"
     # diffusers' kohya reader finds a layer for every module
     pipe = StableDiffusionXLPipeline.from_pretrained(base, torch_dtype=torch.float32)

@@ -603,10 +603,23 @@ def dreambooth_cmd(app: AppContext, quiet: bool, as_json: bool, **o: Any) -> Non
     help="LoRA alpha (kohya's network_alpha); updates scale by alpha / rank.",
 )
 @click.option(
+    "--conv-dim",
+    type=click.IntRange(1),
+    default=None,
+    help="Also train the ResNet blocks' 3x3 convolutions at this rank (LoCon; "
+    "kohya's network_args conv_dim) [default: off].",
+)
+@click.option(
+    "--conv-alpha",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Alpha of the 3x3 convolutions' LoRA (kohya's conv_alpha) [default: 1].",
+)
+@click.option(
     "--train-text-encoder/--unet-only",
     default=False,
     show_default=True,
-    help="Also put LoRA layers on the text encoder's attention projections.",
+    help="Also put LoRA layers on the text encoder's attention and MLP layers.",
 )
 @click.option(
     "--prior-loss-weight",
@@ -623,7 +636,8 @@ def dreambooth_cmd(app: AppContext, quiet: bool, as_json: bool, **o: Any) -> Non
 )
 @pass_app
 def lora_cmd(app: AppContext, quiet: bool, as_json: bool, **o: Any) -> None:
-    """Train a LoRA on the UNet's attention layers; saved in kohya's .safetensors layout."""
+    """Train a LoRA on the UNet's transformer blocks (and with --conv-dim its convolutions),
+    as sd-scripts does; saved in kohya's .safetensors layout."""
     from curator.training.lora import LoraOptions, train_lora
 
     options = LoraOptions(
@@ -631,6 +645,8 @@ def lora_cmd(app: AppContext, quiet: bool, as_json: bool, **o: Any) -> None:
         lr=o["lr"],
         rank=o["rank"],
         alpha=o["alpha"],
+        conv_dim=o["conv_dim"],
+        conv_alpha=o["conv_alpha"],
         train_text_encoder=o["train_text_encoder"],
         text_encoder_lr=o["text_encoder_lr"],
         prior_loss_weight=o["prior_loss_weight"],

@@ -1,8 +1,12 @@
 """LoRA training with peft, saved in kohya sd-scripts' key layout with its `ss_` metadata.
 
-peft injects the low-rank layers (its `lora_A` is kohya's `lora_down`, `lora_B` its
-`lora_up`, and both scale by alpha / rank). The saved names are what sd-scripts'
-`networks/lora.py` builds: `lora_unet_` or `lora_te_` followed by the module's path in
+The layers are the ones sd-scripts' `networks/lora.py` trains: every Linear and 1x1
+Conv2d inside the UNet's transformer blocks (attention, feed-forward, `proj_in`,
+`proj_out`) and inside the text encoder's attention and MLP; with `conv_dim` (LoCon, its
+`--network_args conv_dim=N`) also the ResNet blocks' 3x3 convolutions, the down- and
+upsamplers, and those blocks' time-embedding and 1x1 shortcut layers (at the network rank).
+peft injects them (its `lora_A` is kohya's `lora_down`, `lora_B` its `lora_up`, and both
+scale by alpha / rank). The saved names are what sd-scripts builds: `lora_unet_` or `lora_te_` followed by the module's path in
 the diffusers UNet / transformers CLIP text encoder with every `.` replaced by `_`
 (`lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q`), each with
 `.lora_down.weight`, `.lora_up.weight` and a scalar `.alpha`. A1111's Lora extension and
@@ -40,8 +44,10 @@ from curator.training.loop import (
 )
 from curator.training.training_state import is_state
 
-UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # attention projections
-TEXT_ENCODER_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
+# sd-scripts' target modules: LoRA goes on the Linear and Conv2d layers inside them
+UNET_BLOCKS = ("Transformer2DModel",)
+UNET_CONV_BLOCKS = ("ResnetBlock2D", "Downsample2D", "Upsample2D")  # with conv_dim
+TEXT_ENCODER_BLOCKS = ("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP")
 UNET_PREFIX = "lora_unet"
 TEXT_ENCODER_PREFIX = "lora_te"
 # sd-scripts records the optimizer's class path
@@ -57,6 +63,8 @@ class LoraOptions(TrainOptions):
     alpha: float = 1.0  # kohya's network_alpha (its default is 1)
     train_text_encoder: bool = False
     text_encoder_lr: float | None = None  # None: the same as --lr
+    conv_dim: int | None = None  # kohya's conv_dim: LoRA on 3x3 convolutions too (LoCon)
+    conv_alpha: float | None = None  # kohya's conv_alpha (1 when conv_dim is set)
     resume: str | None = None  # a LoRA file this trainer saved: its weights and step
 
 
@@ -71,15 +79,60 @@ def text_encoder_path_prefix(text_encoder: Any) -> str:
     return "" if hasattr(text_encoder, "text_model") else "text_model."
 
 
+def lora_targets(
+    model: Any, blocks: tuple[str, ...], conv_blocks: tuple[str, ...] = ()
+) -> dict[str, bool]:
+    """The module paths sd-scripts puts LoRA on, each with whether it is a convolution
+    wider than 1x1 (those take conv_dim): every Linear and Conv2d inside a module whose
+    class is one of `blocks` or `conv_blocks`, where only `conv_blocks` admit wide ones."""
+    import torch
+
+    targets: dict[str, bool] = {}
+    for name, module in model.named_modules():
+        kind = type(module).__name__
+        if kind not in blocks and kind not in conv_blocks:
+            continue
+        for child_name, child in module.named_modules():
+            if not isinstance(child, torch.nn.Linear | torch.nn.Conv2d) or not child_name:
+                continue
+            wide = isinstance(child, torch.nn.Conv2d) and tuple(child.kernel_size) != (1, 1)
+            if wide and kind not in conv_blocks:
+                continue
+            targets[f"{name}.{child_name}" if name else child_name] = wide
+    return targets
+
+
+def lora_config(
+    targets: dict[str, bool],
+    rank: int,
+    alpha: float,
+    conv_dim: int | None = None,
+    conv_alpha: float | None = None,
+):
+    """peft's config for `targets`: the network rank and alpha, conv_dim and conv_alpha
+    for the wide convolutions (peft reads its patterns as regular expressions)."""
+    import re
+
+    from peft import LoraConfig
+
+    wide = [re.escape(path) for path, is_wide in targets.items() if is_wide]
+    return LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        target_modules=list(targets),
+        rank_pattern=dict.fromkeys(wide, conv_dim or rank),
+        alpha_pattern=dict.fromkeys(wide, conv_alpha if conv_alpha is not None else 1.0),
+    )
+
+
 def lora_state_dict(
     model: Any,
     prefix: str,
-    alpha: float,
     path_prefix: str = "",
     rename: Callable[[str], str] | None = None,
 ) -> dict[str, Any]:
-    """Every peft LoRA layer in `model` as kohya keys (float32, contiguous, on the CPU);
-    `rename` maps a module path to the one sd-scripts' model has."""
+    """Every peft LoRA layer in `model` as kohya keys (float32, contiguous, on the CPU),
+    each with its own alpha; `rename` maps a module path to the one sd-scripts' model has."""
     import torch
     from peft.tuners.lora import LoraLayer
 
@@ -92,7 +145,7 @@ def lora_state_dict(
         up = module.lora_B["default"].weight.detach()
         state[f"{name}.lora_down.weight"] = down.float().cpu().contiguous()
         state[f"{name}.lora_up.weight"] = up.float().cpu().contiguous()
-        state[f"{name}.alpha"] = torch.tensor(float(alpha))
+        state[f"{name}.alpha"] = torch.tensor(float(module.lora_alpha["default"]))
     return state
 
 
@@ -165,6 +218,12 @@ def kohya_metadata(
         "ss_network_alpha": options.alpha,
         "ss_network_train_unet_only": not options.train_text_encoder,
         "ss_network_train_text_encoder_only": False,
+        # sd-scripts writes its --network_args (strings) only when some were given
+        **(
+            {"ss_network_args": json.dumps(network_args(options))}
+            if options.conv_dim
+            else {}
+        ),
         "ss_mixed_precision": options.mixed_precision,
         "ss_gradient_checkpointing": options.gradient_checkpointing,
         "ss_full_fp16": False,
@@ -196,6 +255,17 @@ def kohya_metadata(
     return {k: str(v) for k, v in values.items()}
 
 
+def network_args(options: LoraOptions) -> dict[str, str]:
+    """sd-scripts' `network_args` for this network: LoCon's conv_dim and conv_alpha."""
+    if not options.conv_dim:
+        return {}
+    return {"conv_dim": str(options.conv_dim), "conv_alpha": f"{conv_alpha(options):g}"}
+
+
+def conv_alpha(options: LoraOptions) -> float:
+    return options.conv_alpha if options.conv_alpha is not None else 1.0
+
+
 class _Fixed:
     """A stand-in random source for counting batches (no shuffling needed)."""
 
@@ -220,9 +290,16 @@ def train_lora(options: LoraOptions, catalog: Any = None) -> TrainResult:
         raise UsageError("--rank must be at least 1")
     if options.alpha <= 0:
         raise UsageError("--alpha must be positive")
+    if options.conv_dim is not None and options.conv_dim < 1:
+        raise UsageError("--conv-dim must be at least 1")
+    if options.conv_alpha is not None and options.conv_alpha <= 0:
+        raise UsageError("--conv-alpha must be positive")
+    if options.conv_alpha is not None and not options.conv_dim:
+        raise UsageError("--conv-alpha needs --conv-dim")
     dataset = prepare_data(options, catalog=catalog)
     name = options.name or "lora"
-    extra = {"network": "lora", "targets": list(UNET_TARGETS)}
+    blocks = UNET_BLOCKS + (UNET_CONV_BLOCKS if options.conv_dim else ())
+    extra = {"network": "lora", "targets": list(blocks), **network_args(options)}
     return train_recorded(
         catalog, "lora", options, dataset, extra, lambda: _train(options, dataset, name)
     )
@@ -230,7 +307,7 @@ def train_lora(options: LoraOptions, catalog: Any = None) -> TrainResult:
 
 def _train(options: LoraOptions, dataset: Any, name: str) -> TrainResult:
     import torch
-    from peft import LoraConfig, inject_adapter_in_model
+    from peft import inject_adapter_in_model
 
     if sdxl.is_sdxl_folder(options.base):
         model = sdxl.load_sdxl(options.base, options.device)
@@ -241,21 +318,19 @@ def _train(options: LoraOptions, dataset: Any, name: str) -> TrainResult:
     for part in (pipe.unet, pipe.vae, *encoders):
         part.requires_grad_(False)
     torch.manual_seed(options.seed)  # the same LoRA initialisation for the same seed
+    conv_blocks = UNET_CONV_BLOCKS if options.conv_dim else ()
+    unet_targets = lora_targets(pipe.unet, UNET_BLOCKS, conv_blocks)
     pipe.unet.add_adapter(
-        LoraConfig(r=options.rank, lora_alpha=options.alpha, target_modules=list(UNET_TARGETS))
+        lora_config(
+            unet_targets, options.rank, options.alpha, options.conv_dim, conv_alpha(options)
+        )
     )
     groups = [{"params": [p for p in pipe.unet.parameters() if p.requires_grad], "lr": options.lr}]
     if options.train_text_encoder:
         for encoder in encoders:
             # peft directly: transformers' own `add_adapter` wants a newer peft than diffusers
-            inject_adapter_in_model(
-                LoraConfig(
-                    r=options.rank,
-                    lora_alpha=options.alpha,
-                    target_modules=list(TEXT_ENCODER_TARGETS),
-                ),
-                encoder,
-            )
+            targets = lora_targets(encoder, TEXT_ENCODER_BLOCKS)
+            inject_adapter_in_model(lora_config(targets, options.rank, options.alpha), encoder)
             groups.append(
                 {
                     "params": [p for p in encoder.parameters() if p.requires_grad],
@@ -282,7 +357,7 @@ def _train(options: LoraOptions, dataset: Any, name: str) -> TrainResult:
     def save(path: Path, step: int) -> None:
         tensors = {}
         for part, prefix, path_prefix, rename in lora_parts(pipe, options.train_text_encoder):
-            tensors.update(lora_state_dict(part, prefix, options.alpha, path_prefix, rename))
+            tensors.update(lora_state_dict(part, prefix, path_prefix, rename))
         save_lora(
             path, tensors, kohya_metadata(options, dataset, step, started, data_hash, version)
         )
@@ -353,11 +428,13 @@ def _resume(options: LoraOptions, pipe: Any) -> int:
                 target_down = module.lora_A["default"].weight
                 if down is None or up is None or down.shape != target_down.shape:
                     raise UsageError(
-                        f"{path.name} does not match this training (rank, layers or "
-                        "--train-text-encoder differ)"
+                        f"{path.name} does not match this training (rank, --conv-dim, layers "
+                        "or --train-text-encoder differ)"
                     )
-                if alpha is not None and abs(float(alpha) - options.alpha) > 1e-6:
-                    raise UsageError(f"{path.name} has alpha {float(alpha):g}; pass --alpha so")
+                want = float(module.lora_alpha["default"])
+                if alpha is not None and abs(float(alpha) - want) > 1e-6:
+                    option = "--conv-alpha" if down.dim() == 4 and down.shape[-1] > 1 else "--alpha"
+                    raise UsageError(f"{path.name} has alpha {float(alpha):g}; pass {option} so")
                 target_down.copy_(down)
                 module.lora_B["default"].weight.copy_(up)
     if {key.split(".")[0] for key in state} != expected:

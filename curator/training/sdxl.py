@@ -23,9 +23,18 @@ from curator.errors import UsageError
 BASE_MODEL_VERSION = "sdxl_base_v1-0"  # sd-scripts' MODEL_VERSION_SDXL_BASE_V1_0
 TEXT_ENCODER_PREFIXES = ("lora_te1", "lora_te2")
 
-_DOWN = re.compile(r"^down_blocks\.(\d+)\.attentions\.(\d+)\.")
-_UP = re.compile(r"^up_blocks\.(\d+)\.attentions\.(\d+)\.")
-_MID = "mid_block.attentions.0."
+_DOWN = re.compile(r"^down_blocks\.(\d+)\.(attentions|resnets)\.(\d+)\.")
+_UP = re.compile(r"^up_blocks\.(\d+)\.(attentions|resnets)\.(\d+)\.")
+_MID = re.compile(r"^mid_block\.(attentions|resnets)\.(\d+)\.")
+_DOWNSAMPLE = re.compile(r"^down_blocks\.(\d+)\.downsamplers\.0\.conv$")
+_UPSAMPLE = re.compile(r"^up_blocks\.(\d+)\.upsamplers\.0\.conv$")
+# a diffusers ResnetBlock2D's layers in Stability's ResBlock
+_RESNET_LAYERS = {
+    "conv1": "in_layers.2",
+    "conv2": "out_layers.3",
+    "time_emb_proj": "emb_layers.1",
+    "conv_shortcut": "skip_connection",
+}
 
 
 def is_sdxl_folder(source: str) -> bool:
@@ -62,19 +71,41 @@ def load_sdxl(source: str, device: str | None) -> Any:
 
 
 def sai_unet_path(path: str, layers_per_block: int) -> str:
-    """The sd-scripts (Stability) name of a diffusers SDXL UNet module inside an
-    attention block: down block i, layer j → `input_blocks.{1 + i(L+1) + j}.1`;
-    up block i, layer j → `output_blocks.{i(L+1) + j}.1`; the middle → `middle_block.1`."""
+    """The sd-scripts (Stability) name of a diffusers SDXL UNet layer.
+
+    With L layers per block: down block i, layer j → `input_blocks.{1 + i(L+1) + j}`, its
+    downsampler → `input_blocks.{(i+1)(L+1)}.0.op`; up block i, layer j →
+    `output_blocks.{i(L+1) + j}`, its upsampler → `output_blocks.{i(L+1) + L}.2.conv`
+    (SDXL's upsampling blocks all have attention); the middle → `middle_block.0/1/2`.
+    Attention is a layer's `.1`, its ResBlock `.0`, whose convolutions have their own names.
+    """
     per_level = layers_per_block + 1
+    if match := _DOWNSAMPLE.match(path):
+        return f"input_blocks.{(int(match[1]) + 1) * per_level}.0.op"
+    if match := _UPSAMPLE.match(path):
+        return f"output_blocks.{int(match[1]) * per_level + layers_per_block}.2.conv"
     if match := _DOWN.match(path):
-        index = 1 + int(match[1]) * per_level + int(match[2])
-        return f"input_blocks.{index}.1." + path[match.end() :]
-    if match := _UP.match(path):
-        index = int(match[1]) * per_level + int(match[2])
-        return f"output_blocks.{index}.1." + path[match.end() :]
-    if path.startswith(_MID):
-        return "middle_block.1." + path[len(_MID) :]
-    raise UsageError(f"no sd-scripts name for the SDXL UNet module {path}")
+        block = f"input_blocks.{1 + int(match[1]) * per_level + int(match[3])}"
+        kind, rest = match[2], path[match.end() :]
+    elif match := _UP.match(path):
+        block = f"output_blocks.{int(match[1]) * per_level + int(match[3])}"
+        kind, rest = match[2], path[match.end() :]
+    elif match := _MID.match(path):
+        kind, rest = match[1], path[match.end() :]
+        # the middle is ResBlock, attention, ResBlock
+        index = 1 if kind == "attentions" else 2 * int(match[2])
+        return f"middle_block.{index}." + (rest if index == 1 else _resnet_layer(path, rest))
+    else:
+        raise UsageError(f"no sd-scripts name for the SDXL UNet module {path}")
+    if kind == "attentions":
+        return f"{block}.1.{rest}"
+    return f"{block}.0.{_resnet_layer(path, rest)}"
+
+
+def _resnet_layer(path: str, rest: str) -> str:
+    if rest not in _RESNET_LAYERS:
+        raise UsageError(f"no sd-scripts name for the SDXL UNet module {path}")
+    return _RESNET_LAYERS[rest]
 
 
 def encode(
