@@ -337,9 +337,7 @@ def breakdown(fp32_file: Path, int8_file: Path, batch: np.ndarray) -> None:
         f"  everything else:  fp32 {fp_rest:7.0f}, int8 {q_rest:7.0f} ({fp_rest / q_rest:.2f}x; "
         f"{q_rest / (q_mm + q_rest):.0%} of int8's time)"
     )
-    slowest = sorted(
-        ((v, k) for k, v in q.items() if k not in PRODUCT_OPS), reverse=True
-    )[:4]
+    slowest = sorted(((v, k) for k, v in q.items() if k not in PRODUCT_OPS), reverse=True)[:4]
     print("  largest of the rest in int8: " + ", ".join(f"{k} {v:.0f}" for v, k in slowest))
     fp_total = fp_mm + fp_rest
     print(

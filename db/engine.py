@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 DEFAULT_DB = "curator.db"
@@ -122,3 +126,31 @@ class Catalog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+T = TypeVar("T")
+
+# PostgreSQL's "deadlock detected" and "could not serialize access": the server aborted
+# one of two racing transactions, and running it again succeeds.
+TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether `error` is a write the server aborted only to let a racing one through."""
+    driver_error = getattr(error, "orig", None)
+    code = getattr(driver_error, "sqlstate", None) or getattr(driver_error, "pgcode", None)
+    return isinstance(error, DBAPIError) and code in TRANSIENT_SQLSTATES
+
+
+def retry_transient(write: Callable[[], T], attempts: int = 6) -> T:
+    """`write()` (one whole transaction), run again when the server aborted it to break
+    a deadlock with another writer; waits grow from about 10 ms, jittered so the
+    racers do not meet again."""
+    for attempt in range(attempts):
+        try:
+            return write()
+        except DBAPIError as error:
+            if attempt == attempts - 1 or not is_transient(error):
+                raise
+            time.sleep(random.uniform(0.01, 0.03) * 2**attempt)
+    raise AssertionError("unreachable")

@@ -10,7 +10,7 @@ from alembic import command
 from sqlalchemy import create_mock_engine, inspect, select
 
 from db import open_catalog
-from db.engine import database_url, make_engine
+from db.engine import database_url, make_engine, retry_transient
 from db.migrate import CatalogOpenError, alembic_config, head_revision
 from db.schema import Base, Image, to_signed64, to_unsigned64
 
@@ -112,3 +112,46 @@ def test_migrations_match_the_models(db_path):
     with open_catalog(str(db_path)) as cat, cat.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
+
+
+class _DriverError(Exception):
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(sqlstate)
+        self.sqlstate = sqlstate  # as psycopg reports it
+
+
+def test_a_write_aborted_to_break_a_deadlock_runs_again() -> None:
+    """PostgreSQL aborts one of two deadlocked writers (40P01) or a serialization
+    conflict (40001); that transaction is run again. Other errors are not retried."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    calls = []
+
+    def deadlocks_twice() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            code = "40P01" if len(calls) == 1 else "40001"
+            raise OperationalError("UPDATE files", {}, _DriverError(code))
+        return "written"
+
+    assert retry_transient(deadlocks_twice) == "written" and len(calls) == 3
+
+    calls.clear()
+
+    def conflicts() -> None:
+        calls.append(1)
+        raise IntegrityError("INSERT INTO images", {}, _DriverError("23505"))
+
+    with pytest.raises(IntegrityError):
+        retry_transient(conflicts)
+    assert len(calls) == 1
+
+    calls.clear()
+
+    def always_deadlocks() -> None:
+        calls.append(1)
+        raise OperationalError("UPDATE files", {}, _DriverError("40P01"))
+
+    with pytest.raises(OperationalError):
+        retry_transient(always_deadlocks, attempts=3)
+    assert len(calls) == 3

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import errno
+import functools
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -39,7 +40,7 @@ from curator.ingest.walk import (
 )
 from curator.progress import CancelToken, Reporter, RunOutcome, phase
 from curator.tags.store import replace_source_tags, set_caption
-from db.engine import Catalog
+from db.engine import Catalog, retry_transient
 from db.schema import File, Generation, Image, Problem, Run, to_signed64, utcnow
 from db.upsert import insert_ignore, insert_new, upsert
 
@@ -271,20 +272,22 @@ class Scanner:
                 continue
             yield Candidate(path, st.st_size, st.st_mtime_ns, sidecars)
         if touch or resync or still_bad or kept_sidecars:
-            now = utcnow()
-            with self.catalog.write() as s:
-                if still_bad or kept_sidecars:
-                    s.execute(
-                        update(Problem)
-                        .where(Problem.id.in_(still_bad) | Problem.path.in_(kept_sidecars))
-                        .values(seen_at=now)
-                    )
+            retry_transient(functools.partial(self._touch, touch, resync, still_bad, kept_sidecars))
+
+    def _touch(self, touch: list, resync: list, still_bad: list, kept_sidecars: list) -> None:
+        """Unchanged files and problems seen again, and sidecars read again, in one write."""
+        now = utcnow()
+        with self._counted_once(), self.catalog.write() as s:
+            if still_bad or kept_sidecars:
                 s.execute(
-                    update(File).where(File.id.in_(touch)).values(present=True, last_seen=now)
+                    update(Problem)
+                    .where(Problem.id.in_(still_bad) | Problem.path.in_(kept_sidecars))
+                    .values(seen_at=now)
                 )
-                for file_id, image_id, sidecars, stamp in resync:
-                    self._import_sidecars(s, image_id, sidecars)
-                    s.get(File, file_id).sidecar_mtime_ns = stamp
+            s.execute(update(File).where(File.id.in_(touch)).values(present=True, last_seen=now))
+            for file_id, image_id, sidecars, stamp in resync:
+                self._import_sidecars(s, image_id, sidecars)
+                s.get(File, file_id).sidecar_mtime_ns = stamp
 
     # --- writing -----------------------------------------------------------------------
 
@@ -303,20 +306,30 @@ class Scanner:
         self._last_write = time.monotonic()
         if not self._results:
             return
-        before = copy.deepcopy(self.summary)
-        try:
-            with self.catalog.write() as s:
+
+        def write() -> None:
+            with self._counted_once(), self.catalog.write() as s:
                 for result in self._results:
                     if isinstance(result, ProbeProblem):
                         self._record_problem(s, result)
                     else:
                         self._record_image(s, result)
-        except BaseException:
-            self.summary = before  # rolled back: keep the batch for a retry, count it once
-            raise
+
+        # scanners of one folder on a server race for the same rows
+        retry_transient(write)
         for result in self._results:
             self._sidecars_for.pop(result.path, None)
         self._results = []
+
+    @contextlib.contextmanager
+    def _counted_once(self) -> Iterator[None]:
+        """A transaction's counts stand only if it commits (it may be run again)."""
+        before = copy.deepcopy(self.summary)
+        try:
+            yield
+        except BaseException:
+            self.summary = before
+            raise
 
     def _count_problem(self, kind: str) -> None:
         self.summary.problems += 1
@@ -448,14 +461,17 @@ class Scanner:
             gone = [fid for fid, path in unseen if _gone(path)]
             # Problems not met again were fixed, deleted or moved away.
             fixed = [pid for pid, path in stale if not self._kept(root, path)]
-            with self.catalog.write() as s:
-                for i in range(0, len(gone), _CHUNK):
-                    ids = gone[i : i + _CHUNK]
-                    s.execute(update(File).where(File.id.in_(ids)).values(present=False))
-                for i in range(0, len(fixed), _CHUNK):
-                    ids = fixed[i : i + _CHUNK]
-                    s.execute(Problem.__table__.delete().where(Problem.id.in_(ids)))
+            retry_transient(functools.partial(self._mark_gone, gone, fixed))
             self.summary.missing += len(gone)
+
+    def _mark_gone(self, gone: list[int], fixed: list[int]) -> None:
+        with self.catalog.write() as s:
+            for i in range(0, len(gone), _CHUNK):
+                ids = gone[i : i + _CHUNK]
+                s.execute(update(File).where(File.id.in_(ids)).values(present=False))
+            for i in range(0, len(fixed), _CHUNK):
+                ids = fixed[i : i + _CHUNK]
+                s.execute(Problem.__table__.delete().where(Problem.id.in_(ids)))
 
     def _forget_plain_comments(self, dir_roots: list[str]) -> None:
         """Drop generation parameters that older scans read from a plain EXIF comment.

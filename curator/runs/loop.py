@@ -34,9 +34,9 @@ from sqlalchemy.orm import aliased
 
 from curator.progress import CancelToken, Reporter, RunOutcome, phase
 from curator.query.compile import compile_query
-from curator.runs.writer import DEFAULT_MAX_TAGS, Item, write_batch
+from curator.runs.writer import DEFAULT_MAX_TAGS, Counts, Item, write_batch
 from curator.workers import process_pool
-from db.engine import Catalog
+from db.engine import Catalog, retry_transient
 from db.schema import Embedding, File, Image, Processed, Run, utcnow
 from taggers.base import DecodedImage, Model, Result
 from taggers.errors import ModelLoadError, TaggerError, missing_dependency
@@ -401,15 +401,20 @@ class _Runner:
     def store(self, decoded: list[_Decoded], items: list[Item], jobs: dict[int, _Job]) -> None:
         """Write one batch's results and problems in one transaction and count them."""
         problems = [(d.path, d.error) for d in decoded if d.error is not None]
-        with self.catalog.write() as s:
-            counts = write_batch(
-                s,
-                self.models,
-                [summary.run_id for summary in self.summaries],
-                items,
-                problems,
-                max_tags=self.options.max_tags,
-            )
+
+        def write() -> Counts:
+            with self.catalog.write() as s:
+                return write_batch(
+                    s,
+                    self.models,
+                    [summary.run_id for summary in self.summaries],
+                    items,
+                    problems,
+                    max_tags=self.options.max_tags,
+                )
+
+        # runs sharing a server catalog may deadlock on the same images' rows
+        counts = retry_transient(write)
         for d in decoded:
             if d.error is not None:
                 for i in jobs[d.image_id].needs:

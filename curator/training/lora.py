@@ -6,15 +6,17 @@ Conv2d inside the UNet's transformer blocks (attention, feed-forward, `proj_in`,
 `--network_args conv_dim=N`) also the ResNet blocks' 3x3 convolutions, the down- and
 upsamplers, and those blocks' time-embedding and 1x1 shortcut layers (at the network rank).
 peft injects them (its `lora_A` is kohya's `lora_down`, `lora_B` its `lora_up`, and both
-scale by alpha / rank). The saved names are what sd-scripts builds: `lora_unet_` or `lora_te_` followed by the module's path in
-the diffusers UNet / transformers CLIP text encoder with every `.` replaced by `_`
+scale by alpha / rank). The saved names are what sd-scripts builds: `lora_unet_` or
+`lora_te_` followed by the module's path in the diffusers UNet / transformers CLIP text
+encoder with every `.` replaced by `_`
 (`lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q`), each with
 `.lora_down.weight`, `.lora_up.weight` and a scalar `.alpha`. A1111's Lora extension and
 diffusers' `load_lora_weights` read the same names.
 
-SDXL (a diffusers SDXL folder as --base) trains the same layers; its names are the ones
-sd-scripts gives SDXL (`lora_unet_input_blocks_...`, `lora_te1_...`, `lora_te2_...`,
-see `curator.training.sdxl`) and `ss_base_model_version` is sd-scripts' SDXL value.
+SDXL (a diffusers SDXL folder or single file as --base) trains the same layers; its
+names are the ones sd-scripts gives SDXL (`lora_unet_input_blocks_...`, `lora_te1_...`,
+`lora_te2_...`, see `curator.training.sdxl`) and `ss_base_model_version` is sd-scripts'
+SDXL value.
 """
 
 from __future__ import annotations
@@ -219,11 +221,7 @@ def kohya_metadata(
         "ss_network_train_unet_only": not options.train_text_encoder,
         "ss_network_train_text_encoder_only": False,
         # sd-scripts writes its --network_args (strings) only when some were given
-        **(
-            {"ss_network_args": json.dumps(network_args(options))}
-            if options.conv_dim
-            else {}
-        ),
+        **({"ss_network_args": json.dumps(network_args(options))} if options.conv_dim else {}),
         "ss_mixed_precision": options.mixed_precision,
         "ss_gradient_checkpointing": options.gradient_checkpointing,
         "ss_full_fp16": False,
