@@ -146,11 +146,11 @@ def retry_transient(write: Callable[[], T], attempts: int = 6) -> T:
     """`write()` (one whole transaction), run again when the server aborted it to break
     a deadlock with another writer; waits grow from about 10 ms, jittered so the
     racers do not meet again."""
-    for attempt in range(attempts):
+    for attempt in range(attempts - 1):
         try:
             return write()
         except DBAPIError as error:
-            if attempt == attempts - 1 or not is_transient(error):
+            if not is_transient(error):
                 raise
             time.sleep(random.uniform(0.01, 0.03) * 2**attempt)
-    raise AssertionError("unreachable")
+    return write()

@@ -25,6 +25,26 @@ def _one_torch_thread():
     yield
 
 
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny real Stable Diffusion pipeline folder (random weights, built offline),
+    made once: tests only read it."""
+    import torch
+
+    from tests.fixtures.tiny_pipeline import save_tiny_pipeline
+
+    torch.set_num_threads(1)
+    return save_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def model(tiny_dir: Path):
+    """The tiny pipeline loaded on the CPU, shared by one module's tests."""
+    from curator.generation.loading import load_pipeline
+
+    return load_pipeline(str(tiny_dir), device="cpu")
+
+
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     root = tmp_path / "images"

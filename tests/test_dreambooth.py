@@ -18,16 +18,7 @@ from curator.cli import main  # noqa: E402
 from curator.generation.generate import GenerationParams, generate  # noqa: E402
 from curator.generation.loading import load_pipeline  # noqa: E402
 from curator.training.dreambooth import DreamBoothOptions, train_dreambooth  # noqa: E402
-from tests.fixtures.tiny_pipeline import save_tiny_pipeline  # noqa: E402
 from tests.test_training import _fixed_loss, make_data  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    import torch
-
-    torch.set_num_threads(1)
-    return save_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny")
 
 
 def _options(tiny_dir: Path, data: Path, out: Path, **changes) -> DreamBoothOptions:

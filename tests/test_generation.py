@@ -20,20 +20,6 @@ from curator.generation.generate import GenerationParams, generate  # noqa: E402
 from curator.generation.loading import LoadError, load_pipeline  # noqa: E402
 from curator.generation.tokenizer import tokenize_prompt  # noqa: E402
 from curator.ingest.infotext import parse_infotext  # noqa: E402
-from tests.fixtures.tiny_pipeline import save_tiny_pipeline  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    import torch
-
-    torch.set_num_threads(1)
-    return save_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny")
-
-
-@pytest.fixture(scope="module")
-def model(tiny_dir):
-    return load_pipeline(str(tiny_dir), device="cpu")
 
 
 def _params(**changes) -> GenerationParams:

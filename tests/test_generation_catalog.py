@@ -21,7 +21,6 @@ from curator.generation.registry import (  # noqa: E402
     list_model_files,
     register_model_files,
 )
-from tests.fixtures.tiny_pipeline import save_tiny_pipeline  # noqa: E402
 
 
 def test_hashes_match_a1111_and_are_cached(catalog, tmp_path, monkeypatch):
@@ -47,14 +46,6 @@ def test_hashes_match_a1111_and_are_cached(catalog, tmp_path, monkeypatch):
         assert find_model_file(catalog, key).path == str(checkpoint.resolve())
     assert find_model_file(catalog, "0000000000") is None
     assert len(list_model_files(catalog, "checkpoint")) == 1
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    import torch
-
-    torch.set_num_threads(1)
-    return save_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny")
 
 
 def _run(db, *args, ok=True):

@@ -23,19 +23,6 @@ from tests.fixtures.tiny_pipeline import save_tiny_pipeline  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    import torch
-
-    torch.set_num_threads(1)
-    return save_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny")
-
-
-@pytest.fixture(scope="module")
-def model(tiny_dir):
-    return load_pipeline(str(tiny_dir), device="cpu")
-
-
-@pytest.fixture(scope="module")
 def model9(tmp_path_factory):
     folder = save_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny-inpaint", in_channels=9)
     return load_pipeline(str(folder), device="cpu")

@@ -15,7 +15,6 @@ pytest.importorskip("spandrel")
 
 from curator.cli import main  # noqa: E402
 from curator.generation.generate import GenerationParams, generate  # noqa: E402
-from curator.generation.loading import load_pipeline  # noqa: E402
 from curator.generation.upscalers import (  # noqa: E402
     Upscaler,
     UpscalerError,
@@ -23,20 +22,6 @@ from curator.generation.upscalers import (  # noqa: E402
     resolve_upscaler,
 )
 from curator.ingest.infotext import parse_infotext  # noqa: E402
-from tests.fixtures.tiny_pipeline import save_tiny_pipeline  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    import torch
-
-    torch.set_num_threads(1)
-    return save_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny")
-
-
-@pytest.fixture(scope="module")
-def model(tiny_dir):
-    return load_pipeline(str(tiny_dir), device="cpu")
 
 
 @pytest.fixture(scope="module")

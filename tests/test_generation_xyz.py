@@ -19,7 +19,6 @@ from curator.cli import main  # noqa: E402
 from curator.generation.generate import GenerationParams  # noqa: E402
 from curator.generation.xyz import XYZError, parse_axis, plan_cells  # noqa: E402
 from curator.ingest.infotext import parse_infotext  # noqa: E402
-from tests.fixtures.tiny_pipeline import save_tiny_pipeline  # noqa: E402
 
 
 def test_cells_apply_every_axis_with_one_seed():
@@ -71,14 +70,6 @@ def test_bad_axes_are_errors_before_running():
 
     with pytest.raises(SamplerError, match="unknown sampler"):
         plan_cells(base, parse_axis("Sampler=Euler,Nope"), parse_axis(None), parse_axis(None))
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    import torch
-
-    torch.set_num_threads(1)
-    return save_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny")
 
 
 def test_grid_cells_labels_and_catalog(tiny_dir, tmp_path):

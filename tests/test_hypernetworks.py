@@ -40,19 +40,7 @@ from curator.training.hypernetwork import (  # noqa: E402
     train_hypernetwork,
 )
 from curator.training.textual_inversion import write_restricted_pt  # noqa: E402
-from tests.fixtures.tiny_pipeline import save_tiny_pipeline  # noqa: E402
 from tests.test_training import _fixed_loss, make_data  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    torch.set_num_threads(1)
-    return save_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny")
-
-
-@pytest.fixture(scope="module")
-def model(tiny_dir):
-    return load_pipeline(str(tiny_dir), device="cpu")
 
 
 def _layers(mlp) -> list[str]:

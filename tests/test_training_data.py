@@ -28,20 +28,11 @@ from curator.training.data import load_dataset  # noqa: E402
 from curator.training.layouts import LAYOUT_NAMES, detect_layout  # noqa: E402
 from curator.training.lora import LoraOptions, train_lora  # noqa: E402
 from db.schema import File  # noqa: E402
-from tests.fixtures.tiny_pipeline import save_tiny_pipeline  # noqa: E402
 
 # Small buckets for the tiny pipeline: 48x48 squares and 64x32 landscapes.
 BUCKETS = {"resolution": (48, 48), "min_side": 16, "max_side": 96, "step": 16}
 BUCKET_ARGS = ["--resolution", "48,48", "--min-side", "16", "--max-side", "96", "--step", "16"]
 SUBJECT = {"instance": "sks", "class_word": "cat"}
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    import torch
-
-    torch.set_num_threads(1)
-    return save_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny")
 
 
 def _write_images(folder: Path, sizes: list[tuple[int, int]], prefix: str) -> list[Path]:

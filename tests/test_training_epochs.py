@@ -23,15 +23,6 @@ from curator.training.textual_inversion import (  # noqa: E402
     TextualInversionOptions,
     train_textual_inversion,
 )
-from tests.fixtures.tiny_pipeline import save_tiny_pipeline  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    import torch
-
-    torch.set_num_threads(1)
-    return save_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny")
 
 
 def _data(root: Path, sizes: list[tuple[int, int]], repeats: int) -> Path:

@@ -15,7 +15,7 @@ pytest.importorskip("open_clip")
 from curator.errors import UsageError  # noqa: E402
 from curator.generation.generate import GenerationParams, generate  # noqa: E402
 from curator.generation.loading import load_pipeline  # noqa: E402
-from curator.training import sdxl  # noqa: E402
+from curator.training import sdxl, textual_inversion  # noqa: E402
 from curator.training.textual_inversion import (  # noqa: E402
     TextualInversionOptions,
     initial_vectors,
@@ -52,14 +52,14 @@ def test_sdxl_embedding_trains_both_encoders_and_the_backend_uses_it(xl_dir, tmp
     from safetensors import safe_open
 
     held = {}
-    load = sdxl.load_sdxl
+    load = textual_inversion.load_base
 
-    def keep(source, device):  # hold the trained pipeline to compare its weights
-        held["model"] = load(source, device)
+    def keep(options):  # hold the trained pipeline to compare its weights
+        held["model"] = load(options)
         return held["model"]
 
-    monkeypatch.setattr(sdxl, "load_sdxl", keep)
-    before = load(str(xl_dir), "cpu").pipeline
+    monkeypatch.setattr(textual_inversion, "load_base", keep)
+    before = load_pipeline(str(xl_dir), device="cpu", half=False).pipeline
     options = TextualInversionOptions(
         base=str(xl_dir), data=str(_data(tmp_path / "d")), out=str(tmp_path / "emb"),
         steps=4, lr=5e-2, token="sksxl", init_text="a cat", vectors=2, device="cpu",
@@ -118,7 +118,7 @@ def test_pooled_output_stays_at_the_end_token_with_added_words(xl_dir):
 
     import torch
 
-    pipe = sdxl.load_sdxl(str(xl_dir), "cpu").pipeline
+    pipe = load_pipeline(str(xl_dir), device="cpu", half=False).pipeline
     expected = sdxl.encode(pipe, ["a cat"], "cpu", grad=False)["added_cond_kwargs"]
     tokenizer_1, tokenizer_2 = copy.deepcopy(pipe.tokenizer), copy.deepcopy(pipe.tokenizer_2)
     for tokenizer, encoder in (
@@ -163,7 +163,7 @@ def test_the_backend_conditions_on_the_file_as_training_did(xl_dir, tmp_path):
     states, pooled = encode_sdxl(model.pipeline, ["sksxl, a cat"], used=used, embeddings=dbs)
     assert list(used) == ["sksxl"]
 
-    pipe = sdxl.load_sdxl(str(xl_dir), "cpu").pipeline
+    pipe = load_pipeline(str(xl_dir), device="cpu", half=False).pipeline
     grown = []
     for tokenizer, encoder, key in ((pipe.tokenizer, pipe.text_encoder, "clip_l"),
                                     (pipe.tokenizer_2, pipe.text_encoder_2, "clip_g")):  # fmt: skip

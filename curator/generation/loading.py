@@ -133,6 +133,14 @@ def _family(xl: bool):
     return StableDiffusionXLPipeline if xl else StableDiffusionPipeline
 
 
+def is_local_sdxl(source: str) -> bool:
+    """Whether a local diffusers folder or checkpoint file holds SDXL (a hub id: False)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return _folder_is_xl(path)
+    return path.is_file() and _file_is_xl(path)
+
+
 def _folder_is_xl(path: Path) -> bool:
     """A diffusers folder's pipeline class names SDXL, or it has a second text encoder."""
     try:

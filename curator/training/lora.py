@@ -109,7 +109,7 @@ def lora_config(
     rank: int,
     alpha: float,
     conv_dim: int | None = None,
-    conv_alpha: float | None = None,
+    conv_alpha: float = 1.0,
 ):
     """peft's config for `targets`: the network rank and alpha, conv_dim and conv_alpha
     for the wide convolutions (peft reads its patterns as regular expressions)."""
@@ -123,7 +123,7 @@ def lora_config(
         lora_alpha=alpha,
         target_modules=list(targets),
         rank_pattern=dict.fromkeys(wide, conv_dim or rank),
-        alpha_pattern=dict.fromkeys(wide, conv_alpha if conv_alpha is not None else 1.0),
+        alpha_pattern=dict.fromkeys(wide, conv_alpha),
     )
 
 
@@ -307,10 +307,7 @@ def _train(options: LoraOptions, dataset: Any, name: str) -> TrainResult:
     import torch
     from peft import inject_adapter_in_model
 
-    if sdxl.is_sdxl_folder(options.base):
-        model = sdxl.load_sdxl(options.base, options.device)
-    else:
-        model = load_base(options)
+    model = load_base(options)
     pipe = model.pipeline
     encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if sdxl.is_sdxl(pipe) else [])
     for part in (pipe.unet, pipe.vae, *encoders):

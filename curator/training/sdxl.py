@@ -1,6 +1,5 @@
-"""What LoRA and textual-inversion training need to know about SDXL: loading a diffusers
-SDXL folder, the two text encoders' conditioning, and the module names sd-scripts gives
-SDXL's layers.
+"""What LoRA and textual-inversion training need to know about SDXL: the two text
+encoders' conditioning, and the module names sd-scripts gives SDXL's layers.
 
 sd-scripts trains SDXL on its own UNet (`library/sdxl_original_unet.py`), whose modules
 carry Stability's names (`input_blocks.4.1.transformer_blocks.0.attn1.to_q`), not
@@ -13,9 +12,7 @@ written for any layer count so small test models name their layers the same way.
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 from typing import Any
 
 from curator.errors import UsageError
@@ -37,37 +34,8 @@ _RESNET_LAYERS = {
 }
 
 
-def is_sdxl_folder(source: str) -> bool:
-    index = Path(source).expanduser() / "model_index.json"
-    if not index.is_file():
-        return False
-    try:
-        return "XL" in json.loads(index.read_text(encoding="utf-8")).get("_class_name", "")
-    except (OSError, ValueError):
-        return False
-
-
 def is_sdxl(pipe: Any) -> bool:
     return getattr(pipe, "text_encoder_2", None) is not None
-
-
-def load_sdxl(source: str, device: str | None) -> Any:
-    """A diffusers SDXL folder in float32 on `device` (a `LoadedModel`)."""
-    import torch
-    from diffusers import StableDiffusionXLPipeline
-
-    from curator.generation.loading import LoadedModel, pick_device
-
-    device = pick_device(device)
-    path = Path(source).expanduser()
-    try:
-        pipe = StableDiffusionXLPipeline.from_pretrained(
-            path, torch_dtype=torch.float32, local_files_only=True
-        )
-    except (OSError, ValueError) as error:
-        raise UsageError(f"cannot load the SDXL folder {path}: {error}") from error
-    pipe.to(device)
-    return LoadedModel(pipe, path.name, None, device, torch.float32, str(path))
 
 
 def sai_unet_path(path: str, layers_per_block: int) -> str:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from curator.errors import UsageError
+from curator.generation.loading import is_local_sdxl
 from curator.training import sdxl
 from curator.training.loop import (
     Method,
@@ -153,7 +154,7 @@ def refuse_sdxl_pt() -> None:
 def train_textual_inversion(options: TextualInversionOptions, catalog: Any = None) -> TrainResult:
     """Learn `options.vectors` vectors for `options.token` from `options.data`."""
     check_token(options)
-    if options.file_format == "pt" and sdxl.is_sdxl_folder(options.base):
+    if options.file_format == "pt" and is_local_sdxl(options.base):
         refuse_sdxl_pt()
     # class images would teach the word the class
     dataset = prepare_data(options, reg=False, catalog=catalog)
@@ -208,10 +209,7 @@ def _add_words(
 def _train(options: TextualInversionOptions, dataset: Any, name: str) -> TrainResult:
     import torch
 
-    if sdxl.is_sdxl_folder(options.base):
-        model = sdxl.load_sdxl(options.base, options.device)
-    else:
-        model = load_base(options)
+    model = load_base(options)
     pipe = model.pipeline
     xl = sdxl.is_sdxl(pipe)
     if xl and options.file_format == "pt":
